@@ -1,0 +1,452 @@
+"""Field tables: every header ethlink puts on the wire, declared once.
+
+A header is a `HeaderFormat`, an ordered table of `FieldSpec` (name, width in bits,
+default, the trace column that feeds it). The scapy layers in `layers.py` are generated
+from these tables (or, for headers scapy already ships, checked against them by the
+tests), the builder in `build.py` fills them from a trace row, and the engine can size
+its frames from `HeaderFormat.size`, `roce_frame_bytes` and `ethlink_frame_bytes`.
+
+Limits: RoCEv2 is IPv4 only and RC transport only (plus the CNP); no GRH/IPv6, UD/DETH or
+SEND-with-invalidate. The EthLink and CBFC formats are ethlink's own (version 1): the real
+EthLink and UEC CBFC bytes are not public (PROTOCOLS.md), so only their semantics follow
+the sources.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum, IntFlag, StrEnum
+from typing import Any
+
+
+class FrameKind(StrEnum):
+    """Value of the trace's `frame_kind` column."""
+
+    RAW = "raw"
+    ROCE = "roce"
+    CNP = "cnp"
+    PFC = "pfc"
+    ETHLINK = "ethlink"
+    CBFC = "cbfc"
+
+
+class EtherType(IntEnum):
+    """EtherTypes ethlink emits (IEEE Std 802-2014 clause 9.2.4 for the local experimental pair)."""
+
+    IPV4 = 0x0800
+    VLAN = 0x8100          # IEEE 802.1Q C-tag TPID
+    MAC_CONTROL = 0x8808   # IEEE 802.3 clause 31
+    LOCAL_EXP1 = 0x88B5    # IEEE 802 local experimental EtherType 1: EthLink and CBFC
+    LOCAL_EXP2 = 0x88B6    # IEEE 802 local experimental EtherType 2: raw test frames
+
+
+class Ecn(IntEnum):
+    """ECN codepoint in the low 2 bits of the IPv4 TOS byte (RFC 3168 section 5)."""
+
+    NOT_ECT = 0b00
+    ECT1 = 0b01
+    ECT0 = 0b10
+    CE = 0b11
+
+
+class RoceOpcode(IntEnum):
+    """BTH opcodes of the RC transport (Linux include/rdma/ib_pack.h IB_OPCODE_RC_*) and
+    the RoCEv2 CNP (IBA Annex A17, congestion notification packet)."""
+
+    SEND_FIRST = 0x00
+    SEND_MIDDLE = 0x01
+    SEND_LAST = 0x02
+    SEND_LAST_IMM = 0x03
+    SEND_ONLY = 0x04
+    SEND_ONLY_IMM = 0x05
+    WRITE_FIRST = 0x06
+    WRITE_MIDDLE = 0x07
+    WRITE_LAST = 0x08
+    WRITE_LAST_IMM = 0x09
+    WRITE_ONLY = 0x0A
+    WRITE_ONLY_IMM = 0x0B
+    READ_REQUEST = 0x0C
+    READ_RESPONSE_FIRST = 0x0D
+    READ_RESPONSE_MIDDLE = 0x0E
+    READ_RESPONSE_LAST = 0x0F
+    READ_RESPONSE_ONLY = 0x10
+    ACK = 0x11
+    ATOMIC_ACK = 0x12
+    CMP_SWAP = 0x13
+    FETCH_ADD = 0x14
+    CNP = 0x81
+
+
+class AethSyndrome(IntEnum):
+    """AETH syndromes (Linux drivers/infiniband/sw/rxe/rxe_hdr.h, enum aeth_syndrome).
+
+    The top 3 bits are the type (ACK, RNR NAK, NAK); an ACK's low 5 bits are the credit
+    count (0x1F: unlimited), a NAK's low 5 bits its code.
+    """
+
+    ACK = 0x00
+    ACK_UNLIMITED = 0x1F
+    RNR_NAK = 0x20
+    NAK_PSN_SEQ_ERROR = 0x60
+    NAK_INVALID_REQUEST = 0x61
+    NAK_REMOTE_ACCESS_ERROR = 0x62
+    NAK_REMOTE_OPERATIONAL_ERROR = 0x63
+
+
+AETH_TYPE_MASK = 0xE0  # rxe_hdr.h AETH_TYPE_MASK
+
+
+class ElOpcode(IntEnum):
+    """EthLink v1 transaction opcodes (ethlink's own format)."""
+
+    LOAD_REQ = 0x01
+    LOAD_RESP = 0x02
+    STORE = 0x03
+    STORE_ACK = 0x04
+    ATOMIC_FADD = 0x05
+    ATOMIC_CAS = 0x06
+    ATOMIC_RESP = 0x07
+    FENCE = 0x08
+    FENCE_ACK = 0x09
+
+
+class ElFlags(IntFlag):
+    """ELBase flags (3 bits; bit 2 reserved)."""
+
+    CTRL = 0x1            # a control frame (CBFC credit update): no transaction headers
+    ACK_REQUESTED = 0x2
+
+
+class ElTxnFlags(IntFlag):
+    """ELTxn flags (8 bits; bits 1-7 reserved)."""
+
+    WANT_COMPLETION = 0x1
+
+
+EL_VERSION = 1
+EL_MAX_TXN_LENGTH = 4096   # bytes one LOAD/STORE transaction may address
+ROCEV2_UDP_PORT = 4791     # IANA; IBA Annex A17
+ROCEV2_DEFAULT_SPORT = 0xC000  # Linux rxe.h RXE_ROCE_V2_SPORT (base of the entropy range)
+ICRC_BYTES = 4             # IBA Vol. 1 section 7.8.1 invariant CRC
+FCS_BYTES = 4              # IEEE 802.3 clause 3.2.9
+ETH_MIN_FRAME = 64         # IEEE 802.3 clause 4.4.2 minFrameSize, FCS included
+ETHER_BYTES = 14
+DOT1Q_BYTES = 4
+IPV4_BYTES = 20
+UDP_BYTES = 8
+PFC_DST_MAC = 0x0180C2000001   # IEEE 802.3 Annex 31B/31D MAC Control multicast address
+PFC_OPCODE = 0x0101            # IEEE 802.3 Annex 31D, PFC (IEEE 802.1Qbb clause 36)
+PFC_CLASSES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One header field: `name` as in the scapy layer, `bits` wide, big-endian, MSB first.
+
+    `column` is the trace column (or EthLink transaction key) that feeds it; None means a
+    constant (reserved bits). `derived` fields are computed at build when left unset (the
+    scapy layer's default is None, like IP's len). `enum`/`flags` name its values.
+    """
+
+    name: str
+    bits: int
+    default: int = 0
+    column: str | None = None
+    enum: type[IntEnum] | None = None
+    flags: type[IntFlag] | None = None
+    hex: bool = False
+    derived: bool = False
+    doc: str = ""
+
+    def check(self, value: int | str, where: str) -> int:
+        """Return `value` as an int, or raise ValueError if it does not fit this field.
+
+        An enum field also takes its members' names ("WRITE_FIRST"), as a dictionary-encoded
+        trace column gives them."""
+        src = self.column or self.name
+        if isinstance(value, str):
+            names = self.enum or self.flags
+            if names is None or value not in names.__members__:
+                raise ValueError(f"{src}={value!r} is not a {names.__name__ if names else 'number'} name")
+            value = names[value]
+        v = int(value)
+        if not 0 <= v < (1 << self.bits):
+            raise ValueError(f"{src}={v} does not fit the {self.bits}-bit field {where}.{self.name}")
+        return v
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderFormat:
+    """An ordered field table; its widths add up to whole bytes."""
+
+    name: str
+    fields: tuple[FieldSpec, ...]
+    doc: str = ""
+    _by_name: dict[str, FieldSpec] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.bits % 8:
+            raise ValueError(f"{self.name}: fields add up to {self.bits} bits, not whole bytes")
+        object.__setattr__(self, "_by_name", {f.name: f for f in self.fields})
+
+    @property
+    def bits(self) -> int:
+        return sum(f.bits for f in self.fields)
+
+    @property
+    def size(self) -> int:
+        """Header length in bytes."""
+        return self.bits // 8
+
+    def __getitem__(self, name: str) -> FieldSpec:
+        return self._by_name[name]
+
+    def layout(self) -> list[tuple[str, int, int]]:
+        """(name, bit offset from the header start, width) for each field, in wire order."""
+        out, off = [], 0
+        for f in self.fields:
+            out.append((f.name, off, f.bits))
+            off += f.bits
+        return out
+
+    def values(self, source: Any, where: str | None = None) -> dict[str, int]:
+        """Field values read by column from `source` (anything with get(column, default),
+        such as `build.Row`), defaults for absent columns, each checked against its width."""
+        get = source.get
+        return {
+            f.name: f.check(f.default if f.column is None else get(f.column, f.default), where or self.name)
+            for f in self.fields
+        }
+
+
+def _f(name: str, bits: int, default: int = 0, column: str | None = None, **kw: Any) -> FieldSpec:
+    return FieldSpec(name, bits, default, column, **kw)
+
+
+# --- RoCEv2 (IBA Vol. 1 chapter 9 header formats; Linux rxe_hdr.h) --------------------
+# Field names of BTH, AETH and CNP padding are scapy.contrib.roce's: scapy ships those
+# layers and ethlink reuses them; the tests check these tables against scapy's.
+
+BTH = HeaderFormat("BTH", (
+    _f("opcode", 8, 0, "opcode", enum=RoceOpcode),
+    _f("solicited", 1, 0, "se"),
+    _f("migreq", 1, 0, "migreq"),
+    _f("padcount", 2, 0, "pad_cnt", doc="pad bytes after the payload, to a 4-byte multiple"),
+    _f("version", 4, 0, "tver"),
+    _f("pkey", 16, 0xFFFF, "pkey", hex=True, doc="0xFFFF: default full-member partition"),
+    _f("fecn", 1, 0, "fecn"),
+    _f("becn", 1, 0, "becn"),
+    _f("resv6", 6),
+    _f("dqpn", 24, 0, "dqpn"),
+    _f("ackreq", 1, 0, "ackreq"),
+    _f("resv7", 7),
+    _f("psn", 24, 0, "psn"),
+), "Base Transport Header, 12 B; followed at the end of the packet by the 4 B ICRC")
+
+RETH = HeaderFormat("RETH", (
+    _f("va", 64, 0, "reth_va", hex=True),
+    _f("rkey", 32, 0, "reth_rkey", hex=True),
+    _f("dlen", 32, 0, "reth_dlen", doc="DMA length of the whole message, bytes"),
+), "RDMA Extended Transport Header, 16 B")
+
+AETH = HeaderFormat("AETH", (
+    _f("syndrome", 8, 0, "aeth_syndrome", hex=True, enum=AethSyndrome),
+    _f("msn", 24, 0, "aeth_msn", hex=True),
+), "ACK Extended Transport Header, 4 B")
+
+IMMDT = HeaderFormat("ImmDt", (
+    _f("imm", 32, 0, "imm", hex=True),
+), "Immediate Data, 4 B")
+
+ATOMIC_ETH = HeaderFormat("AtomicETH", (
+    _f("va", 64, 0, "atomic_va", hex=True),
+    _f("rkey", 32, 0, "atomic_rkey", hex=True),
+    _f("swap_add", 64, 0, "atomic_swap_add", hex=True, doc="swap value (CMP_SWAP) or addend (FETCH_ADD)"),
+    _f("compare", 64, 0, "atomic_compare", hex=True),
+), "Atomic Extended Transport Header, 28 B")
+
+ATOMIC_ACK_ETH = HeaderFormat("AtomicAckETH", (
+    _f("orig", 64, 0, "atomic_orig", hex=True, doc="remote data before the atomic operation"),
+), "Atomic Acknowledge Extended Transport Header, 8 B")
+
+CNP_PADDING = HeaderFormat("CNPPadding", (
+    _f("reserved1", 64, hex=True),
+    _f("reserved2", 64, hex=True),
+), "RoCEv2 CNP: 16 reserved bytes after the BTH (IBA Annex A17)")
+
+
+@dataclass(frozen=True, slots=True)
+class RoceOpcodeFormat:
+    """What follows the BTH for one opcode (Linux rxe_opcode.c rxe_opcode[].mask)."""
+
+    headers: tuple[HeaderFormat, ...]
+    payload: bool
+
+
+_RO = RoceOpcode
+ROCE_OPCODES: dict[RoceOpcode, RoceOpcodeFormat] = {
+    _RO.SEND_FIRST: RoceOpcodeFormat((), True),
+    _RO.SEND_MIDDLE: RoceOpcodeFormat((), True),
+    _RO.SEND_LAST: RoceOpcodeFormat((), True),
+    _RO.SEND_LAST_IMM: RoceOpcodeFormat((IMMDT,), True),
+    _RO.SEND_ONLY: RoceOpcodeFormat((), True),
+    _RO.SEND_ONLY_IMM: RoceOpcodeFormat((IMMDT,), True),
+    _RO.WRITE_FIRST: RoceOpcodeFormat((RETH,), True),
+    _RO.WRITE_MIDDLE: RoceOpcodeFormat((), True),
+    _RO.WRITE_LAST: RoceOpcodeFormat((), True),
+    _RO.WRITE_LAST_IMM: RoceOpcodeFormat((IMMDT,), True),
+    _RO.WRITE_ONLY: RoceOpcodeFormat((RETH,), True),
+    _RO.WRITE_ONLY_IMM: RoceOpcodeFormat((RETH, IMMDT), True),
+    _RO.READ_REQUEST: RoceOpcodeFormat((RETH,), False),
+    _RO.READ_RESPONSE_FIRST: RoceOpcodeFormat((AETH,), True),
+    _RO.READ_RESPONSE_MIDDLE: RoceOpcodeFormat((), True),
+    _RO.READ_RESPONSE_LAST: RoceOpcodeFormat((AETH,), True),
+    _RO.READ_RESPONSE_ONLY: RoceOpcodeFormat((AETH,), True),
+    _RO.ACK: RoceOpcodeFormat((AETH,), False),
+    _RO.ATOMIC_ACK: RoceOpcodeFormat((AETH, ATOMIC_ACK_ETH), False),
+    _RO.CMP_SWAP: RoceOpcodeFormat((ATOMIC_ETH,), False),
+    _RO.FETCH_ADD: RoceOpcodeFormat((ATOMIC_ETH,), False),
+    _RO.CNP: RoceOpcodeFormat((CNP_PADDING,), False),
+}
+
+
+# --- IEEE 802.1Qbb PFC: scapy.contrib.mac_control.MACControlClassBasedFlowControl ------
+# The class-enable vector's high byte is reserved, its low byte holds c7..c0 (c0 is bit 0);
+# eight 16-bit pause times c0..c7 in quanta of 512 bit times (IEEE 802.3 Annex 31D).
+
+PFC = HeaderFormat("PFC", (
+    _f("_op_code", 16, PFC_OPCODE, hex=True),
+    _f("_reserved", 8),
+    *(_f(f"c{i}_enabled", 1) for i in range(7, -1, -1)),
+    *(_f(f"c{i}_pause_time", 16) for i in range(PFC_CLASSES)),
+), "MAC Control PFC frame body, 20 B: opcode, class-enable vector, 8 pause times")
+
+
+# --- EthLink v1 (ethlink's own compact scale-up format) --------------------------------
+
+EL_BASE = HeaderFormat("ELBase", (
+    _f("ver", 4, EL_VERSION, "el_ver"),
+    _f("ntx", 4, 0, "el_ntx", derived=True, doc="transaction headers that follow, 0..15"),
+    _f("tc", 3, 0, "el_tc", doc="traffic class (defaults to the frame's pcp)"),
+    _f("ecn", 2, 0, "el_ecn", enum=Ecn, doc="RFC 3168 codepoint (defaults to the row's ecn)"),
+    _f("flags", 3, 0, "el_flags", flags=ElFlags),
+    _f("src", 16, 0, "el_src", doc="source GPU id"),
+    _f("dst", 16, 0, "el_dst", doc="destination GPU id"),
+    _f("resv", 16),
+), "EthLink v1 base header, 8 B")
+
+EL_TXN = HeaderFormat("ELTxn", (
+    _f("opcode", 8, 0, "opcode", enum=ElOpcode),
+    _f("flags", 8, 0, "flags", flags=ElTxnFlags),
+    _f("tag", 16, 0, "tag"),
+    _f("length", 16, 0, "length", doc="bytes of memory this transaction addresses, 1..4096"),
+    _f("resv", 16),
+    _f("addr", 64, 0, "addr", hex=True, doc="remote address"),
+), "EthLink v1 transaction header, 16 B; columns are the keys of one `el_txns` entry")
+
+# Single-transaction rows may carry the transaction as flat columns instead of `el_txns`.
+EL_TXN_COLUMNS: dict[str, str] = {
+    "el_opcode": "opcode",
+    "el_txn_flags": "flags",
+    "el_tag": "tag",
+    "el_length": "length",
+    "el_addr": "addr",
+}
+
+EL_CREDIT = HeaderFormat("ELCredit", (
+    _f("vc", 8, 0, "cbfc_vc", doc="virtual channel whose credits are returned"),
+    _f("resv8", 8),
+    _f("resv16", 16),
+    _f("credits", 32, 0, "cbfc_credits", doc="cumulative credits freed, wrapping mod 2**32"),
+), "ethlink CBFC credit update, 8 B, after an ELBase with CTRL set and ntx=0")
+
+# Data bytes that follow the transaction headers, per opcode; LENGTH means `length` bytes.
+LENGTH = -1
+EL_DATA_BYTES: dict[ElOpcode, int] = {
+    ElOpcode.LOAD_REQ: 0,
+    ElOpcode.LOAD_RESP: LENGTH,
+    ElOpcode.STORE: LENGTH,
+    ElOpcode.STORE_ACK: 0,
+    ElOpcode.ATOMIC_FADD: 8,     # addend
+    ElOpcode.ATOMIC_CAS: 16,     # swap, then compare
+    ElOpcode.ATOMIC_RESP: 8,     # old value
+    ElOpcode.FENCE: 0,
+    ElOpcode.FENCE_ACK: 0,
+}
+
+
+def el_data_len(opcode: int, length: int) -> int:
+    """Bytes of data one EthLink transaction carries after the headers."""
+    n = EL_DATA_BYTES[ElOpcode(opcode)]
+    return length if n == LENGTH else n
+
+
+def _wire_bytes(without_fcs: int) -> int:
+    return max(without_fcs, ETH_MIN_FRAME - FCS_BYTES) + FCS_BYTES
+
+
+def roce_frame_bytes(opcode: int, payload_len: int = 0, pad_cnt: int = 0) -> int:
+    """`frame_bytes` (FCS included) of a priority-tagged RoCEv2 frame."""
+    fmt = ROCE_OPCODES[RoceOpcode(opcode)]
+    hdr = ETHER_BYTES + DOT1Q_BYTES + IPV4_BYTES + UDP_BYTES + BTH.size
+    return _wire_bytes(hdr + sum(h.size for h in fmt.headers) + payload_len + pad_cnt + ICRC_BYTES)
+
+
+def ethlink_frame_bytes(txns: list[tuple[int, int]]) -> int:
+    """`frame_bytes` (FCS included) of an EthLink frame of (opcode, length) transactions."""
+    data = sum(el_data_len(op, ln) for op, ln in txns)
+    return _wire_bytes(ETHER_BYTES + DOT1Q_BYTES + EL_BASE.size + EL_TXN.size * len(txns) + data)
+
+
+# --- the trace row --------------------------------------------------------------------
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """A trace column the builder reads: its default when absent (None or NaN counts as
+    absent) and, for an integer column, its width and value names."""
+
+    default: Any
+    doc: str
+    bits: int = 0
+    enum: type[IntEnum] | None = None
+    flags: type[IntFlag] | None = None
+
+    def spec(self, name: str) -> FieldSpec:
+        return FieldSpec(name, self.bits, column=name, enum=self.enum, flags=self.flags)
+
+
+_COMMON = {
+    "frame_kind": Column(REQUIRED, "FrameKind value"),
+    "frame_bytes": Column(None, "Ethernet frame length with FCS, >= 64; required for raw, "
+                                "cross-checked against the built frame otherwise", 16),
+    "src_mac": Column(0, "source MAC", 48),
+    "dst_mac": Column(0, "destination MAC (pfc always uses 01:80:C2:00:00:01)", 48),
+    "pcp": Column(0, "802.1Q priority of the tag (all kinds but pfc)", 3),
+    "ip_src": Column(0, "IPv4 source", 32),
+    "ip_dst": Column(0, "IPv4 destination", 32),
+    "dscp": Column(26, "IPv4 DSCP", 6),
+    "ecn": Column(int(Ecn.NOT_ECT), "RFC 3168 codepoint (IPv4 TOS, or ELBase ecn)", 2, Ecn),
+    "ttl": Column(64, "IPv4 TTL", 8),
+    "udp_sport": Column(ROCEV2_DEFAULT_SPORT, "UDP source port (flow entropy)", 16),
+    "payload_len": Column(0, "RoCE payload bytes, pad bytes excluded", 16),
+    "el_txns": Column(None, "EthLink transactions: a list of mappings with keys opcode, flags, "
+                            "tag, length, addr and, for atomic data, swap_add, compare, orig"),
+    "pfc_vector": Column(0, "PFC class-enable bits, c0 = bit 0", 8),
+    "pfc_times": Column((0,) * PFC_CLASSES, "8 PFC pause times c0..c7, quanta"),
+    "el_tc": Column(None, "ELBase.tc; defaults to pcp", 3),
+    "el_ecn": Column(None, "ELBase.ecn; defaults to ecn", 2, Ecn),
+    "el_ntx": Column(None, "ELBase.ntx; derived, cross-checked when given", 4),
+}
+
+COLUMNS: dict[str, Column] = {}
+for _fmt in (BTH, RETH, AETH, IMMDT, ATOMIC_ETH, ATOMIC_ACK_ETH, EL_BASE, EL_CREDIT):
+    for _s in _fmt.fields:
+        if _s.column is not None:
+            COLUMNS[_s.column] = Column(_s.default, f"{_fmt.name}.{_s.name}", _s.bits, _s.enum, _s.flags)
+for _col, _key in EL_TXN_COLUMNS.items():
+    _s = EL_TXN[_key]
+    COLUMNS[_col] = Column(_s.default, f"ELTxn.{_key} of a single-transaction row", _s.bits, _s.enum, _s.flags)
+COLUMNS.update(_COMMON)
+del _fmt, _s, _col, _key
