@@ -1,0 +1,42 @@
+# ethlink: two commands for a new user, `make demo` and `make test`; each sets itself up.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.ethlink-installed
+EXT    := ethlink/.engine-built
+SRC    := $(wildcard csrc/*.pyx csrc/*.pxd csrc/*.h) setup.py
+
+.PHONY: install build demo test bench clean
+
+install: $(STAMP) $(EXT)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# Dependencies (and the package itself, editable) are installed once, again only when
+# pyproject.toml changes.
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install -q "cython>=3.0" "numpy>=1.26" "setuptools>=68" wheel
+	$(PIP) install -q --no-build-isolation -e ".[test]"
+	touch $@
+
+# The Cython engine is rebuilt in place whenever a csrc/ file changes.
+$(EXT): $(SRC) | $(STAMP)
+	$(PY) setup.py -q build_ext --inplace
+	touch $@
+
+build: $(EXT)
+
+demo: install
+	$(VENV)/bin/ethlink run $(or $(SCENARIO),ethlink-mixed) -o out/demo
+
+test: install
+	$(PY) -m pytest -q tests
+
+bench: install
+	$(PY) -m pytest -q benchmarks --benchmark-only --benchmark-columns=min,mean,rounds
+
+clean:
+	rm -rf build $(VENV) ethlink/*.so ethlink/.engine-built csrc/*.c *.egg-info

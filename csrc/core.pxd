@@ -1,0 +1,424 @@
+# ethlink engine core: the structs every csrc module shares, the event heap, the packet
+# pool, the seeded random streams and the one trace point.
+#
+# What it models: a discrete-event simulation in integer picoseconds. One `Sim` struct
+# owns time, the heap and every table; nothing is module-level, so two engines can run
+# side by side. Events are ordered by (time, insertion sequence): same-time events run
+# first-in first-out, which makes runs reproducible to the byte.
+#
+# Limits: the heap and the packet pool grow by doubling (realloc); a run that holds more
+# than 2**31 packets at once is refused. All structs are plain C, readable from Python as
+# numpy structured arrays (engine.pyx exposes them).
+from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdlib cimport malloc, realloc, free
+
+# ---------------------------------------------------------------------------------------
+# Constants (IEEE 802.3 clause 4.4.2: 7 B preamble + 1 B SFD before, 12 B IFG after).
+cdef enum:
+    PREAMBLE_BYTES = 8          # preamble + start-of-frame delimiter
+    IFG_BYTES = 12              # minimum inter-frame gap
+    WIRE_EXTRA_BYTES = 20       # PREAMBLE_BYTES + IFG_BYTES: wire time beyond the frame
+    MIN_FRAME_BYTES = 64        # IEEE 802.3 minimum frame, FCS included
+    NPRIO = 8                   # IEEE 802.1Q priorities (PCP 0..7)
+    NO_PKT = -1
+
+cdef enum EventKind:
+    EV_TX_DONE = 0              # a port finished a frame and its IFG: it may start the next
+    EV_RX = 1                   # a frame is received at a node (last bit, or header if cut-through)
+    EV_FLOW_START = 2           # a flow (or QP message stream) becomes active at its source
+    EV_KICK = 3                 # a port should try to start transmitting (used by protocols)
+    EV_TIMER = 4                # a protocol timer; `obj` names the owner, `arg` the timer kind
+
+cdef enum NodeKind:
+    NODE_HOST = 0
+    NODE_SWITCH = 1
+
+cdef enum FrameKind:            # every frame kind has a real wire format (ethlink.frames)
+    FK_RAW = 0                  # Ether/802.1Q/0x88B6 raw data
+    FK_ROCE = 1                 # RoCEv2 data or request (BTH + ext headers)
+    FK_ROCE_ACK = 2             # RoCEv2 ACK/NAK (BTH + AETH)
+    FK_CNP = 3                  # RoCEv2 congestion notification packet (BTH opcode 0x81)
+    FK_PFC = 4                  # IEEE 802.1Qbb pause frame
+    FK_ETHLINK = 5              # ethlink v1 Load/Store frame
+    FK_CBFC = 6                 # ethlink v1 credit update
+
+cdef enum TraceEvent:           # names in ethlink/trace.py EVENT_NAMES, same order
+    TE_ENQUEUE = 0              # packet entered an egress queue (qbytes after)
+    TE_TX_START = 1             # first bit on the wire
+    TE_RX = 2                   # packet received by a node
+    TE_DROP = 3                 # packet dropped; `reason` says why
+    TE_MARK = 4                 # ECN CE set on enqueue
+    TE_DELIVER = 5              # packet handed to the destination endpoint
+    TE_PAUSE_TX = 6
+    TE_PAUSE_RX = 7
+    TE_CREDIT = 8
+    TE_LLR_REPLAY = 9
+    TE_OP_ISSUE = 10
+    TE_OP_COMPLETE = 11
+
+cdef enum DropReason:           # names in ethlink/trace.py DROP_REASONS, same order
+    DR_NONE = 0
+    DR_BUFFER_FULL = 1          # shared buffer has no room
+    DR_QUEUE_LIMIT = 2          # per-queue static limit or dynamic threshold exceeded
+    DR_NO_ROUTE = 3             # no next hop towards the destination
+    DR_FCS = 4                  # frame corrupted on the wire (bit error), FCS check failed
+    DR_WATCHDOG = 5             # PFC watchdog dropped a stormed queue
+    DR_TTL = 6                  # hop limit exceeded (routing loop)
+
+cdef enum PacketFlag:
+    PF_LAST = 1                 # last packet of its flow or message
+    PF_ROUTED = 2               # routed at this node, waiting for its last bit (cut-through fallback)
+
+cdef enum StopReason:           # why the loop returned to Python
+    STOP_EMPTY = 0              # no event left
+    STOP_UNTIL = 1              # next event is after the horizon
+    STOP_CHUNK = 2              # event budget of this call used (progress reporting)
+    STOP_TRACE = 3              # trace ring nearly full: drain it and call again
+    STOP_ERROR = 4              # out of memory or pool limit; Sim.error says which
+
+cdef enum:
+    TRACE_MARGIN = 64           # records one event may write at most
+    CT_HEADER_BYTES = 64        # bytes a cut-through switch reads before forwarding
+
+cdef enum Sched:
+    SCHED_STRICT = 0            # highest priority number first (7 highest)
+    SCHED_DWRR = 1              # deficit weighted round robin, quantum bytes per weight
+
+cdef enum Threshold:
+    THR_STATIC = 0              # queue limited to a fixed number of bytes
+    THR_DYNAMIC = 1             # queue limited to alpha x free shared buffer (Choudhury-Hahne)
+
+cdef enum EcmpMode:
+    ECMP_FLOW = 0               # seeded hash of the flow: a flow keeps one path
+    ECMP_SPRAY = 1              # seeded hash of the packet: every packet picks again
+
+cdef enum:
+    TRACE_OFF = 0
+    TRACE_ENDPOINTS = 1         # only events at hosts
+    TRACE_HOP = 2               # every event at every node
+
+# ---------------------------------------------------------------------------------------
+# Structs. Every field: unit and invariant.
+
+cdef struct Event:
+    int64_t time                # ps; events pop in (time, seq) order
+    int64_t seq                 # insertion sequence number, unique, increasing
+    int32_t kind                # EventKind
+    int32_t obj                 # port, packet, flow or timer-owner index (by kind)
+    int64_t arg                 # packet index for EV_RX, timer kind for EV_TIMER
+
+cdef struct Packet:
+    int64_t uid                 # unique, increasing in creation order; the trace's packet id
+    int64_t t_created           # ps, when the source made it
+    int64_t offset              # payload byte offset within its flow/message
+    int64_t t_last              # ps when its last bit reaches the node holding it
+    int32_t next                # next packet in the same queue, or free-list link; -1 ends
+    int32_t flow                # flow index, -1 for control frames
+    int32_t src                 # source host index
+    int32_t dst                 # destination host index (hop-by-hop frames: the peer node)
+    int32_t size                # frame bytes, FCS included, preamble/IFG excluded; >= 64
+    int32_t payload             # payload bytes carried (0 for control frames)
+    int32_t in_port             # port it arrived on at the node holding it; -1 at its source
+    int32_t psn                 # transport sequence number (RoCE PSN, ethlink tag)
+    uint8_t prio                # 802.1Q priority 0..7
+    uint8_t kind                # FrameKind
+    uint8_t ecn                 # IP ECN bits, RFC 3168: 0 Not-ECT, 1 ECT(1), 2 ECT(0), 3 CE
+    uint8_t opcode              # BTH opcode / ethlink opcode; 0 for raw
+    uint8_t hops                # links crossed so far (loop guard)
+    uint8_t flags               # PacketFlag bits
+    uint16_t pad0
+    int32_t egress              # egress port chosen at the node holding it, -1 before routing
+    int32_t pad1
+
+cdef struct Node:
+    int32_t kind                # NodeKind
+    int32_t first_port          # its ports are first_port .. first_port + nports - 1
+    int32_t nports
+    int32_t host                # host index for hosts, -1 for switches
+    int64_t latency_ps          # switch pipeline / NIC receive latency, added on receive
+    int64_t buffer_bytes        # shared buffer size (switch); 0 for hosts (unbounded NIC queues)
+    int64_t buffer_used         # bytes queued in the shared buffer now
+    int64_t buffer_hwm          # high-water mark of buffer_used
+    int32_t threshold           # Threshold
+    int32_t cut_through         # 1: forward after the header arrives (if egress rate <= ingress)
+    double alpha                # dynamic threshold factor (THR_DYNAMIC)
+    int64_t queue_limit         # per-queue byte limit (THR_STATIC)
+    int32_t ecmp                # EcmpMode at this node
+    int32_t pad0
+
+cdef struct Port:
+    int32_t node                # owning node
+    int32_t peer                # port at the other end of the link
+    int64_t rate_bps            # link rate, bit/s, > 0
+    int64_t delay_ps            # propagation delay to the peer, ps, >= 0
+    int32_t busy                # 1 while a frame (or its IFG) occupies the wire
+    int32_t sched               # Sched
+    int32_t dwrr_next           # DWRR: next priority to visit
+    int32_t kicked              # 1 while an EV_KICK is pending (no duplicates)
+    int64_t tx_bytes            # frame bytes sent (FCS included, preamble/IFG excluded)
+    int64_t tx_frames
+    int64_t rx_bytes
+    int64_t rx_frames
+    int64_t busy_ps             # ps the wire was occupied (frames + preamble + IFG)
+
+cdef struct Queue:              # queues[port * 8 + prio]
+    int32_t head                # first packet index, -1 empty
+    int32_t tail                # last packet index, -1 empty
+    int64_t bytes               # frame bytes queued
+    int64_t pkts
+    int64_t hwm                 # high-water mark of bytes
+    int64_t drops               # packets dropped at admission to this queue
+    int64_t drop_bytes
+    int64_t marks               # ECN CE marks set on enqueue
+    int32_t weight              # DWRR weight (quantum = weight x sched quantum bytes)
+    int32_t deficit             # DWRR deficit, bytes
+    int64_t enq_pkts            # packets admitted
+
+cdef struct Flow:               # a raw-Ethernet flow (transports extend with their own tables)
+    int32_t src                 # source host index
+    int32_t dst                 # destination host index
+    int64_t size                # payload bytes to send
+    int64_t start_ps            # when it becomes active
+    int64_t sent                # payload bytes handed to a port so far
+    int64_t delivered           # payload bytes received by the destination
+    int64_t first_tx_ps         # first bit of its first frame; -1 before
+    int64_t finish_ps           # last payload byte delivered; -1 before
+    int32_t prio
+    int32_t mtu                 # payload bytes per full frame
+    int32_t port                # source port it is pinned to, -1 while inactive
+    int32_t next                # next flow in the same ring, -1 ends
+    int32_t packets             # frames sent
+    int32_t pad0
+
+cdef struct TraceRec:           # one row of the trace; ethlink/trace.py mirrors it
+    int64_t time_ps
+    int64_t pkt                 # packet uid, -1 when the event has no packet
+    int64_t qbytes              # bytes in the queue (or buffer) after the event
+    int64_t addr                # flow byte offset / RETH VA / ethlink address
+    int32_t node
+    int32_t port                # -1 when not at a port
+    int32_t flow
+    int32_t src                 # source host
+    int32_t dst                 # destination host
+    int32_t size                # frame bytes (FCS included)
+    int32_t payload
+    int32_t psn
+    uint8_t event               # TraceEvent
+    uint8_t kind                # FrameKind
+    uint8_t prio
+    uint8_t ecn
+    uint8_t reason              # DropReason
+    uint8_t opcode
+    uint8_t flags
+    uint8_t pad0
+
+cdef struct Sim:
+    int64_t now                 # ps; read-only outside the loop
+    int64_t seq                 # next event sequence number
+    int64_t events              # events processed
+    int64_t next_uid            # next packet uid
+    uint64_t seed
+    # heap
+    Event* heap
+    int64_t heap_n
+    int64_t heap_cap
+    # packet pool
+    Packet* pkts
+    int32_t pkt_cap
+    int32_t free_head           # free list of packets, -1 when empty (grow)
+    int64_t pkts_live           # packets allocated and not freed
+    int64_t pkts_live_hwm
+    # tables (owned by engine.pyx as numpy arrays)
+    Node* nodes
+    int32_t n_nodes
+    Port* ports
+    int32_t n_ports
+    Queue* queues
+    Flow* flows
+    int32_t n_flows
+    int32_t n_hosts
+    int32_t* host_node          # host index -> node index
+    int32_t* route_off          # [node * n_hosts + dst] -> first index into route_port
+    int32_t* route_port         # egress port candidates (equal cost)
+    int32_t* ring_head          # [port * 8 + prio] active flows pinned to a port
+    int32_t* ring_tail
+    int32_t* flow_order         # flows sorted by start time
+    int32_t next_flow_start     # index into flow_order of the next flow to schedule
+    int64_t dwrr_quantum        # bytes per unit of weight
+    int32_t ttl                 # hop limit
+    # accounting
+    int64_t bytes_sent          # payload bytes put on the wire by sources
+    int64_t bytes_delivered     # payload bytes delivered to destinations
+    int64_t pkts_sent           # data packets created by sources
+    int64_t pkts_delivered
+    int64_t pkts_dropped
+    int64_t bytes_dropped       # payload bytes of dropped packets
+    int64_t drops[8]            # by DropReason
+    int64_t flows_done
+    int64_t hops                # frames that crossed a link
+    # trace ring
+    TraceRec* trace
+    int64_t trace_n
+    int64_t trace_cap
+    int32_t trace_level
+    int32_t error               # nonzero: the loop stopped on an internal error (see engine.pyx)
+
+
+# ---------------------------------------------------------------------------------------
+# Serialization time, exact: ceil(bits * 1e12 / rate). bits * 1e12 fits int64 for frames
+# under 1 MB.
+cdef inline int64_t ser_ps(int64_t nbytes, int64_t rate_bps) noexcept nogil:
+    cdef int64_t ps_per_s = 1000000000000
+    cdef int64_t num = nbytes * 8 * ps_per_s
+    return (num + rate_bps - 1) // rate_bps
+
+
+# ---------------------------------------------------------------------------------------
+# Seeded hashing (splitmix64 finaliser, Steele et al. 2014): ECMP and spraying use a hash
+# of (seed, node, key) so a path choice depends on nothing but its inputs.
+cdef inline uint64_t mix64(uint64_t z) noexcept nogil:
+    z = (z ^ (z >> 30)) * <uint64_t>0xBF58476D1CE4E5B9
+    z = (z ^ (z >> 27)) * <uint64_t>0x94D049BB133111EB
+    return z ^ (z >> 31)
+
+cdef inline uint64_t hash3(uint64_t seed, uint64_t a, uint64_t b) noexcept nogil:
+    return mix64(seed ^ mix64(a * <uint64_t>0x9E3779B97F4A7C15 + b))
+
+
+# ---------------------------------------------------------------------------------------
+# Event heap: binary min-heap on (time, seq). Returns -1 when memory runs out.
+cdef inline bint ev_less(Event* a, Event* b) noexcept nogil:
+    return a.time < b.time or (a.time == b.time and a.seq < b.seq)
+
+cdef inline int schedule(Sim* s, int64_t time, int32_t kind, int32_t obj, int64_t arg) noexcept nogil:
+    cdef Event* h
+    cdef int64_t i, parent
+    cdef Event ev
+    if s.heap_n == s.heap_cap:
+        h = <Event*>realloc(s.heap, 2 * s.heap_cap * sizeof(Event))
+        if h == NULL:
+            s.error = 1
+            return -1
+        s.heap = h
+        s.heap_cap *= 2
+    ev.time = time
+    ev.seq = s.seq
+    ev.kind = kind
+    ev.obj = obj
+    ev.arg = arg
+    s.seq += 1
+    h = s.heap
+    i = s.heap_n
+    s.heap_n += 1
+    while i > 0:
+        parent = (i - 1) >> 1
+        if not ev_less(&ev, &h[parent]):
+            break
+        h[i] = h[parent]
+        i = parent
+    h[i] = ev
+    return 0
+
+cdef inline void heap_pop(Sim* s, Event* out) noexcept nogil:
+    # Caller checks heap_n > 0.
+    cdef Event* h = s.heap
+    cdef Event last
+    cdef int64_t i = 0, child, n
+    out[0] = h[0]
+    s.heap_n -= 1
+    n = s.heap_n
+    if n == 0:
+        return
+    last = h[n]
+    while True:
+        child = 2 * i + 1
+        if child >= n:
+            break
+        if child + 1 < n and ev_less(&h[child + 1], &h[child]):
+            child += 1
+        if not ev_less(&h[child], &last):
+            break
+        h[i] = h[child]
+        i = child
+    h[i] = last
+
+
+# ---------------------------------------------------------------------------------------
+# Packet pool: a free list threaded through Packet.next; grows by doubling.
+cdef inline int32_t pkt_alloc(Sim* s) noexcept nogil:
+    cdef int32_t i, old
+    cdef Packet* p
+    if s.free_head < 0:
+        old = s.pkt_cap
+        if old >= 1073741824:
+            s.error = 2
+            return NO_PKT
+        p = <Packet*>realloc(s.pkts, 2 * old * sizeof(Packet))
+        if p == NULL:
+            s.error = 1
+            return NO_PKT
+        s.pkts = p
+        s.pkt_cap = 2 * old
+        for i in range(old, 2 * old - 1):
+            p[i].next = i + 1
+        p[2 * old - 1].next = -1
+        s.free_head = old
+    i = s.free_head
+    s.free_head = s.pkts[i].next
+    s.pkts[i].next = -1
+    s.pkts[i].uid = s.next_uid
+    s.next_uid += 1
+    s.pkts[i].t_created = s.now
+    s.pkts[i].hops = 0
+    s.pkts[i].flags = 0
+    s.pkts[i].ecn = 0
+    s.pkts[i].opcode = 0
+    s.pkts[i].psn = 0
+    s.pkts[i].offset = 0
+    s.pkts[i].in_port = -1
+    s.pkts[i].egress = -1
+    s.pkts_live += 1
+    if s.pkts_live > s.pkts_live_hwm:
+        s.pkts_live_hwm = s.pkts_live
+    return i
+
+cdef inline void pkt_free(Sim* s, int32_t i) noexcept nogil:
+    s.pkts[i].next = s.free_head
+    s.free_head = i
+    s.pkts_live -= 1
+
+
+# ---------------------------------------------------------------------------------------
+# The one trace point: every packet event of every protocol passes here. It writes a
+# fixed-size record; the loop returns to Python to drain the ring when it is nearly full.
+cdef inline void trace_pkt(Sim* s, uint8_t event, int32_t node, int32_t port, int32_t pi,
+                           int64_t qbytes, uint8_t reason) noexcept nogil:
+    cdef TraceRec* r
+    cdef Packet* p
+    if s.trace_level == TRACE_OFF:
+        return
+    if s.trace_level == TRACE_ENDPOINTS and s.nodes[node].kind != NODE_HOST:
+        return
+    r = &s.trace[s.trace_n]
+    s.trace_n += 1
+    p = &s.pkts[pi]
+    r.time_ps = s.now
+    r.pkt = p.uid
+    r.qbytes = qbytes
+    r.addr = p.offset
+    r.node = node
+    r.port = port
+    r.flow = p.flow
+    r.src = p.src
+    r.dst = p.dst
+    r.size = p.size
+    r.payload = p.payload
+    r.psn = p.psn
+    r.event = event
+    r.kind = p.kind
+    r.prio = p.prio
+    r.ecn = p.ecn
+    r.reason = reason
+    r.opcode = p.opcode
+    r.flags = p.flags
+    r.pad0 = 0

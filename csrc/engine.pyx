@@ -1,0 +1,448 @@
+# cython: boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+# ethlink packet engine: the event loop, links, switches and hosts.
+#
+# What it models: full-duplex point-to-point links (rate, propagation delay) between
+# output-queued switches with a shared buffer and hosts with multi-port NICs. A frame
+# occupies the wire for its bytes plus 20 B of preamble and inter-frame gap (IEEE 802.3
+# clause 4.4.2); its last bit reaches the peer ser(8 + size) + delay after its first bit
+# left. A store-and-forward switch processes a frame when its last bit has arrived plus the
+# switch's pipeline latency; a cut-through switch after the first CT_HEADER_BYTES when the
+# egress is not faster than the ingress (as real switches do), else it falls back to
+# store-and-forward. A switch admits a frame to an egress queue if the shared buffer has
+# room and the queue is under its static limit or dynamic threshold (alpha x free buffer);
+# otherwise the frame is dropped with a reason. ECMP picks among equal-cost next hops by a
+# seeded hash of the flow (or of the packet, for spraying).
+#
+# The loop runs without the GIL and returns to Python only to drain the trace ring, to
+# report progress (an event budget per call) or at the horizon. Python never sees a packet.
+#
+# Limits: one process, one core. Frames are not corrupted in this module (LLR adds bit
+# errors). Buffer accounting is egress only here; PFC adds ingress accounting.
+cimport numpy as cnp
+import numpy as np
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset
+
+from core cimport *
+from port cimport q_push, q_pop, pick_queue
+from flows cimport ring_push, ring_pop, flow_make_packet, flow_deliver
+
+cnp.import_array()
+
+
+# ---------------------------------------------------------------------------------------
+# Ports: start the next frame, finish a frame.
+
+cdef inline void kick(Sim* s, int32_t p) noexcept nogil:
+    if not s.ports[p].busy and not s.ports[p].kicked:
+        s.ports[p].kicked = 1
+        schedule(s, s.now, EV_KICK, p, 0)
+
+
+cdef inline int32_t spray_port(Sim* s, int32_t node, int32_t dst, int32_t k) noexcept nogil:
+    cdef int64_t key = <int64_t>node * s.n_hosts + dst
+    cdef int32_t off = s.route_off[key]
+    cdef int32_t cnt = s.route_off[key + 1] - off
+    return s.route_port[off + k % cnt]
+
+
+cdef inline void host_refill(Sim* s, int32_t port) noexcept nogil:
+    # Pull one frame from each active priority whose NIC queue is empty.
+    cdef int32_t prio, ring, f, pi, nxt
+    cdef Flow* fl
+    for prio in range(NPRIO):
+        ring = port * NPRIO + prio
+        if s.ring_head[ring] < 0 or s.queues[ring].head >= 0:
+            continue
+        f = ring_pop(s, ring)
+        pi = flow_make_packet(s, f)
+        if pi < 0:
+            return
+        q_push(s, &s.queues[ring], pi)
+        trace_pkt(s, TE_ENQUEUE, s.ports[port].node, port, pi, s.queues[ring].bytes, DR_NONE)
+        fl = &s.flows[f]
+        if fl.sent < fl.size:
+            nxt = port
+            if s.nodes[s.ports[port].node].ecmp == ECMP_SPRAY:
+                nxt = spray_port(s, s.ports[port].node, fl.dst, fl.packets)
+            fl.port = nxt
+            ring_push(s, nxt * NPRIO + prio, f)
+            if nxt != port:
+                kick(s, nxt)
+
+
+cdef inline void tx_start(Sim* s, int32_t p, int32_t pi) noexcept nogil:
+    cdef Port* pt = &s.ports[p]
+    cdef Packet* pk = &s.pkts[pi]
+    cdef int32_t peer = pt.peer
+    cdef Node* pn = &s.nodes[s.ports[peer].node]
+    cdef int64_t wire = ser_ps(pk.size + WIRE_EXTRA_BYTES, pt.rate_bps)
+    cdef int64_t t_rx
+    pt.busy = 1
+    pt.busy_ps += wire
+    pt.tx_bytes += pk.size
+    pt.tx_frames += 1
+    trace_pkt(s, TE_TX_START, pt.node, p, pi, s.queues[p * NPRIO + pk.prio].bytes, DR_NONE)
+    if pk.in_port < 0 and pk.flow >= 0:
+        s.bytes_sent += pk.payload
+        if s.flows[pk.flow].first_tx_ps < 0:
+            s.flows[pk.flow].first_tx_ps = s.now
+    schedule(s, s.now + wire, EV_TX_DONE, p, 0)
+    pk.t_last = s.now + ser_ps(PREAMBLE_BYTES + pk.size, pt.rate_bps) + pt.delay_ps
+    t_rx = pk.t_last
+    if pn.cut_through and pk.size > CT_HEADER_BYTES:
+        t_rx = s.now + ser_ps(PREAMBLE_BYTES + CT_HEADER_BYTES, pt.rate_bps) + pt.delay_ps
+    pk.hops += 1
+    s.hops += 1
+    schedule(s, t_rx + pn.latency_ps, EV_RX, peer, pi)
+
+
+cdef inline void port_try_start(Sim* s, int32_t p) noexcept nogil:
+    cdef int32_t prio, pi
+    cdef Node* nd
+    if s.ports[p].busy:
+        return
+    nd = &s.nodes[s.ports[p].node]
+    if nd.kind == NODE_HOST:
+        host_refill(s, p)
+    prio = pick_queue(s, p)
+    if prio < 0:
+        return
+    pi = q_pop(s, &s.queues[p * NPRIO + prio])
+    if nd.kind == NODE_SWITCH:
+        nd.buffer_used -= s.pkts[pi].size
+    tx_start(s, p, pi)
+
+
+# ---------------------------------------------------------------------------------------
+# Switches: route, admit, enqueue.
+
+cdef inline void drop(Sim* s, int32_t node, int32_t port, int32_t pi, uint8_t reason) noexcept nogil:
+    cdef Packet* pk = &s.pkts[pi]
+    cdef int64_t qb = 0
+    if port >= 0:
+        qb = s.queues[port * NPRIO + pk.prio].bytes
+        s.queues[port * NPRIO + pk.prio].drops += 1
+        s.queues[port * NPRIO + pk.prio].drop_bytes += pk.size
+    trace_pkt(s, TE_DROP, node, port, pi, qb, reason)
+    s.drops[reason] += 1
+    s.pkts_dropped += 1
+    s.bytes_dropped += pk.payload
+    pkt_free(s, pi)
+
+
+cdef inline int32_t route(Sim* s, int32_t node, int32_t pi) noexcept nogil:
+    cdef Packet* pk = &s.pkts[pi]
+    cdef int64_t key = <int64_t>node * s.n_hosts + pk.dst
+    cdef int32_t off = s.route_off[key]
+    cdef int32_t cnt = s.route_off[key + 1] - off
+    cdef uint64_t h
+    if cnt <= 0:
+        return -1
+    if cnt == 1:
+        return s.route_port[off]
+    if s.nodes[node].ecmp == ECMP_SPRAY:
+        h = hash3(s.seed, <uint64_t>node | (<uint64_t>1 << 40), <uint64_t>pk.uid)
+    else:
+        h = hash3(s.seed, <uint64_t>node, <uint64_t>(pk.flow if pk.flow >= 0 else pk.src))
+    return s.route_port[off + <int32_t>(h % <uint64_t>cnt)]
+
+
+cdef inline uint8_t admit(Sim* s, Node* nd, Queue* q, int32_t size) noexcept nogil:
+    if nd.buffer_used + size > nd.buffer_bytes:
+        return DR_BUFFER_FULL
+    if nd.threshold == THR_STATIC:
+        if q.bytes + size > nd.queue_limit:
+            return DR_QUEUE_LIMIT
+    elif q.bytes + size > nd.alpha * <double>(nd.buffer_bytes - nd.buffer_used):
+        return DR_QUEUE_LIMIT
+    return DR_NONE
+
+
+cdef inline void switch_enqueue(Sim* s, int32_t node, int32_t pi) noexcept nogil:
+    cdef Node* nd = &s.nodes[node]
+    cdef Packet* pk = &s.pkts[pi]
+    cdef int32_t e = pk.egress
+    cdef Queue* q = &s.queues[e * NPRIO + pk.prio]
+    cdef uint8_t reason = admit(s, nd, q, pk.size)
+    if reason != DR_NONE:
+        drop(s, node, e, pi, reason)
+        return
+    q_push(s, q, pi)
+    nd.buffer_used += pk.size
+    if nd.buffer_used > nd.buffer_hwm:
+        nd.buffer_hwm = nd.buffer_used
+    trace_pkt(s, TE_ENQUEUE, node, e, pi, q.bytes, DR_NONE)
+    port_try_start(s, e)
+
+
+cdef inline void switch_rx(Sim* s, int32_t inport, int32_t pi) noexcept nogil:
+    cdef int32_t node = s.ports[inport].node
+    cdef Packet* pk = &s.pkts[pi]
+    cdef int32_t e
+    if pk.flags & PF_ROUTED:
+        # Second visit: a cut-through frame that had to wait for its last bit.
+        pk.flags &= ~PF_ROUTED
+        switch_enqueue(s, node, pi)
+        return
+    trace_pkt(s, TE_RX, node, inport, pi, 0, DR_NONE)
+    if pk.hops >= s.ttl:
+        drop(s, node, -1, pi, DR_TTL)
+        return
+    e = route(s, node, pi)
+    if e < 0:
+        drop(s, node, -1, pi, DR_NO_ROUTE)
+        return
+    pk.egress = e
+    pk.in_port = inport
+    if s.nodes[node].cut_through and s.now < pk.t_last + s.nodes[node].latency_ps \
+            and s.ports[e].rate_bps > s.ports[inport].rate_bps:
+        # A faster egress would underrun: wait for the whole frame (store-and-forward).
+        pk.flags |= PF_ROUTED
+        schedule(s, pk.t_last + s.nodes[node].latency_ps, EV_RX, inport, pi)
+        return
+    switch_enqueue(s, node, pi)
+
+
+# ---------------------------------------------------------------------------------------
+# Hosts: deliver, start flows.
+
+cdef inline void host_rx(Sim* s, int32_t inport, int32_t pi) noexcept nogil:
+    cdef int32_t node = s.ports[inport].node
+    cdef Packet* pk = &s.pkts[pi]
+    if pk.dst != s.nodes[node].host:
+        drop(s, node, -1, pi, DR_NO_ROUTE)
+        return
+    trace_pkt(s, TE_DELIVER, node, inport, pi, 0, DR_NONE)
+    if pk.flow >= 0:
+        flow_deliver(s, pi)
+    pkt_free(s, pi)
+
+
+cdef inline void flow_start(Sim* s, int32_t f) noexcept nogil:
+    cdef Flow* fl = &s.flows[f]
+    cdef int32_t node = s.host_node[fl.src]
+    cdef int64_t key = <int64_t>node * s.n_hosts + fl.dst
+    cdef int32_t off = s.route_off[key]
+    cdef int32_t cnt = s.route_off[key + 1] - off
+    cdef int32_t p
+    if s.nodes[node].ecmp == ECMP_SPRAY:
+        p = s.route_port[off]
+    else:
+        p = s.route_port[off + <int32_t>(hash3(s.seed, <uint64_t>node, <uint64_t>f) % <uint64_t>cnt)]
+    fl.port = p
+    ring_push(s, p * NPRIO + fl.prio, f)
+    port_try_start(s, p)
+
+
+cdef inline void schedule_next_flow(Sim* s) noexcept nogil:
+    cdef int32_t f
+    if s.next_flow_start < s.n_flows:
+        f = s.flow_order[s.next_flow_start]
+        s.next_flow_start += 1
+        schedule(s, s.flows[f].start_ps, EV_FLOW_START, f, 0)
+
+
+# ---------------------------------------------------------------------------------------
+# The loop.
+
+cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
+    cdef Event ev
+    cdef int64_t done = 0
+    cdef int32_t node
+    while s.heap_n > 0:
+        if s.heap[0].time > until:
+            return STOP_UNTIL
+        if done >= budget:
+            return STOP_CHUNK
+        if s.trace_level != TRACE_OFF and s.trace_n + TRACE_MARGIN > s.trace_cap:
+            return STOP_TRACE
+        heap_pop(s, &ev)
+        s.now = ev.time
+        s.events += 1
+        done += 1
+        if ev.kind == EV_RX:
+            node = s.ports[ev.obj].node
+            s.ports[ev.obj].rx_bytes += s.pkts[ev.arg].size
+            s.ports[ev.obj].rx_frames += 1
+            if s.nodes[node].kind == NODE_SWITCH:
+                switch_rx(s, ev.obj, <int32_t>ev.arg)
+            else:
+                host_rx(s, ev.obj, <int32_t>ev.arg)
+        elif ev.kind == EV_TX_DONE:
+            s.ports[ev.obj].busy = 0
+            port_try_start(s, ev.obj)
+        elif ev.kind == EV_KICK:
+            s.ports[ev.obj].kicked = 0
+            port_try_start(s, ev.obj)
+        elif ev.kind == EV_FLOW_START:
+            flow_start(s, ev.obj)
+            schedule_next_flow(s)
+        if s.error:
+            return STOP_ERROR
+    return STOP_EMPTY
+
+
+# ---------------------------------------------------------------------------------------
+# Struct dtypes, so Python reads engine tables as numpy structured arrays.
+
+cdef Node _node
+cdef Port _port
+cdef Queue _queue
+cdef Flow _flow
+cdef TraceRec _trace
+cdef Packet _packet
+cdef Event _event
+
+NODE_DTYPE = np.asarray(<Node[:1]>&_node).dtype
+PORT_DTYPE = np.asarray(<Port[:1]>&_port).dtype
+QUEUE_DTYPE = np.asarray(<Queue[:1]>&_queue).dtype
+FLOW_DTYPE = np.asarray(<Flow[:1]>&_flow).dtype
+TRACE_DTYPE = np.asarray(<TraceRec[:1]>&_trace).dtype
+PACKET_BYTES = sizeof(Packet)
+EVENT_BYTES = sizeof(Event)
+
+STOP_NAMES = ("empty", "until", "chunk", "trace", "error")
+ERROR_NAMES = {0: "", 1: "out of memory", 2: "packet pool limit (2**30 packets in flight)"}
+DROP_REASON_COUNT = 8
+
+
+def _as(arr, dtype, name):
+    arr = np.ascontiguousarray(arr)
+    if arr.dtype != dtype:
+        raise TypeError(f"{name}: expected dtype {dtype}, got {arr.dtype}")
+    return arr
+
+
+cdef class Engine:
+    """One simulation's engine state. Tables are numpy structured arrays that the engine
+    reads and updates in place; construct through ethlink.Simulation, not directly."""
+    cdef Sim s
+    cdef readonly object nodes, ports, queues, flows
+    cdef object _host_node, _route_off, _route_port, _ring_head, _ring_tail, _flow_order
+    cdef object _trace_buf
+    cdef bint started
+
+    def __cinit__(self):
+        memset(&self.s, 0, sizeof(Sim))
+
+    def __init__(self, nodes, ports, queues, flows, host_node, route_off, route_port,
+                 *, uint64_t seed=1, int64_t dwrr_quantum=9216, int32_t ttl=64,
+                 int32_t trace_level=TRACE_OFF, int64_t trace_capacity=65536,
+                 int32_t initial_packets=4096):
+        cdef Sim* s = &self.s
+        cdef int32_t i
+        self.nodes = _as(nodes, NODE_DTYPE, "nodes")
+        self.ports = _as(ports, PORT_DTYPE, "ports")
+        self.queues = _as(queues, QUEUE_DTYPE, "queues")
+        self.flows = _as(flows, FLOW_DTYPE, "flows")
+        n_hosts = len(host_node)
+        if len(self.queues) != NPRIO * len(self.ports):
+            raise ValueError("queues: need 8 per port")
+        if len(route_off) != len(self.nodes) * n_hosts + 1:
+            raise ValueError("route_off: need n_nodes * n_hosts + 1 entries")
+        self._host_node = np.ascontiguousarray(host_node, dtype=np.int32)
+        self._route_off = np.ascontiguousarray(route_off, dtype=np.int32)
+        self._route_port = np.ascontiguousarray(route_port, dtype=np.int32)
+        if len(self._route_port) == 0:
+            self._route_port = np.zeros(1, dtype=np.int32)
+        self._ring_head = np.full(NPRIO * len(self.ports), -1, dtype=np.int32)
+        self._ring_tail = np.full(NPRIO * len(self.ports), -1, dtype=np.int32)
+        self._flow_order = np.argsort(self.flows["start_ps"], kind="stable").astype(np.int32)
+        if len(self._flow_order) == 0:
+            self._flow_order = np.zeros(1, dtype=np.int32)
+        s.nodes = <Node*>cnp.PyArray_DATA(self.nodes)
+        s.n_nodes = len(self.nodes)
+        s.ports = <Port*>cnp.PyArray_DATA(self.ports)
+        s.n_ports = len(self.ports)
+        s.queues = <Queue*>cnp.PyArray_DATA(self.queues)
+        s.flows = <Flow*>cnp.PyArray_DATA(self.flows)
+        s.n_flows = len(self.flows)
+        s.n_hosts = n_hosts
+        s.host_node = <int32_t*>cnp.PyArray_DATA(self._host_node)
+        s.route_off = <int32_t*>cnp.PyArray_DATA(self._route_off)
+        s.route_port = <int32_t*>cnp.PyArray_DATA(self._route_port)
+        s.ring_head = <int32_t*>cnp.PyArray_DATA(self._ring_head)
+        s.ring_tail = <int32_t*>cnp.PyArray_DATA(self._ring_tail)
+        s.flow_order = <int32_t*>cnp.PyArray_DATA(self._flow_order)
+        s.seed = seed
+        s.dwrr_quantum = dwrr_quantum
+        s.ttl = ttl
+        s.heap_cap = 1024
+        s.heap = <Event*>malloc(s.heap_cap * sizeof(Event))
+        s.pkt_cap = max(16, initial_packets)
+        s.pkts = <Packet*>malloc(s.pkt_cap * sizeof(Packet))
+        if s.heap == NULL or s.pkts == NULL:
+            raise MemoryError()
+        for i in range(s.pkt_cap - 1):
+            s.pkts[i].next = i + 1
+        s.pkts[s.pkt_cap - 1].next = -1
+        s.free_head = 0
+        s.trace_level = trace_level
+        if trace_level != TRACE_OFF:
+            self._trace_buf = np.zeros(max(trace_capacity, 4 * TRACE_MARGIN), dtype=TRACE_DTYPE)
+            s.trace = <TraceRec*>cnp.PyArray_DATA(self._trace_buf)
+            s.trace_cap = len(self._trace_buf)
+
+    def __dealloc__(self):
+        free(self.s.heap)
+        free(self.s.pkts)
+
+    def run(self, int64_t until_ps=9223372036854775807, int64_t max_events=9223372036854775807):
+        """Process events up to `until_ps` (inclusive) or `max_events`, whichever first;
+        returns the stop reason's name (STOP_NAMES)."""
+        cdef int rc
+        if not self.started:
+            # The first flow start is the first event; constructing schedules nothing.
+            self.started = True
+            schedule_next_flow(&self.s)
+        with nogil:
+            rc = run_loop(&self.s, until_ps, max_events)
+        if rc == STOP_ERROR:
+            raise MemoryError(f"engine stopped: {ERROR_NAMES.get(self.s.error, self.s.error)}")
+        return STOP_NAMES[rc]
+
+    def take_trace(self):
+        """The trace records written since the last call (a copy), and reset the ring."""
+        if self._trace_buf is None:
+            return np.zeros(0, dtype=TRACE_DTYPE)
+        out = self._trace_buf[: self.s.trace_n].copy()
+        self.s.trace_n = 0
+        return out
+
+    @property
+    def now(self):
+        return self.s.now
+
+    @property
+    def events(self):
+        return self.s.events
+
+    @property
+    def pending_events(self):
+        return self.s.heap_n
+
+    @property
+    def next_event_ps(self):
+        return self.s.heap[0].time if self.s.heap_n > 0 else -1
+
+    def counters(self):
+        """Whole-run counters as a dict of ints."""
+        s = &self.s
+        return {
+            "events": s.events,
+            "sim_time_ps": s.now,
+            "bytes_sent": s.bytes_sent,
+            "bytes_delivered": s.bytes_delivered,
+            "bytes_dropped": s.bytes_dropped,
+            "packets_sent": s.pkts_sent,
+            "packets_delivered": s.pkts_delivered,
+            "packets_dropped": s.pkts_dropped,
+            "packets_in_flight": s.pkts_live,
+            "packets_in_flight_max": s.pkts_live_hwm,
+            "packet_hops": s.hops,
+            "flows_done": s.flows_done,
+            "drops_by_reason": [s.drops[i] for i in range(DROP_REASON_COUNT)],
+            "heap_capacity": s.heap_cap,
+            "pool_capacity": s.pkt_cap,
+        }

@@ -1,0 +1,76 @@
+# Egress port: eight priority queues and the scheduler that picks the next frame.
+#
+# What it models: an output port of a switch or a NIC with one FIFO per 802.1Q priority,
+# served by strict priority (7 highest) or deficit weighted round robin (Shreedhar and
+# Varghese, SIGCOMM 1995) with a quantum of `Sim.dwrr_quantum x weight` bytes per visit.
+# Queues are intrusive linked lists through Packet.next, so enqueue and dequeue are O(1)
+# and no queue has a capacity of its own: admission (buffer accounting) is the switch's.
+#
+# Limits: the DWRR quantum must be at least one maximum frame (scenario validation
+# enforces it), so one round always serves a non-empty queue.
+from core cimport *
+
+
+cdef inline void q_push(Sim* s, Queue* q, int32_t pi) noexcept nogil:
+    cdef Packet* p = &s.pkts[pi]
+    p.next = -1
+    if q.tail >= 0:
+        s.pkts[q.tail].next = pi
+    else:
+        q.head = pi
+    q.tail = pi
+    q.bytes += p.size
+    q.pkts += 1
+    q.enq_pkts += 1
+    if q.bytes > q.hwm:
+        q.hwm = q.bytes
+
+
+cdef inline int32_t q_pop(Sim* s, Queue* q) noexcept nogil:
+    cdef int32_t pi = q.head
+    if pi < 0:
+        return NO_PKT
+    q.head = s.pkts[pi].next
+    if q.head < 0:
+        q.tail = -1
+    q.bytes -= s.pkts[pi].size
+    q.pkts -= 1
+    s.pkts[pi].next = -1
+    return pi
+
+
+cdef inline int32_t pick_strict(Sim* s, int32_t port) noexcept nogil:
+    cdef int32_t prio
+    cdef Queue* qs = &s.queues[port * NPRIO]
+    for prio in range(NPRIO - 1, -1, -1):
+        if qs[prio].head >= 0:
+            return prio
+    return -1
+
+
+cdef inline int32_t pick_dwrr(Sim* s, int32_t port) noexcept nogil:
+    # Serve the current queue while its deficit covers its head frame; otherwise move on
+    # and credit the next non-empty queue one quantum. Empty queues keep no deficit.
+    cdef Port* pt = &s.ports[port]
+    cdef Queue* qs = &s.queues[port * NPRIO]
+    cdef int32_t cur = pt.dwrr_next, visits = 0, size
+    while visits < 3 * NPRIO:
+        if qs[cur].head >= 0:
+            size = s.pkts[qs[cur].head].size
+            if qs[cur].deficit >= size:
+                qs[cur].deficit -= size
+                pt.dwrr_next = cur
+                return cur
+        else:
+            qs[cur].deficit = 0
+        cur = (cur + 1) % NPRIO
+        if qs[cur].head >= 0:
+            qs[cur].deficit += <int32_t>(s.dwrr_quantum * qs[cur].weight)
+        visits += 1
+    return -1
+
+
+cdef inline int32_t pick_queue(Sim* s, int32_t port) noexcept nogil:
+    if s.ports[port].sched == SCHED_DWRR:
+        return pick_dwrr(s, port)
+    return pick_strict(s, port)

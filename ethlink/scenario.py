@@ -1,0 +1,481 @@
+"""Scenario: a fabric and a workload, read from TOML or built in Python, validated whole
+before anything runs.
+
+A scenario is plain data. `Scenario.from_toml(path)` / `Scenario.from_dict(d)` check every
+field and raise ScenarioError naming the field (as a dotted path, e.g.
+`workload[0].size`), what it got and what is allowed. The result is frozen: the engine
+and every protocol get a validated copy and never re-read the file.
+
+Sections (all optional but topology and a workload):
+
+    name, description, seed
+    [topology]  kind = star | multiplane-star | leaf-spine | fat-tree, sizes, rates, delays
+    [switch]    buffer, threshold (static | dynamic), alpha, queue_limit, latency,
+                cut_through, ecmp (flow | spray)
+    [host]      latency, mtu, ecmp
+    [ports]     scheduler (strict | dwrr), weights (8 ints), quantum
+    [run]       until, ttl, trace (off | endpoints | hop), trace_capacity
+    [[flow]]    src, dst, size, start, prio
+    [[workload]] kind = incast | permutation | alltoall, with their parameters
+
+Values with units are numbers in base units or strings: "400G", "100ns", "16MiB".
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import units
+
+TOPOLOGY_KINDS = ("star", "multiplane-star", "leaf-spine", "fat-tree")
+THRESHOLDS = ("static", "dynamic")
+ECMP_MODES = ("flow", "spray")
+SCHEDULERS = ("strict", "dwrr")
+TRACE_LEVELS = ("off", "endpoints", "hop")
+WORKLOAD_KINDS = ("incast", "permutation", "alltoall")
+MAX_MTU = 9000
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot run; the message names the field and the fix."""
+
+
+@dataclass(frozen=True)
+class Topology:
+    kind: str = "star"
+    hosts: int = 8                      # star, multiplane-star
+    planes: int = 1                     # multiplane-star
+    leaves: int = 4                     # leaf-spine
+    hosts_per_leaf: int = 8
+    spines: int = 0                     # 0: derived from oversubscription
+    oversubscription: float = 1.0
+    k: int = 4                          # fat-tree
+    rate_bps: int = 400 * 10**9         # host links (and every link unless overridden)
+    uplink_rate_bps: int = 0            # switch-switch links; 0: same as rate
+    delay_ps: int = 100_000             # host-link propagation (about 20 m of fibre)
+    fabric_delay_ps: int = 0            # switch-switch propagation; 0: same as delay
+
+
+@dataclass(frozen=True)
+class Switch:
+    buffer_bytes: int = 32 * 2**20
+    threshold: str = "dynamic"
+    alpha: float = 1.0
+    queue_limit_bytes: int = 0          # static threshold; 0: the whole buffer
+    latency_ps: int = 300_000
+    cut_through: bool = False
+    ecmp: str = "flow"
+
+
+@dataclass(frozen=True)
+class Host:
+    latency_ps: int = 200_000
+    mtu: int = 4096                     # payload bytes per frame
+    ecmp: str = "flow"                  # how a multi-port NIC picks its port
+
+
+@dataclass(frozen=True)
+class Ports:
+    scheduler: str = "strict"
+    weights: tuple[int, ...] = (1,) * 8
+    quantum: int = 9216
+
+
+@dataclass(frozen=True)
+class Run:
+    until_ps: int = 0                   # 0: until no event is left
+    ttl: int = 64
+    trace: str = "off"
+    trace_capacity: int = 1 << 16       # records per drain
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    src: int
+    dst: int
+    size: int
+    start_ps: int = 0
+    prio: int = 0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str = "scenario"
+    description: str = ""
+    seed: int = 1
+    topology: Topology = field(default_factory=Topology)
+    switch: Switch = field(default_factory=Switch)
+    host: Host = field(default_factory=Host)
+    ports: Ports = field(default_factory=Ports)
+    run: Run = field(default_factory=Run)
+    flows: tuple[FlowSpec, ...] = ()
+    workloads: tuple[dict, ...] = ()
+    source: dict = field(default_factory=dict, compare=False, repr=False)
+
+    # -----------------------------------------------------------------------------------
+    @classmethod
+    def from_toml(cls, path, overrides: list[str] | tuple[str, ...] = ()) -> "Scenario":
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ScenarioError(f"cannot read scenario file {path}: {exc.strerror}") from exc
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ScenarioError(f"{path}: not valid TOML: {exc}") from exc
+        return cls.from_dict(data, overrides)
+
+    @classmethod
+    def from_dict(cls, data: dict, overrides: list[str] | tuple[str, ...] = ()) -> "Scenario":
+        data = copy.deepcopy(data)
+        for item in overrides:
+            apply_override(data, item)
+        return _build(data)
+
+    def with_overrides(self, *overrides: str) -> "Scenario":
+        return Scenario.from_dict(self.source, overrides)
+
+    @property
+    def host_names(self) -> list[str]:
+        return [f"h{i}" for i in range(n_hosts(self.topology))]
+
+
+# ---------------------------------------------------------------------------------------
+# Overrides: --set topology.hosts=16, --set workload.0.size=2MiB
+
+def apply_override(data: dict, item: str) -> None:
+    if "=" not in item:
+        raise ScenarioError(f"--set {item!r}: expected key=value, e.g. --set topology.hosts=16")
+    key, raw = item.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    parts = key.strip().split(".")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = _list_item(node, part, parts[: i + 1])
+        else:
+            if part == "workload" and part not in node:
+                raise ScenarioError(f"--set {key}: the scenario has no [[workload]]")
+            node = node.setdefault(part, {})
+    last = parts[-1]
+    if isinstance(node, list):
+        idx = _list_index(node, last, parts)
+        node[idx] = value
+    else:
+        node[last] = value
+
+
+def _list_index(lst: list, part: str, path: list[str]) -> int:
+    try:
+        idx = int(part)
+    except ValueError:
+        raise ScenarioError(f"--set {'.'.join(path)}: {part!r} must be a list index") from None
+    if not -len(lst) <= idx < len(lst):
+        raise ScenarioError(f"--set {'.'.join(path)}: index {idx} out of range (list has {len(lst)})")
+    return idx
+
+
+def _list_item(lst: list, part: str, path: list[str]):
+    return lst[_list_index(lst, part, path)]
+
+
+# ---------------------------------------------------------------------------------------
+# Reading sections with exact messages.
+
+class _Section:
+    """Typed reads from one table, remembering which keys were used."""
+
+    def __init__(self, data: Any, where: str):
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ScenarioError(f"{where}: expected a table, got {type(data).__name__}")
+        self.data, self.where, self.used = data, where, set()
+
+    def _get(self, key, default):
+        self.used.add(key)
+        return self.data.get(key, default)
+
+    def path(self, key: str) -> str:
+        return f"{self.where}.{key}" if self.where else key
+
+    def _conv(self, key, default, fn):
+        v = self._get(key, None)
+        if v is None:
+            return default
+        try:
+            return fn(v)
+        except units.UnitError as exc:
+            raise ScenarioError(f"{self.path(key)}: {exc}") from None
+
+    def rate(self, key, default, *, allow_zero=False):
+        v = self._conv(key, default, units.rate_bps)
+        if v < 0 or (v == 0 and not allow_zero):
+            raise ScenarioError(f"{self.path(key)}: a rate must be positive, got {v} bit/s; write e.g. \"400G\"")
+        if v > 10**14:
+            raise ScenarioError(f"{self.path(key)}: {v} bit/s is beyond any Ethernet link (max 100 Tb/s)")
+        return v
+
+    def time(self, key, default, *, positive=False):
+        v = self._conv(key, default, units.time_ps)
+        if v < 0 or (positive and v == 0):
+            raise ScenarioError(f"{self.path(key)}: a time must be {'positive' if positive else '>= 0'}, got {v} ps")
+        return v
+
+    def size(self, key, default, *, lo=1, hi=None):
+        v = self._conv(key, default, units.size_bytes)
+        if v < lo or (hi is not None and v > hi):
+            rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
+            raise ScenarioError(f"{self.path(key)}: size must be {rng} bytes, got {v}")
+        return v
+
+    def int(self, key, default, *, lo=None, hi=None):
+        v = self._get(key, None)
+        if v is None:
+            return default
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ScenarioError(f"{self.path(key)}: expected an integer, got {type(v).__name__} {v!r}")
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            rng = f">= {lo}" if hi is None else (f"<= {hi}" if lo is None else f"in {lo}..{hi}")
+            raise ScenarioError(f"{self.path(key)}: must be {rng}, got {v}")
+        return v
+
+    def float(self, key, default, *, lo=None, hi=None):
+        v = self._get(key, None)
+        if v is None:
+            return default
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ScenarioError(f"{self.path(key)}: expected a number, got {type(v).__name__} {v!r}")
+        if (lo is not None and v <= lo) or (hi is not None and v > hi):
+            raise ScenarioError(f"{self.path(key)}: must be in ({lo}, {hi}], got {v}")
+        return float(v)
+
+    def bool(self, key, default):
+        v = self._get(key, None)
+        if v is None:
+            return default
+        if not isinstance(v, bool):
+            raise ScenarioError(f"{self.path(key)}: expected true or false, got {v!r}")
+        return v
+
+    def str(self, key, default):
+        v = self._get(key, None)
+        if v is None:
+            return default
+        if not isinstance(v, str):
+            raise ScenarioError(f"{self.path(key)}: expected a string, got {type(v).__name__} {v!r}")
+        return v
+
+    def choice(self, key, default, allowed):
+        v = self.str(key, default)
+        if v not in allowed:
+            raise ScenarioError(f"{self.path(key)}: {v!r} is not one of {', '.join(allowed)}")
+        return v
+
+    def done(self):
+        unknown = [k for k in self.data if k not in self.used]
+        if unknown:
+            k = unknown[0]
+            close = difflib.get_close_matches(k, sorted(self.used), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(self.used))}"
+            raise ScenarioError(f"{self.path(k)}: unknown key{hint}")
+
+
+def n_hosts(t: Topology) -> int:
+    if t.kind in ("star", "multiplane-star"):
+        return t.hosts
+    if t.kind == "leaf-spine":
+        return t.leaves * t.hosts_per_leaf
+    return t.k ** 3 // 4
+
+
+def _topology(sec: _Section) -> Topology:
+    d = Topology()
+    kind = sec.choice("kind", d.kind, TOPOLOGY_KINDS)
+    rate = sec.rate("rate", d.rate_bps)
+    t = Topology(
+        kind=kind,
+        hosts=sec.int("hosts", d.hosts, lo=2, hi=1 << 20),
+        planes=sec.int("planes", d.planes, lo=1, hi=64),
+        leaves=sec.int("leaves", d.leaves, lo=1, hi=4096),
+        hosts_per_leaf=sec.int("hosts_per_leaf", d.hosts_per_leaf, lo=1, hi=4096),
+        spines=sec.int("spines", d.spines, lo=0, hi=4096),
+        oversubscription=sec.float("oversubscription", d.oversubscription, lo=0, hi=1024),
+        k=sec.int("k", d.k, lo=2, hi=128),
+        rate_bps=rate,
+        uplink_rate_bps=sec.rate("uplink_rate", 0, allow_zero=True) or rate,
+        delay_ps=sec.time("delay", d.delay_ps),
+        fabric_delay_ps=0,
+    )
+    fabric_delay = sec.time("fabric_delay", 0) or t.delay_ps
+    sec.done()
+    if kind == "fat-tree" and t.k % 2:
+        raise ScenarioError(f"topology.k: a fat-tree needs an even k, got {t.k}")
+    if kind == "leaf-spine" and t.leaves * t.hosts_per_leaf < 2:
+        raise ScenarioError("topology: a leaf-spine needs at least 2 hosts (leaves x hosts_per_leaf)")
+    return Topology(**{**t.__dict__, "fabric_delay_ps": fabric_delay})
+
+
+def spine_count(t: Topology) -> int:
+    """Spines of a leaf-spine: given, or the fewest that meet the oversubscription."""
+    if t.spines:
+        return t.spines
+    need = t.hosts_per_leaf * t.rate_bps / (t.oversubscription * t.uplink_rate_bps)
+    return max(1, int(-(-need // 1)))
+
+
+def _switch(sec: _Section) -> Switch:
+    d = Switch()
+    buf = sec.size("buffer", d.buffer_bytes, lo=MIN_BUFFER)
+    s = Switch(
+        buffer_bytes=buf,
+        threshold=sec.choice("threshold", d.threshold, THRESHOLDS),
+        alpha=sec.float("alpha", d.alpha, lo=0, hi=1024),
+        queue_limit_bytes=sec.size("queue_limit", buf, lo=MIN_BUFFER),
+        latency_ps=sec.time("latency", d.latency_ps),
+        cut_through=sec.bool("cut_through", d.cut_through),
+        ecmp=sec.choice("ecmp", d.ecmp, ECMP_MODES),
+    )
+    sec.done()
+    if s.queue_limit_bytes > s.buffer_bytes:
+        raise ScenarioError(f"switch.queue_limit: {s.queue_limit_bytes} B exceeds switch.buffer "
+                            f"({s.buffer_bytes} B); a queue cannot hold more than the buffer")
+    return s
+
+
+MIN_BUFFER = 2 * 9216   # room for at least two maximum frames
+
+
+def _host(sec: _Section) -> Host:
+    d = Host()
+    h = Host(
+        latency_ps=sec.time("latency", d.latency_ps),
+        mtu=sec.size("mtu", d.mtu, lo=64, hi=MAX_MTU),
+        ecmp=sec.choice("ecmp", d.ecmp, ECMP_MODES),
+    )
+    sec.done()
+    return h
+
+
+def _ports(sec: _Section) -> Ports:
+    d = Ports()
+    sched = sec.choice("scheduler", d.scheduler, SCHEDULERS)
+    weights = sec._get("weights", None)
+    if weights is None:
+        weights = d.weights
+    if (not isinstance(weights, list) and not isinstance(weights, tuple)) or len(weights) != 8 \
+            or any(isinstance(w, bool) or not isinstance(w, int) or w < 1 or w > 1000 for w in weights):
+        raise ScenarioError(f"ports.weights: expected 8 integers in 1..1000 (one per priority 0..7), got {weights!r}")
+    quantum = sec.size("quantum", d.quantum, lo=MAX_MTU + 216, hi=1 << 20)
+    sec.done()
+    return Ports(scheduler=sched, weights=tuple(weights), quantum=quantum)
+
+
+def _run(sec: _Section) -> Run:
+    d = Run()
+    r = Run(
+        until_ps=sec.time("until", d.until_ps),
+        ttl=sec.int("ttl", d.ttl, lo=2, hi=255),
+        trace=sec.choice("trace", d.trace, TRACE_LEVELS),
+        trace_capacity=sec.int("trace_capacity", d.trace_capacity, lo=1024, hi=1 << 26),
+    )
+    sec.done()
+    return r
+
+
+def host_index(value, where: str, count: int) -> int:
+    """A host given as an index (3) or a name ("h3")."""
+    if isinstance(value, str) and value.startswith("h") and value[1:].isdigit():
+        idx = int(value[1:])
+    elif isinstance(value, int) and not isinstance(value, bool):
+        idx = value
+    else:
+        raise ScenarioError(f"{where}: expected a host such as \"h3\" or 3, got {value!r}")
+    if not 0 <= idx < count:
+        raise ScenarioError(f"{where}: unknown host {value!r}; this topology has hosts h0..h{count - 1}")
+    return idx
+
+
+def _flow(sec: _Section, count: int) -> FlowSpec:
+    f = FlowSpec(
+        src=host_index(sec._get("src", None), sec.path("src"), count),
+        dst=host_index(sec._get("dst", None), sec.path("dst"), count),
+        size=sec.size("size", None) if "size" in sec.data else _missing(sec, "size"),
+        start_ps=sec.time("start", 0),
+        prio=sec.int("prio", 0, lo=0, hi=7),
+    )
+    sec.done()
+    if f.src == f.dst:
+        raise ScenarioError(f"{sec.where}: src and dst are the same host (h{f.src})")
+    return f
+
+
+def _missing(sec: _Section, key: str):
+    raise ScenarioError(f"{sec.path(key)}: required")
+
+
+def _workload(sec: _Section, count: int) -> dict:
+    kind = sec.choice("kind", None, WORKLOAD_KINDS) if "kind" in sec.data else _missing(sec, "kind")
+    w: dict = {"kind": kind}
+    w["size"] = sec.size("size", None) if "size" in sec.data else _missing(sec, "size")
+    w["start_ps"] = sec.time("start", 0)
+    w["prio"] = sec.int("prio", 0, lo=0, hi=7)
+    if kind == "incast":
+        w["receiver"] = host_index(sec._get("receiver", 0), sec.path("receiver"), count)
+        senders = sec._get("senders", None)
+        if senders is None:
+            senders = [h for h in range(count) if h != w["receiver"]]
+        elif isinstance(senders, int) and not isinstance(senders, bool):
+            if not 1 <= senders <= count - 1:
+                raise ScenarioError(f"{sec.path('senders')}: must be in 1..{count - 1} (hosts other than the receiver), got {senders}")
+            senders = [h for h in range(count) if h != w["receiver"]][:senders]
+        elif isinstance(senders, list):
+            senders = [host_index(s, f"{sec.path('senders')}[{i}]", count) for i, s in enumerate(senders)]
+        else:
+            raise ScenarioError(f"{sec.path('senders')}: expected a count or a list of hosts, got {senders!r}")
+        if w["receiver"] in senders:
+            raise ScenarioError(f"{sec.path('senders')}: the receiver h{w['receiver']} cannot also send to itself")
+        w["senders"] = tuple(senders)
+        w["stagger_ps"] = sec.time("stagger", 0)
+    elif kind == "permutation":
+        w["seed"] = sec.int("seed", 0, lo=0)
+    sec.done()
+    return w
+
+
+def _build(data: dict) -> Scenario:
+    top = _Section(data, "")
+    name = top.str("name", "scenario")
+    description = top.str("description", "")
+    seed = top.int("seed", 1, lo=0, hi=2**63 - 1)
+    topology = _topology(_Section(top._get("topology", None), "topology"))
+    switch = _switch(_Section(top._get("switch", None), "switch"))
+    host = _host(_Section(top._get("host", None), "host"))
+    ports = _ports(_Section(top._get("ports", None), "ports"))
+    run = _run(_Section(top._get("run", None), "run"))
+    count = n_hosts(topology)
+    flows_raw = top._get("flow", [])
+    wl_raw = top._get("workload", [])
+    for key, val in (("flow", flows_raw), ("workload", wl_raw)):
+        if not isinstance(val, list):
+            raise ScenarioError(f"{key}: expected an array of tables ([[{key}]]), got {type(val).__name__}")
+    flows = tuple(_flow(_Section(f, f"flow[{i}]"), count) for i, f in enumerate(flows_raw))
+    workloads = tuple(_workload(_Section(w, f"workload[{i}]"), count) for i, w in enumerate(wl_raw))
+    top.done()
+    if not flows and not workloads:
+        raise ScenarioError("the scenario has no traffic: add a [[workload]] or a [[flow]] table")
+    if host.mtu + 22 > MAX_MTU + 216:
+        raise ScenarioError(f"host.mtu: {host.mtu} B frames exceed the largest frame the switch takes")
+    if switch.buffer_bytes < 2 * (host.mtu + 64):
+        raise ScenarioError(f"switch.buffer: {switch.buffer_bytes} B cannot hold two frames of host.mtu {host.mtu} B")
+    return Scenario(name=name, description=description, seed=seed, topology=topology,
+                    switch=switch, host=host, ports=ports, run=run, flows=flows,
+                    workloads=workloads, source=copy.deepcopy(data))

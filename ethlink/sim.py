@@ -1,0 +1,313 @@
+"""Simulation: compile a validated scenario into the engine's tables, run it, read results.
+
+    sim = ethlink.Simulation(ethlink.Scenario.from_toml("incast.toml"))
+    result = sim.run()                  # until no event is left, or run.until
+    result.summary["flows"][0]["slowdown"]
+
+compile() flattens the scenario into numpy structured arrays whose dtypes the engine
+exports (one row per node, port, queue, flow) plus the CSR routing table; the engine
+updates them in place, so results are read from the same arrays without copying.
+
+Ideal completion time (the denominator of slowdown) is the exact time the flow would take
+alone in the empty fabric on its path: its frames pipelined hop by hop, each hop's
+serialization (frame + preamble, with inter-frame gap between frames), propagation and
+the receiving node's latency, with the same cut-through rule as the engine. A lone flow
+therefore has slowdown exactly 1.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from . import _engine
+from .scenario import Scenario, spine_count
+from .topology import HOST, SWITCH, Fabric, PortTable, fat_tree, leaf_spine, multiplane_star, route, star
+from .workloads import expand
+
+RAW_OVERHEAD_BYTES = 22      # Ether 14 + 802.1Q 4 + FCS 4 (csrc/flows.pxd)
+PREAMBLE_BYTES, IFG_BYTES, MIN_FRAME_BYTES, CT_HEADER_BYTES = 8, 12, 64, 64
+DROP_REASONS = ("none", "buffer_full", "queue_limit", "no_route", "fcs", "watchdog", "ttl", "other")
+SCHED = {"strict": 0, "dwrr": 1}
+THRESH = {"static": 0, "dynamic": 1}
+ECMP = {"flow": 0, "spray": 1}
+TRACE = {"off": 0, "endpoints": 1, "hop": 2}
+PS = 10**12
+
+
+def build_fabric(sc: Scenario) -> Fabric:
+    t = sc.topology
+    if t.kind == "star":
+        return star(t.hosts, t.rate_bps, t.delay_ps)
+    if t.kind == "multiplane-star":
+        return multiplane_star(t.hosts, t.planes, t.rate_bps, t.delay_ps)
+    if t.kind == "leaf-spine":
+        return leaf_spine(t.leaves, t.hosts_per_leaf, spine_count(t), t.rate_bps,
+                          t.uplink_rate_bps, t.delay_ps, t.fabric_delay_ps)
+    return fat_tree(t.k, t.rate_bps, t.delay_ps, t.fabric_delay_ps)
+
+
+def ser_ps(nbytes, rate_bps):
+    """Exact serialization time, ceil(bits * 1e12 / rate), as the engine computes it."""
+    return -((-np.asarray(nbytes, dtype=np.int64) * 8 * PS) // rate_bps)
+
+
+def raw_frame_bytes(payload):
+    return np.maximum(np.asarray(payload, dtype=np.int64) + RAW_OVERHEAD_BYTES, MIN_FRAME_BYTES)
+
+
+@dataclass
+class Compiled:
+    fabric: Fabric
+    port_table: PortTable
+    nodes: np.ndarray
+    ports: np.ndarray
+    queues: np.ndarray
+    flows: np.ndarray
+    host_node: np.ndarray
+    route_off: np.ndarray
+    route_port: np.ndarray
+    dist: np.ndarray
+    ideal_fct_ps: np.ndarray
+
+
+def compile_scenario(sc: Scenario) -> Compiled:
+    fabric = build_fabric(sc)
+    pt = fabric.ports()
+    route_off, route_port, dist = route(fabric, pt)
+
+    nodes = np.zeros(fabric.n_nodes, dtype=_engine.NODE_DTYPE)
+    kinds = np.asarray(fabric.kinds)
+    nodes["kind"] = kinds
+    nodes["first_port"] = pt.first
+    nodes["nports"] = pt.count
+    nodes["host"] = -1
+    nodes["host"][fabric.hosts] = np.arange(fabric.n_hosts)
+    sw = kinds == SWITCH
+    nodes["latency_ps"] = np.where(sw, sc.switch.latency_ps, sc.host.latency_ps)
+    nodes["buffer_bytes"][sw] = sc.switch.buffer_bytes
+    nodes["threshold"] = THRESH[sc.switch.threshold]
+    nodes["cut_through"][sw] = int(sc.switch.cut_through)
+    nodes["alpha"] = sc.switch.alpha
+    nodes["queue_limit"] = sc.switch.queue_limit_bytes
+    nodes["ecmp"] = np.where(sw, ECMP[sc.switch.ecmp], ECMP[sc.host.ecmp])
+
+    ports = np.zeros(len(pt.node), dtype=_engine.PORT_DTYPE)
+    ports["node"] = pt.node
+    ports["peer"] = pt.peer
+    ports["rate_bps"] = pt.rate_bps
+    ports["delay_ps"] = pt.delay_ps
+    ports["sched"] = SCHED[sc.ports.scheduler]
+
+    queues = np.zeros(8 * len(ports), dtype=_engine.QUEUE_DTYPE)
+    queues["head"] = -1
+    queues["tail"] = -1
+    queues["weight"] = np.tile(np.asarray(sc.ports.weights, dtype=np.int32), len(ports))
+
+    cols = expand(sc)
+    flows = np.zeros(len(cols["src"]), dtype=_engine.FLOW_DTYPE)
+    for c in ("src", "dst", "size", "start_ps", "prio"):
+        flows[c] = cols[c]
+    flows["mtu"] = sc.host.mtu
+    flows["first_tx_ps"] = -1
+    flows["finish_ps"] = -1
+    flows["port"] = -1
+    flows["next"] = -1
+    host_node = np.asarray(fabric.hosts, dtype=np.int32)
+    ideal = ideal_fct_ps(flows, sc, nodes, ports, host_node, route_off, route_port, fabric.n_hosts)
+    return Compiled(fabric, pt, nodes, ports, queues, flows, host_node, route_off, route_port, dist, ideal)
+
+
+def _paths(flows, nodes, ports, host_node, route_off, route_port, n_hosts):
+    """Walk every flow's first-choice shortest path at once: per hop the link rate,
+    delay, and the receiving node's latency and cut-through flag."""
+    n = len(flows)
+    cur = host_node[flows["src"]].astype(np.int64)
+    dst_node = host_node[flows["dst"]].astype(np.int64)
+    dst = flows["dst"].astype(np.int64)
+    hops = []
+    active = np.ones(n, dtype=bool)
+    while active.any():
+        key = cur * n_hosts + dst
+        p = route_port[route_off[key]]
+        peer_node = ports["node"][ports["peer"][p]]
+        hop = np.zeros(n, dtype=[("rate", "i8"), ("delay", "i8"), ("lat", "i8"), ("ct", "i1")])
+        hop["rate"] = np.where(active, ports["rate_bps"][p], 0)
+        hop["delay"] = np.where(active, ports["delay_ps"][p], 0)
+        hop["lat"] = np.where(active, nodes["latency_ps"][peer_node], 0)
+        hop["ct"] = np.where(active, nodes["cut_through"][peer_node], 0)
+        hops.append(hop)
+        cur = np.where(active, peer_node, cur)
+        active &= cur != dst_node
+    return hops
+
+
+def ideal_fct_ps(flows, sc, nodes, ports, host_node, route_off, route_port, n_hosts) -> np.ndarray:
+    if len(flows) == 0:
+        return np.zeros(0, dtype=np.int64)
+    hops = _paths(flows, nodes, ports, host_node, route_off, route_port, n_hosts)
+    sig = np.zeros(len(flows), dtype=[("size", "i8"), ("mtu", "i4")] +
+                   [(f"h{i}", hops[0].dtype) for i in range(len(hops))])
+    sig["size"] = flows["size"]
+    sig["mtu"] = flows["mtu"]
+    for i, h in enumerate(hops):
+        sig[f"h{i}"] = h
+    uniq, inverse = np.unique(sig, return_inverse=True)
+    out = np.empty(len(uniq), dtype=np.int64)
+    for j, row in enumerate(uniq):
+        path = [tuple(int(x) for x in row[f"h{i}"]) for i in range(len(hops)) if row[f"h{i}"]["rate"] > 0]
+        out[j] = _ideal_path(int(row["size"]), int(row["mtu"]), path)
+    return out[inverse.reshape(-1)]
+
+
+def _ideal_path(size: int, mtu: int, path) -> int:
+    """Exact arrival of the last frame at the destination for a lone flow; see module doc."""
+    n_full, last = divmod(size, mtu)
+    payload = np.full(n_full + (1 if last else 0), mtu, dtype=np.int64)
+    if last:
+        payload[-1] = last
+    frame = raw_frame_bytes(payload)
+    avail = np.zeros(len(frame), dtype=np.int64)
+    for j, (rate, delay, lat, ct) in enumerate(path):
+        wire = ser_ps(frame + PREAMBLE_BYTES + IFG_BYTES, rate)
+        w_before = np.concatenate(([0], np.cumsum(wire)[:-1]))
+        # start(i) = max(avail(i), start(i-1) + wire(i-1)) as a running maximum
+        start = w_before + np.maximum.accumulate(avail - w_before)
+        last_bit = start + ser_ps(frame + PREAMBLE_BYTES, rate) + delay
+        avail = last_bit + lat
+        nxt_rate = path[j + 1][0] if j + 1 < len(path) else None
+        if ct and nxt_rate is not None and nxt_rate <= rate:
+            head = start + ser_ps(PREAMBLE_BYTES + CT_HEADER_BYTES, rate) + delay + lat
+            avail = np.where(frame > CT_HEADER_BYTES, head, avail)
+    return int(avail[-1])
+
+
+class Result:
+    """What a run produced: `summary` (the dict written to summary.json) and the engine's
+    tables as numpy structured arrays (`flows`, `ports`, `queues`, `nodes`)."""
+
+    def __init__(self, sim: "Simulation", wall_s: float, stop: str):
+        eng, comp = sim.engine, sim.compiled
+        self.scenario = sim.scenario
+        self.flows, self.ports, self.queues, self.nodes = eng.flows, eng.ports, eng.queues, eng.nodes
+        self.ideal_fct_ps = comp.ideal_fct_ps
+        c = eng.counters()
+        self.counters = c
+        self.stop = stop
+        fl = self.flows
+        done = fl["finish_ps"] >= 0
+        fct = np.where(done, fl["finish_ps"] - fl["start_ps"], -1)
+        self.fct_ps = fct
+        self.slowdown = np.where(done, fct / np.maximum(comp.ideal_fct_ps, 1), np.nan)
+        drops = {DROP_REASONS[i]: int(v) for i, v in enumerate(c["drops_by_reason"]) if v}
+        names = comp.fabric.names
+        sim_s = c["sim_time_ps"] / PS
+        self.summary = {
+            "scenario": sim.scenario.name,
+            "seed": sim.scenario.seed,
+            "ethlink_version": _version(),
+            "stop": stop,
+            "events": c["events"],
+            "sim_time_ps": c["sim_time_ps"],
+            "wall_s": wall_s,
+            "events_per_s": c["events"] / wall_s if wall_s > 0 else None,
+            "bytes_sent": c["bytes_sent"],
+            "bytes_delivered": c["bytes_delivered"],
+            "bytes_dropped": c["bytes_dropped"],
+            "packets_sent": c["packets_sent"],
+            "packets_delivered": c["packets_delivered"],
+            "packets_dropped": c["packets_dropped"],
+            "packets_in_flight": c["packets_in_flight"],
+            "packet_hops": c["packet_hops"],
+            "drops": drops,
+            "flows_total": int(len(fl)),
+            "flows_completed": int(done.sum()),
+            "fct_ps": _stats(fct[done]),
+            "slowdown": _stats(self.slowdown[done]),
+            "goodput_bps": (c["bytes_delivered"] * 8 / sim_s) if sim_s > 0 else 0.0,
+            "buffer_hwm_bytes": {names[i]: int(v) for i, v in enumerate(self.nodes["buffer_hwm"])
+                                 if self.nodes["kind"][i] == SWITCH},
+            "ports": self._ports(names, sim.compiled.port_table, sim_s),
+            "flows": self._flows(),
+        }
+
+    def _ports(self, names, pt, sim_s):
+        q = self.queues.reshape(-1, 8)
+        out = []
+        for p in np.nonzero(self.ports["tx_frames"] | q["drops"].sum(axis=1))[0]:
+            row = self.ports[p]
+            out.append({
+                "port": int(p), "node": names[pt.node[p]], "peer": names[pt.node[pt.peer[p]]],
+                "tx_bytes": int(row["tx_bytes"]), "tx_frames": int(row["tx_frames"]),
+                "utilization": (row["busy_ps"] / (sim_s * PS)) if sim_s > 0 else 0.0,
+                "queue_hwm_bytes": [int(x) for x in q["hwm"][p]],
+                "drops": int(q["drops"][p].sum()),
+            })
+        return out
+
+    def _flows(self):
+        fl = self.flows
+        ids = np.arange(len(fl)).tolist()
+        cols = [ids, fl["src"].tolist(), fl["dst"].tolist(), fl["size"].tolist(),
+                fl["start_ps"].tolist(), fl["finish_ps"].tolist(), self.fct_ps.tolist(),
+                self.ideal_fct_ps.tolist(), self.slowdown.tolist()]
+        keys = ("id", "src", "dst", "bytes", "start_ps", "finish_ps", "fct_ps", "ideal_fct_ps", "slowdown")
+        rows = [dict(zip(keys, r)) for r in zip(*cols)]
+        for r in rows:
+            if r["finish_ps"] < 0:
+                r["finish_ps"] = r["fct_ps"] = r["slowdown"] = None
+        return rows
+
+
+def _stats(x):
+    if len(x) == 0:
+        return None
+    x = np.asarray(x, dtype=np.float64)
+    return {"count": int(len(x)), "mean": float(x.mean()), "p50": float(np.percentile(x, 50)),
+            "p99": float(np.percentile(x, 99)), "max": float(x.max()), "min": float(x.min())}
+
+
+def _version():
+    from . import __version__
+    return __version__
+
+
+class Simulation:
+    """One scenario, compiled and ready. `run()` may be called again with a later
+    `until` to continue."""
+
+    def __init__(self, scenario: Scenario, *, trace: str | None = None):
+        self.scenario = scenario
+        self.compiled = c = compile_scenario(scenario)
+        level = trace if trace is not None else scenario.run.trace
+        self.trace_level = level
+        self.engine = _engine.Engine(
+            c.nodes, c.ports, c.queues, c.flows, c.host_node, c.route_off, c.route_port,
+            seed=scenario.seed, dwrr_quantum=scenario.ports.quantum, ttl=scenario.run.ttl,
+            trace_level=TRACE[level], trace_capacity=scenario.run.trace_capacity)
+        self.wall_s = 0.0
+
+    def run(self, until: int | None = None, *, progress: Callable[[int, int, int], None] | None = None,
+            trace_sink: Callable[[np.ndarray], None] | None = None, chunk_events: int = 2_000_000) -> Result:
+        """Run to `until` ps (default: the scenario's run.until, else until idle).
+        `progress(now_ps, horizon_ps, events)` is called every `chunk_events` events;
+        `trace_sink(records)` receives every drained batch of trace records."""
+        horizon = until if until is not None else (self.scenario.run.until_ps or 2**63 - 1)
+        t0 = time.perf_counter()
+        stop = "chunk"
+        try:
+            while True:
+                stop = self.engine.run(horizon, chunk_events)
+                if trace_sink is not None and stop in ("trace", "until", "empty", "chunk"):
+                    recs = self.engine.take_trace()
+                    if len(recs):
+                        trace_sink(recs)
+                if progress is not None:
+                    progress(self.engine.now, horizon, self.engine.events)
+                if stop in ("until", "empty"):
+                    break
+        finally:
+            self.wall_s += time.perf_counter() - t0
+        return Result(self, self.wall_s, stop)
