@@ -30,7 +30,7 @@ $(EXT): $(SRC) | $(STAMP)
 build: $(EXT)
 
 demo: install
-	$(VENV)/bin/ethlink run $(or $(SCENARIO),ethlink-mixed) -o out/demo
+	$(VENV)/bin/ethlink run $(or $(SCENARIO),incast-raw) -o out/demo
 
 test: install
 	$(PY) -m pytest -q tests
