@@ -28,6 +28,10 @@ cdef enum EventKind:
     EV_FLOW_START = 2           # a flow (or QP message stream) becomes active at its source
     EV_KICK = 3                 # a port should try to start transmitting (used by protocols)
     EV_TIMER = 4                # a protocol timer; `obj` names the owner, `arg` the timer kind
+    EV_PAUSE_END = 5            # a paused queue's pause may have expired; obj = queue index
+    EV_PFC_REFRESH = 6          # re-send XOFF before it expires; obj = queue, arg = generation
+    EV_WATCHDOG = 7             # PFC watchdog check of a paused queue; obj = queue index
+    EV_DEADLOCK_CHECK = 8       # periodic check that paused fabric still moves data
 
 cdef enum NodeKind:
     NODE_HOST = 0
@@ -64,6 +68,7 @@ cdef enum DropReason:           # names in ethlink/trace.py DROP_REASONS, same o
     DR_FCS = 4                  # frame corrupted on the wire (bit error), FCS check failed
     DR_WATCHDOG = 5             # PFC watchdog dropped a stormed queue
     DR_TTL = 6                  # hop limit exceeded (routing loop)
+    DR_HEADROOM = 7             # lossless frame beyond XOFF + headroom: the pause came too late
 
 cdef enum PacketFlag:
     PF_LAST = 1                 # last packet of its flow or message
@@ -75,6 +80,7 @@ cdef enum StopReason:           # why the loop returned to Python
     STOP_CHUNK = 2              # event budget of this call used (progress reporting)
     STOP_TRACE = 3              # trace ring nearly full: drain it and call again
     STOP_ERROR = 4              # out of memory or pool limit; Sim.error says which
+    STOP_DEADLOCK = 5           # PFC deadlock detected: frames queued, nothing moves
 
 cdef enum:
     TRACE_MARGIN = 64           # records one event may write at most
@@ -160,6 +166,11 @@ cdef struct Port:
     int64_t rx_bytes
     int64_t rx_frames
     int64_t busy_ps             # ps the wire was occupied (frames + preamble + IFG)
+    int32_t ctrl_head           # control frames (PFC, credits) sent before any data queue
+    int32_t ctrl_tail
+    uint64_t rng                # this port's random stream (ECN marking), seeded per port
+    int64_t pause_tx            # PFC frames sent from this port (XOFF and XON)
+    int64_t pause_rx            # PFC frames received on this port
 
 cdef struct Queue:              # queues[port * 8 + prio]
     int32_t head                # first packet index, -1 empty
@@ -173,6 +184,26 @@ cdef struct Queue:              # queues[port * 8 + prio]
     int32_t weight              # DWRR weight (quantum = weight x sched quantum bytes)
     int32_t deficit             # DWRR deficit, bytes
     int64_t enq_pkts            # packets admitted
+    # PFC, egress side: this queue obeys pauses received on its port
+    int64_t paused_until        # ps; the queue starts no frame before this
+    int64_t pause_start         # ps the current pause began, -1 when not paused
+    int64_t paused_ps           # total ps paused (closed intervals)
+    int64_t pause_since         # watchdog: start of the current uninterrupted pause, -1
+    int64_t wd_until            # watchdog: pauses ignored / arrivals dropped until this ps
+    int64_t storms              # watchdog: storms declared on this queue
+    # PFC, ingress side: bytes in the switch that arrived on this port at this priority
+    int64_t ing_bytes
+    int64_t xoff                # static XOFF threshold, bytes (0: dynamic, alpha x free)
+    int64_t xon_offset          # XON when ing_bytes <= XOFF - xon_offset
+    int64_t headroom            # bytes accepted beyond pause_level before a lossless drop
+    int64_t pause_level         # ing_bytes when the XOFF in force was sent
+    int32_t pause_sent          # 1 while an XOFF sent upstream is in force
+    int32_t pause_gen           # generation of the refresh chain (stale timers ignore)
+    int64_t pauses_sent         # XOFF frames sent for this port-priority (refreshes included)
+    # ECN (RFC 3168) RED-style marking on egress enqueue
+    int64_t kmin                # bytes; no mark below
+    int64_t kmax                # bytes; always mark above; 0 disables marking
+    double pmax                 # mark probability at kmax
 
 cdef struct Flow:               # a raw-Ethernet flow (transports extend with their own tables)
     int32_t src                 # source host index
@@ -256,6 +287,21 @@ cdef struct Sim:
     int64_t drops[8]            # by DropReason
     int64_t flows_done
     int64_t hops                # frames that crossed a link
+    int64_t data_tx             # data frames started on any link (deadlock detection)
+    int64_t ecn_marked
+    # PFC (IEEE 802.1Qbb), fabric-wide settings
+    int32_t lossless_mask       # bit p set: priority p is lossless (PFC), else lossy
+    double pfc_alpha            # dynamic XOFF = pfc_alpha x free buffer (when Queue.xoff == 0)
+    int32_t pfc_quanta          # pause time sent in XOFF, in quanta of 512 bit times
+    int32_t wd_action           # 0 off, 1 drop, 2 ignore pauses
+    int64_t pfc_response_ps     # from a pause frame's last bit to the pause taking effect
+    int64_t wd_detect_ps        # watchdog detection time
+    int64_t wd_restore_ps       # watchdog restoration time
+    int64_t deadlock_check_ps   # period of the deadlock check; 0 disables
+    int64_t deadlock_last_tx    # data_tx at the previous check
+    int64_t deadlock_ps         # when a deadlock was detected, -1 if none
+    int64_t t_active            # time of the last event other than a deadlock check
+    int64_t storms
     # trace ring
     TraceRec* trace
     int64_t trace_n
@@ -265,12 +311,18 @@ cdef struct Sim:
 
 
 # ---------------------------------------------------------------------------------------
-# Serialization time, exact: ceil(bits * 1e12 / rate). bits * 1e12 fits int64 for frames
-# under 1 MB.
+# Serialization time, exact: ceil(bits * 1e12 / rate).
+cdef extern from "muldiv.h":
+    int64_t ethlink_mul_div_ceil(int64_t a, int64_t b, int64_t c) nogil
+
 cdef inline int64_t ser_ps(int64_t nbytes, int64_t rate_bps) noexcept nogil:
     cdef int64_t ps_per_s = 1000000000000
-    cdef int64_t num = nbytes * 8 * ps_per_s
-    return (num + rate_bps - 1) // rate_bps
+    cdef int64_t num
+    if nbytes < 1048576:
+        # NOTE: fast path; bits * 1e12 fits int64 below 1 MiB, and frames always do.
+        num = nbytes * 8 * ps_per_s
+        return (num + rate_bps - 1) // rate_bps
+    return ethlink_mul_div_ceil(nbytes * 8, ps_per_s, rate_bps)
 
 
 # ---------------------------------------------------------------------------------------
@@ -381,6 +433,26 @@ cdef inline int32_t pkt_alloc(Sim* s) noexcept nogil:
     if s.pkts_live > s.pkts_live_hwm:
         s.pkts_live_hwm = s.pkts_live
     return i
+
+cdef inline void kick(Sim* s, int32_t p) noexcept nogil:
+    # Ask port p to try to start a frame now (used when a protocol queues a frame).
+    if not s.ports[p].busy and not s.ports[p].kicked:
+        s.ports[p].kicked = 1
+        schedule(s, s.now, EV_KICK, p, 0)
+
+
+cdef inline uint64_t rng_next(uint64_t* state) noexcept nogil:
+    # xorshift64* (Vigna 2016): one stream per port, seeded by hash3(seed, port).
+    cdef uint64_t x = state[0]
+    x ^= x >> 12
+    x ^= x << 25
+    x ^= x >> 27
+    state[0] = x
+    return x * <uint64_t>0x2545F4914F6CDD1D
+
+cdef inline double rng_uniform(uint64_t* state) noexcept nogil:
+    return <double>(rng_next(state) >> 11) * (1.0 / 9007199254740992.0)
+
 
 cdef inline void pkt_free(Sim* s, int32_t i) noexcept nogil:
     s.pkts[i].next = s.free_head

@@ -24,7 +24,10 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 
 from core cimport *
-from port cimport q_push, q_pop, pick_queue
+from port cimport q_push, q_pop, pick_queue, ctrl_pop
+from pfc cimport (pfc_admit, pfc_on_admit, pfc_on_depart, pfc_refresh, pfc_rx, pause_end,
+                  pause_close, WD_OFF, WD_DROP, WD_IGNORE)
+from ecn cimport ecn_should_mark, ECN_CE
 from flows cimport ring_push, ring_pop, flow_make_packet, flow_deliver
 
 cnp.import_array()
@@ -32,12 +35,6 @@ cnp.import_array()
 
 # ---------------------------------------------------------------------------------------
 # Ports: start the next frame, finish a frame.
-
-cdef inline void kick(Sim* s, int32_t p) noexcept nogil:
-    if not s.ports[p].busy and not s.ports[p].kicked:
-        s.ports[p].kicked = 1
-        schedule(s, s.now, EV_KICK, p, 0)
-
 
 cdef inline int32_t spray_port(Sim* s, int32_t node, int32_t dst, int32_t k) noexcept nogil:
     cdef int64_t key = <int64_t>node * s.n_hosts + dst
@@ -83,12 +80,17 @@ cdef inline void tx_start(Sim* s, int32_t p, int32_t pi) noexcept nogil:
     pt.tx_bytes += pk.size
     pt.tx_frames += 1
     trace_pkt(s, TE_TX_START, pt.node, p, pi, s.queues[p * NPRIO + pk.prio].bytes, DR_NONE)
+    schedule(s, s.now + wire, EV_TX_DONE, p, 0)
+    pk.t_last = s.now + ser_ps(PREAMBLE_BYTES + pk.size, pt.rate_bps) + pt.delay_ps
+    if pk.kind == FK_PFC:
+        # Link-local MAC Control: consumed by the peer's MAC, no pipeline latency.
+        schedule(s, pk.t_last + s.pfc_response_ps, EV_RX, peer, pi)
+        return
+    s.data_tx += 1
     if pk.in_port < 0 and pk.flow >= 0:
         s.bytes_sent += pk.payload
         if s.flows[pk.flow].first_tx_ps < 0:
             s.flows[pk.flow].first_tx_ps = s.now
-    schedule(s, s.now + wire, EV_TX_DONE, p, 0)
-    pk.t_last = s.now + ser_ps(PREAMBLE_BYTES + pk.size, pt.rate_bps) + pt.delay_ps
     t_rx = pk.t_last
     if pn.cut_through and pk.size > CT_HEADER_BYTES:
         t_rx = s.now + ser_ps(PREAMBLE_BYTES + CT_HEADER_BYTES, pt.rate_bps) + pt.delay_ps
@@ -97,10 +99,22 @@ cdef inline void tx_start(Sim* s, int32_t p, int32_t pi) noexcept nogil:
     schedule(s, t_rx + pn.latency_ps, EV_RX, peer, pi)
 
 
+cdef inline void leave_switch(Sim* s, Node* nd, int32_t pi) noexcept nogil:
+    # Buffer (and PFC ingress) accounting when a frame leaves a switch's queue.
+    cdef Packet* pk = &s.pkts[pi]
+    nd.buffer_used -= pk.size
+    if s.lossless_mask & (1 << pk.prio):
+        pfc_on_depart(s, nd, pk.in_port, pk.prio, pk.size)
+
+
 cdef inline void port_try_start(Sim* s, int32_t p) noexcept nogil:
     cdef int32_t prio, pi
     cdef Node* nd
     if s.ports[p].busy:
+        return
+    pi = ctrl_pop(s, &s.ports[p])
+    if pi >= 0:
+        tx_start(s, p, pi)
         return
     nd = &s.nodes[s.ports[p].node]
     if nd.kind == NODE_HOST:
@@ -110,7 +124,7 @@ cdef inline void port_try_start(Sim* s, int32_t p) noexcept nogil:
         return
     pi = q_pop(s, &s.queues[p * NPRIO + prio])
     if nd.kind == NODE_SWITCH:
-        nd.buffer_used -= s.pkts[pi].size
+        leave_switch(s, nd, pi)
     tx_start(s, p, pi)
 
 
@@ -164,15 +178,29 @@ cdef inline void switch_enqueue(Sim* s, int32_t node, int32_t pi) noexcept nogil
     cdef Packet* pk = &s.pkts[pi]
     cdef int32_t e = pk.egress
     cdef Queue* q = &s.queues[e * NPRIO + pk.prio]
-    cdef uint8_t reason = admit(s, nd, q, pk.size)
+    cdef bint lossless = s.lossless_mask & (1 << pk.prio)
+    cdef uint8_t reason
+    if q.wd_until > s.now and s.wd_action == WD_DROP:
+        reason = DR_WATCHDOG
+    elif lossless:
+        reason = pfc_admit(s, nd, pk.in_port, pk.prio, pk.size)
+    else:
+        reason = admit(s, nd, q, pk.size)
     if reason != DR_NONE:
         drop(s, node, e, pi, reason)
         return
+    if ecn_should_mark(s, &s.ports[e], q, pk):
+        pk.ecn = ECN_CE
+        q.marks += 1
+        s.ecn_marked += 1
+        trace_pkt(s, TE_MARK, node, e, pi, q.bytes, DR_NONE)
     q_push(s, q, pi)
     nd.buffer_used += pk.size
     if nd.buffer_used > nd.buffer_hwm:
         nd.buffer_hwm = nd.buffer_used
     trace_pkt(s, TE_ENQUEUE, node, e, pi, q.bytes, DR_NONE)
+    if lossless:
+        pfc_on_admit(s, nd, pk.in_port, pk.prio, pk.size)
     port_try_start(s, e)
 
 
@@ -244,6 +272,45 @@ cdef inline void schedule_next_flow(Sim* s) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------------------
+# PFC watchdog and deadlock check (policy in csrc/pfc.pxd's header).
+
+cdef inline void watchdog(Sim* s, int32_t qi) noexcept nogil:
+    cdef Queue* q = &s.queues[qi]
+    cdef int32_t port = qi // NPRIO, node = s.ports[port].node, pi
+    cdef Node* nd = &s.nodes[node]
+    if q.pause_since < 0 or q.paused_until <= s.now:
+        return                              # the pause ended since it was armed
+    if s.now - q.pause_since < s.wd_detect_ps or q.head < 0:
+        schedule(s, q.pause_since + s.wd_detect_ps if s.now - q.pause_since < s.wd_detect_ps
+                 else s.now + s.wd_detect_ps, EV_WATCHDOG, qi, 0)
+        return
+    q.storms += 1
+    s.storms += 1
+    q.wd_until = s.now + s.wd_restore_ps
+    if s.wd_action == WD_DROP:
+        while q.head >= 0:
+            pi = q_pop(s, q)
+            if nd.kind == NODE_SWITCH:
+                leave_switch(s, nd, pi)
+            drop(s, node, port, pi, DR_WATCHDOG)
+    pause_close(s, q, s.now)
+    q.pause_since = s.now                   # re-armed: checked again after restoration
+    schedule(s, q.wd_until + s.wd_detect_ps, EV_WATCHDOG, qi, 0)
+    kick(s, port)
+
+
+cdef inline bint deadlock_check(Sim* s) noexcept nogil:
+    # True when no data frame started since the last check while packets are held.
+    if s.pkts_live > 0 and s.data_tx == s.deadlock_last_tx:
+        s.deadlock_ps = s.now
+        return 1
+    s.deadlock_last_tx = s.data_tx
+    if s.heap_n > 0 or s.pkts_live > 0:
+        schedule(s, s.now + s.deadlock_check_ps, EV_DEADLOCK_CHECK, 0, 0)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
 # The loop.
 
 cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
@@ -261,11 +328,15 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
         s.now = ev.time
         s.events += 1
         done += 1
+        if ev.kind != EV_DEADLOCK_CHECK:
+            s.t_active = ev.time
         if ev.kind == EV_RX:
             node = s.ports[ev.obj].node
             s.ports[ev.obj].rx_bytes += s.pkts[ev.arg].size
             s.ports[ev.obj].rx_frames += 1
-            if s.nodes[node].kind == NODE_SWITCH:
+            if s.pkts[ev.arg].kind == FK_PFC:
+                pfc_rx(s, ev.obj, <int32_t>ev.arg)
+            elif s.nodes[node].kind == NODE_SWITCH:
                 switch_rx(s, ev.obj, <int32_t>ev.arg)
             else:
                 host_rx(s, ev.obj, <int32_t>ev.arg)
@@ -278,6 +349,15 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
         elif ev.kind == EV_FLOW_START:
             flow_start(s, ev.obj)
             schedule_next_flow(s)
+        elif ev.kind == EV_PAUSE_END:
+            pause_end(s, ev.obj)
+        elif ev.kind == EV_PFC_REFRESH:
+            pfc_refresh(s, ev.obj, ev.arg)
+        elif ev.kind == EV_WATCHDOG:
+            watchdog(s, ev.obj)
+        elif ev.kind == EV_DEADLOCK_CHECK:
+            if deadlock_check(s):
+                return STOP_DEADLOCK
         if s.error:
             return STOP_ERROR
     return STOP_EMPTY
@@ -302,7 +382,7 @@ TRACE_DTYPE = np.asarray(<TraceRec[:1]>&_trace).dtype
 PACKET_BYTES = sizeof(Packet)
 EVENT_BYTES = sizeof(Event)
 
-STOP_NAMES = ("empty", "until", "chunk", "trace", "error")
+STOP_NAMES = ("empty", "until", "chunk", "trace", "error", "deadlock")
 ERROR_NAMES = {0: "", 1: "out of memory", 2: "packet pool limit (2**30 packets in flight)"}
 DROP_REASON_COUNT = 8
 
@@ -329,7 +409,10 @@ cdef class Engine:
     def __init__(self, nodes, ports, queues, flows, host_node, route_off, route_port,
                  *, uint64_t seed=1, int64_t dwrr_quantum=9216, int32_t ttl=64,
                  int32_t trace_level=TRACE_OFF, int64_t trace_capacity=65536,
-                 int32_t initial_packets=4096):
+                 int32_t initial_packets=4096, int32_t lossless_mask=0, int32_t pfc_quanta=0xFFFF,
+                 int64_t pfc_response_ps=0, double pfc_alpha=1.0,
+                 int32_t wd_action=WD_OFF, int64_t wd_detect_ps=0, int64_t wd_restore_ps=0,
+                 int64_t deadlock_check_ps=0):
         cdef Sim* s = &self.s
         cdef int32_t i
         self.nodes = _as(nodes, NODE_DTYPE, "nodes")
@@ -366,6 +449,19 @@ cdef class Engine:
         s.ring_tail = <int32_t*>cnp.PyArray_DATA(self._ring_tail)
         s.flow_order = <int32_t*>cnp.PyArray_DATA(self._flow_order)
         s.seed = seed
+        s.lossless_mask = lossless_mask
+        s.pfc_quanta = pfc_quanta
+        s.pfc_response_ps = pfc_response_ps
+        s.pfc_alpha = pfc_alpha
+        s.wd_action = wd_action
+        s.wd_detect_ps = wd_detect_ps
+        s.wd_restore_ps = wd_restore_ps
+        s.deadlock_check_ps = deadlock_check_ps
+        s.deadlock_ps = -1
+        for i in range(s.n_ports):
+            s.ports[i].ctrl_head = -1
+            s.ports[i].ctrl_tail = -1
+            s.ports[i].rng = mix64(seed ^ mix64(<uint64_t>i + 0x5EED)) | 1
         s.dwrr_quantum = dwrr_quantum
         s.ttl = ttl
         s.heap_cap = 1024
@@ -396,6 +492,8 @@ cdef class Engine:
             # The first flow start is the first event; constructing schedules nothing.
             self.started = True
             schedule_next_flow(&self.s)
+            if self.s.deadlock_check_ps > 0 and self.s.lossless_mask:
+                schedule(&self.s, self.s.deadlock_check_ps, EV_DEADLOCK_CHECK, 0, 0)
         with nogil:
             rc = run_loop(&self.s, until_ps, max_events)
         if rc == STOP_ERROR:
@@ -431,7 +529,7 @@ cdef class Engine:
         s = &self.s
         return {
             "events": s.events,
-            "sim_time_ps": s.now,
+            "sim_time_ps": s.t_active,
             "bytes_sent": s.bytes_sent,
             "bytes_delivered": s.bytes_delivered,
             "bytes_dropped": s.bytes_dropped,
@@ -442,6 +540,10 @@ cdef class Engine:
             "packets_in_flight_max": s.pkts_live_hwm,
             "packet_hops": s.hops,
             "flows_done": s.flows_done,
+            "ecn_marked": s.ecn_marked,
+            "data_frames_tx": s.data_tx,
+            "deadlock_ps": s.deadlock_ps,
+            "watchdog_storms": s.storms,
             "drops_by_reason": [s.drops[i] for i in range(DROP_REASON_COUNT)],
             "heap_capacity": s.heap_cap,
             "pool_capacity": s.pkt_cap,

@@ -6,6 +6,11 @@
 # Queues are intrusive linked lists through Packet.next, so enqueue and dequeue are O(1)
 # and no queue has a capacity of its own: admission (buffer accounting) is the switch's.
 #
+# A queue paused by PFC (Queue.paused_until in the future) is not eligible, unless the
+# PFC watchdog has declared a storm and ignores pauses (Queue.wd_until). Control frames
+# (PFC pause, credit updates) wait in a FIFO of their own that is served before any data
+# queue and is never paused (IEEE 802.1Qbb: MAC Control frames are not subject to PFC).
+#
 # Limits: the DWRR quantum must be at least one maximum frame (scenario validation
 # enforces it), so one round always serves a non-empty queue.
 from core cimport *
@@ -39,11 +44,34 @@ cdef inline int32_t q_pop(Sim* s, Queue* q) noexcept nogil:
     return pi
 
 
+cdef inline bint q_ready(Sim* s, Queue* q) noexcept nogil:
+    return q.head >= 0 and (q.paused_until <= s.now or q.wd_until > s.now)
+
+
+cdef inline void ctrl_push(Sim* s, Port* pt, int32_t pi) noexcept nogil:
+    s.pkts[pi].next = -1
+    if pt.ctrl_tail >= 0:
+        s.pkts[pt.ctrl_tail].next = pi
+    else:
+        pt.ctrl_head = pi
+    pt.ctrl_tail = pi
+
+
+cdef inline int32_t ctrl_pop(Sim* s, Port* pt) noexcept nogil:
+    cdef int32_t pi = pt.ctrl_head
+    if pi >= 0:
+        pt.ctrl_head = s.pkts[pi].next
+        if pt.ctrl_head < 0:
+            pt.ctrl_tail = -1
+        s.pkts[pi].next = -1
+    return pi
+
+
 cdef inline int32_t pick_strict(Sim* s, int32_t port) noexcept nogil:
     cdef int32_t prio
     cdef Queue* qs = &s.queues[port * NPRIO]
     for prio in range(NPRIO - 1, -1, -1):
-        if qs[prio].head >= 0:
+        if q_ready(s, &qs[prio]):
             return prio
     return -1
 
@@ -55,7 +83,7 @@ cdef inline int32_t pick_dwrr(Sim* s, int32_t port) noexcept nogil:
     cdef Queue* qs = &s.queues[port * NPRIO]
     cdef int32_t cur = pt.dwrr_next, visits = 0, size
     while visits < 3 * NPRIO:
-        if qs[cur].head >= 0:
+        if q_ready(s, &qs[cur]):
             size = s.pkts[qs[cur].head].size
             if qs[cur].deficit >= size:
                 qs[cur].deficit -= size
@@ -64,7 +92,7 @@ cdef inline int32_t pick_dwrr(Sim* s, int32_t port) noexcept nogil:
         else:
             qs[cur].deficit = 0
         cur = (cur + 1) % NPRIO
-        if qs[cur].head >= 0:
+        if q_ready(s, &qs[cur]):
             qs[cur].deficit += <int32_t>(s.dwrr_quantum * qs[cur].weight)
         visits += 1
     return -1

@@ -15,6 +15,9 @@ Sections (all optional but topology and a workload):
     [host]      latency, mtu, ecmp
     [ports]     scheduler (strict | dwrr), weights (8 ints), quantum
     [run]       until, ttl, trace (off | endpoints | hop), trace_capacity
+    [pfc]       enabled, priorities, xoff (bytes | "dynamic"), alpha, xon_offset, headroom,
+                quanta, response, deadlock_check; [pfc.watchdog] action, detect, restore
+    [ecn]       enabled, priorities, kmin, kmax, pmax
     [[flow]]    src, dst, size, start, prio
     [[workload]] kind = incast | permutation | alltoall, with their parameters
 
@@ -94,6 +97,33 @@ class Run:
 
 
 @dataclass(frozen=True)
+class Pfc:
+    """IEEE 802.1Qbb PFC. xoff_bytes 0 means dynamic: alpha x free shared buffer."""
+    enabled: bool = False
+    priorities: tuple[int, ...] = (3,)
+    xoff_bytes: int = 0
+    alpha: float = 0.125
+    xon_offset_bytes: int = 0           # 0: two maximum frames
+    headroom_bytes: int = 0             # 0: computed per port (see compile)
+    quanta: int = 0xFFFF
+    response_ps: int = 0
+    watchdog: str = "off"               # off | drop | ignore
+    detect_ps: int = 200_000_000        # 200 us
+    restore_ps: int = 200_000_000
+    deadlock_check_ps: int = 1_000_000_000   # 1 ms; 0 disables
+
+
+@dataclass(frozen=True)
+class Ecn:
+    """RED-style ECN marking at switch egress queues of the given priorities."""
+    enabled: bool = False
+    priorities: tuple[int, ...] = (3,)
+    kmin_bytes: int = 100 * 1024
+    kmax_bytes: int = 400 * 1024
+    pmax: float = 0.2
+
+
+@dataclass(frozen=True)
 class FlowSpec:
     src: int
     dst: int
@@ -112,6 +142,8 @@ class Scenario:
     host: Host = field(default_factory=Host)
     ports: Ports = field(default_factory=Ports)
     run: Run = field(default_factory=Run)
+    pfc: Pfc = field(default_factory=Pfc)
+    ecn: Ecn = field(default_factory=Ecn)
     flows: tuple[FlowSpec, ...] = ()
     workloads: tuple[dict, ...] = ()
     source: dict = field(default_factory=dict, compare=False, repr=False)
@@ -391,6 +423,63 @@ def _run(sec: _Section) -> Run:
     return r
 
 
+def _priorities(sec: _Section, key: str, default):
+    v = sec._get(key, None)
+    if v is None:
+        return default
+    if not isinstance(v, list) or not v or any(isinstance(p, bool) or not isinstance(p, int) or not 0 <= p <= 7 for p in v):
+        raise ScenarioError(f"{sec.path(key)}: expected a non-empty list of priorities 0..7, got {v!r}")
+    if len(set(v)) != len(v):
+        raise ScenarioError(f"{sec.path(key)}: priorities repeat: {v!r}")
+    return tuple(sorted(v))
+
+
+WATCHDOG_ACTIONS = ("off", "drop", "ignore")
+
+
+def _pfc(sec: _Section) -> Pfc:
+    d = Pfc()
+    xoff = sec._get("xoff", None)
+    if xoff is None or xoff == "dynamic":
+        xoff_bytes = 0
+    else:
+        sec.used.add("xoff")
+        xoff_bytes = sec.size("xoff", None, lo=64)
+    wd = _Section(sec._get("watchdog", None), sec.path("watchdog"))
+    p = Pfc(
+        enabled=sec.bool("enabled", True),
+        priorities=_priorities(sec, "priorities", d.priorities),
+        xoff_bytes=xoff_bytes,
+        alpha=sec.float("alpha", d.alpha, lo=0, hi=64),
+        xon_offset_bytes=sec.size("xon_offset", 0, lo=0),
+        headroom_bytes=sec.size("headroom", 0, lo=0),
+        quanta=sec.int("quanta", d.quanta, lo=1, hi=0xFFFF),
+        response_ps=sec.time("response", d.response_ps),
+        watchdog=wd.choice("action", d.watchdog, WATCHDOG_ACTIONS),
+        detect_ps=wd.time("detect", d.detect_ps, positive=True),
+        restore_ps=wd.time("restore", d.restore_ps, positive=True),
+        deadlock_check_ps=sec.time("deadlock_check", d.deadlock_check_ps),
+    )
+    wd.done()
+    sec.done()
+    return p
+
+
+def _ecn(sec: _Section) -> Ecn:
+    d = Ecn()
+    e = Ecn(
+        enabled=sec.bool("enabled", True),
+        priorities=_priorities(sec, "priorities", d.priorities),
+        kmin_bytes=sec.size("kmin", d.kmin_bytes, lo=0),
+        kmax_bytes=sec.size("kmax", d.kmax_bytes, lo=1),
+        pmax=sec.float("pmax", d.pmax, lo=0, hi=1),
+    )
+    sec.done()
+    if e.kmin_bytes >= e.kmax_bytes:
+        raise ScenarioError(f"ecn.kmin ({e.kmin_bytes} B) must be below ecn.kmax ({e.kmax_bytes} B)")
+    return e
+
+
 def host_index(value, where: str, count: int) -> int:
     """A host given as an index (3) or a name ("h3")."""
     if isinstance(value, str) and value.startswith("h") and value[1:].isdigit():
@@ -461,6 +550,8 @@ def _build(data: dict) -> Scenario:
     host = _host(_Section(top._get("host", None), "host"))
     ports = _ports(_Section(top._get("ports", None), "ports"))
     run = _run(_Section(top._get("run", None), "run"))
+    pfc = _pfc(_Section(top._get("pfc", None), "pfc")) if "pfc" in data else Pfc()
+    ecn = _ecn(_Section(top._get("ecn", None), "ecn")) if "ecn" in data else Ecn()
     count = n_hosts(topology)
     flows_raw = top._get("flow", [])
     wl_raw = top._get("workload", [])
@@ -477,5 +568,5 @@ def _build(data: dict) -> Scenario:
     if switch.buffer_bytes < 2 * (host.mtu + 64):
         raise ScenarioError(f"switch.buffer: {switch.buffer_bytes} B cannot hold two frames of host.mtu {host.mtu} B")
     return Scenario(name=name, description=description, seed=seed, topology=topology,
-                    switch=switch, host=host, ports=ports, run=run, flows=flows,
+                    switch=switch, host=host, ports=ports, run=run, pfc=pfc, ecn=ecn, flows=flows,
                     workloads=workloads, source=copy.deepcopy(data))

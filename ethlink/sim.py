@@ -29,11 +29,12 @@ from .workloads import expand
 
 RAW_OVERHEAD_BYTES = 22      # Ether 14 + 802.1Q 4 + FCS 4 (csrc/flows.pxd)
 PREAMBLE_BYTES, IFG_BYTES, MIN_FRAME_BYTES, CT_HEADER_BYTES = 8, 12, 64, 64
-DROP_REASONS = ("none", "buffer_full", "queue_limit", "no_route", "fcs", "watchdog", "ttl", "other")
+DROP_REASONS = ("none", "buffer_full", "queue_limit", "no_route", "fcs", "watchdog", "ttl", "headroom")
 SCHED = {"strict": 0, "dwrr": 1}
 THRESH = {"static": 0, "dynamic": 1}
 ECMP = {"flow": 0, "spray": 1}
 TRACE = {"off": 0, "endpoints": 1, "hop": 2}
+WD_ACTIONS = {"off": 0, "drop": 1, "ignore": 2}
 PS = 10**12
 
 
@@ -105,6 +106,23 @@ def compile_scenario(sc: Scenario) -> Compiled:
     queues["head"] = -1
     queues["tail"] = -1
     queues["weight"] = np.tile(np.asarray(sc.ports.weights, dtype=np.int32), len(ports))
+    queues["pause_start"] = -1
+    queues["pause_since"] = -1
+    qv = queues.reshape(-1, 8)
+    sw_port = sw[pt.node]
+    if sc.pfc.enabled:
+        prios = list(sc.pfc.priorities)
+        max_frame = sc.host.mtu + 64          # largest frame any transport sends (headers incl.)
+        hr = pfc_headroom_bytes(pt.rate_bps, pt.delay_ps, max_frame, sc.pfc.response_ps, sc.switch.latency_ps)
+        for pr in prios:
+            qv["xoff"][:, pr] = sc.pfc.xoff_bytes
+            qv["headroom"][:, pr] = sc.pfc.headroom_bytes or hr
+            qv["xon_offset"][:, pr] = sc.pfc.xon_offset_bytes or 2 * max_frame
+    if sc.ecn.enabled:
+        for pr in sc.ecn.priorities:
+            qv["kmin"][sw_port, pr] = sc.ecn.kmin_bytes
+            qv["kmax"][sw_port, pr] = sc.ecn.kmax_bytes
+            qv["pmax"][sw_port, pr] = sc.ecn.pmax
 
     cols = expand(sc)
     flows = np.zeros(len(cols["src"]), dtype=_engine.FLOW_DTYPE)
@@ -118,6 +136,22 @@ def compile_scenario(sc: Scenario) -> Compiled:
     host_node = np.asarray(fabric.hosts, dtype=np.int32)
     ideal = ideal_fct_ps(flows, sc, nodes, ports, host_node, route_off, route_port, fabric.n_hosts)
     return Compiled(fabric, pt, nodes, ports, queues, flows, host_node, route_off, route_port, dist, ideal)
+
+
+def pfc_headroom_bytes(rate_bps, delay_ps, max_frame, response_ps, pipeline_ps):
+    """Default PFC headroom per port (SONiC dynamically-headroom-calculation.md): what
+    can still arrive after XOFF is sent: the pause frame's own serialization, a round
+    trip of bytes on the cable, the peer's response time, the switch pipeline (frames
+    already received but not yet admitted: ingress accounting happens after the pipeline
+    latency in this model), and a maximum frame being sent at each end when the pause is
+    generated and when it arrives."""
+    rate = np.asarray(rate_bps, dtype=np.int64)
+
+    def on_wire(ps):
+        return -((-np.asarray(ps, dtype=np.int64) * rate) // (8 * PS))
+
+    return (on_wire(2 * np.asarray(delay_ps, dtype=np.int64)) + on_wire(response_ps) + on_wire(pipeline_ps)
+            + 2 * (max_frame + PREAMBLE_BYTES + IFG_BYTES) + 64 + PREAMBLE_BYTES + IFG_BYTES)
 
 
 def _paths(flows, nodes, ports, host_node, route_off, route_port, n_hosts):
@@ -222,6 +256,13 @@ class Result:
             "packets_in_flight": c["packets_in_flight"],
             "packet_hops": c["packet_hops"],
             "drops": drops,
+            "pfc_pause_frames": int(self.ports["pause_tx"].sum()),
+            "pfc_pause_frames_received": int(self.ports["pause_rx"].sum()),
+            "paused_time_ps": int(self._paused_ps().sum()),
+            "ecn_marked": c["ecn_marked"],
+            "deadlock_detected": c["deadlock_ps"] >= 0,
+            "deadlock_time_ps": c["deadlock_ps"] if c["deadlock_ps"] >= 0 else None,
+            "watchdog_storms": c["watchdog_storms"],
             "flows_total": int(len(fl)),
             "flows_completed": int(done.sum()),
             "fct_ps": _stats(fct[done]),
@@ -233,8 +274,16 @@ class Result:
             "flows": self._flows(),
         }
 
+    def _paused_ps(self):
+        """Paused time per queue (port x 8 priorities), open pauses closed at now."""
+        q = self.queues
+        now = self.counters["sim_time_ps"]
+        open_ = np.where(q["pause_start"] >= 0, np.minimum(q["paused_until"], now) - q["pause_start"], 0)
+        return (q["paused_ps"] + np.maximum(open_, 0)).reshape(-1, 8)
+
     def _ports(self, names, pt, sim_s):
         q = self.queues.reshape(-1, 8)
+        paused = self._paused_ps()
         out = []
         for p in np.nonzero(self.ports["tx_frames"] | q["drops"].sum(axis=1))[0]:
             row = self.ports[p]
@@ -244,6 +293,10 @@ class Result:
                 "utilization": (row["busy_ps"] / (sim_s * PS)) if sim_s > 0 else 0.0,
                 "queue_hwm_bytes": [int(x) for x in q["hwm"][p]],
                 "drops": int(q["drops"][p].sum()),
+                "pause_tx": int(self.ports["pause_tx"][p]),
+                "pause_rx": int(self.ports["pause_rx"][p]),
+                "paused_ps": [int(x) for x in paused[p]],
+                "ecn_marks": [int(x) for x in q["marks"][p]],
             })
         return out
 
@@ -286,7 +339,12 @@ class Simulation:
         self.engine = _engine.Engine(
             c.nodes, c.ports, c.queues, c.flows, c.host_node, c.route_off, c.route_port,
             seed=scenario.seed, dwrr_quantum=scenario.ports.quantum, ttl=scenario.run.ttl,
-            trace_level=TRACE[level], trace_capacity=scenario.run.trace_capacity)
+            trace_level=TRACE[level], trace_capacity=scenario.run.trace_capacity,
+            lossless_mask=sum(1 << p for p in scenario.pfc.priorities) if scenario.pfc.enabled else 0,
+            pfc_quanta=scenario.pfc.quanta, pfc_response_ps=scenario.pfc.response_ps,
+            pfc_alpha=scenario.pfc.alpha, wd_action=WD_ACTIONS[scenario.pfc.watchdog],
+            wd_detect_ps=scenario.pfc.detect_ps, wd_restore_ps=scenario.pfc.restore_ps,
+            deadlock_check_ps=scenario.pfc.deadlock_check_ps)
         self.wall_s = 0.0
 
     def run(self, until: int | None = None, *, progress: Callable[[int, int, int], None] | None = None,
@@ -306,7 +364,7 @@ class Simulation:
                         trace_sink(recs)
                 if progress is not None:
                     progress(self.engine.now, horizon, self.engine.events)
-                if stop in ("until", "empty"):
+                if stop in ("until", "empty", "deadlock"):
                     break
         finally:
             self.wall_s += time.perf_counter() - t0
