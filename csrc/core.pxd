@@ -32,6 +32,25 @@ cdef enum EventKind:
     EV_PFC_REFRESH = 6          # re-send XOFF before it expires; obj = queue, arg = generation
     EV_WATCHDOG = 7             # PFC watchdog check of a paused queue; obj = queue index
     EV_DEADLOCK_CHECK = 8       # periodic check that paused fabric still moves data
+    EV_QP_TIMER = 9             # a queue-pair timer: obj = QP, arg = kind | generation << 8
+
+cdef enum QpTimer:              # EV_QP_TIMER kinds (low 8 bits of arg)
+    QT_WAKE = 0                 # rate limiter allows the next frame
+    QT_RTO = 1                  # retransmission timeout
+    QT_ALPHA = 2                # DCQCN alpha update timer
+    QT_INCREASE = 3             # DCQCN rate increase timer
+
+cdef enum Transport:
+    TR_RAW = 0                  # raw Ethernet: no header beyond 802.1Q, no ACK
+    TR_ROCE = 1                 # RoCEv2 reliable connection (IBA Annex A17)
+
+cdef enum Verb:                 # what a message (Flow) is
+    VERB_RAW = 0
+    VERB_WRITE = 1
+    VERB_SEND = 2
+    VERB_READ = 3
+    VERB_WRITE_IMM = 4
+    VERB_SEND_IMM = 5
 
 cdef enum NodeKind:
     NODE_HOST = 0
@@ -132,9 +151,10 @@ cdef struct Packet:
     uint8_t opcode              # BTH opcode / ethlink opcode; 0 for raw
     uint8_t hops                # links crossed so far (loop guard)
     uint8_t flags               # PacketFlag bits
-    uint16_t pad0
+    uint8_t syndrome            # AETH syndrome (ACK/NAK), 0 otherwise
+    uint8_t pad0
     int32_t egress              # egress port chosen at the node holding it, -1 before routing
-    int32_t pad1
+    int32_t qp                  # QP endpoint the frame is addressed to (its DestQP), -1 none
 
 cdef struct Node:
     int32_t kind                # NodeKind
@@ -205,21 +225,77 @@ cdef struct Queue:              # queues[port * 8 + prio]
     int64_t kmax                # bytes; always mark above; 0 disables marking
     double pmax                 # mark probability at kmax
 
-cdef struct Flow:               # a raw-Ethernet flow (transports extend with their own tables)
-    int32_t src                 # source host index
+cdef struct Flow:               # one message (a raw flow, or an RDMA verb posted on a QP)
+    int32_t src                 # source host index (the requester)
     int32_t dst                 # destination host index
-    int64_t size                # payload bytes to send
-    int64_t start_ps            # when it becomes active
-    int64_t sent                # payload bytes handed to a port so far
-    int64_t delivered           # payload bytes received by the destination
+    int64_t size                # payload bytes
+    int64_t start_ps            # when it is posted
+    int64_t sent                # payload bytes put in frames so far (first transmissions)
+    int64_t delivered           # payload bytes accepted in order by the data's receiver
     int64_t first_tx_ps         # first bit of its first frame; -1 before
     int64_t finish_ps           # last payload byte delivered; -1 before
+    int64_t complete_ps         # completion (CQE) at the requester: last byte acked; -1 before
     int32_t prio
     int32_t mtu                 # payload bytes per full frame
-    int32_t port                # source port it is pinned to, -1 while inactive
-    int32_t next                # next flow in the same ring, -1 ends
-    int32_t packets             # frames sent
+    int32_t qp                  # QP endpoint (requester side) it is posted on
+    int32_t next                # next message on the same QP, -1 ends
+    int32_t packets             # frames of this message sent, retransmissions included
+    int32_t verb                # Verb
+    int32_t psn_start           # PSN of its first packet (assigned at post)
+    int32_t npkts               # packets (PSNs) it spans
+    int32_t retx                # packets retransmitted
     int32_t pad0
+
+cdef struct Qp:                 # a queue-pair endpoint; raw flows get a send-only one each
+    int32_t host                # owning host index
+    int32_t peer                # the other endpoint (RoCE), -1 for raw
+    int32_t transport           # Transport
+    int32_t prio                # priority of its data frames
+    int32_t port                # NIC port it sends on, -1 before its first message
+    int32_t next                # next QP in the same port ring, -1 ends
+    int32_t in_ring             # 1 while in a port ring
+    int32_t mtu                 # payload bytes per full frame (path MTU)
+    # send side (requester; for READ the responder streams responses from here)
+    int32_t msg_head            # oldest message not completed, -1 none
+    int32_t msg_tail            # newest message, -1 none
+    int32_t msg_cur             # message holding snd_nxt, -1 none
+    int32_t snd_nxt             # next PSN to send
+    int32_t snd_una             # oldest unacknowledged PSN
+    int32_t snd_max             # highest PSN sent + 1 (below it a send is a retransmission)
+    int32_t psn_end             # PSN after the last posted message
+    int32_t rto_gen             # generation of the armed timeout, stale timers ignored
+    int64_t rto_ps              # current timeout (doubles on every expiry)
+    int64_t next_tx_ps          # rate limiter: earliest start of the next frame
+    int32_t wake_pending        # 1 while a QT_WAKE is scheduled
+    int32_t rto_armed           # 1 while a QT_RTO of generation rto_gen is scheduled
+    # READ responder: responses streamed from this endpoint
+    int32_t rsp_flow            # message being answered, -1 none
+    int32_t rsp_nxt             # next response PSN
+    int32_t rsp_end             # PSN after the last response
+    int32_t retries             # consecutive timeouts without progress
+    # DCQCN reaction point (Zhu et al. 2015, section 3.2)
+    int64_t line_bps            # rate of its NIC port
+    int64_t rate_bps            # current rate RC
+    int64_t target_bps          # target rate RT
+    double alpha
+    int64_t bytes_since         # bytes sent since the last byte-counter event
+    int32_t t_count             # rate-increase timer events since the last cut
+    int32_t b_count             # byte-counter events since the last cut
+    int32_t cc_gen              # generation of DCQCN timers
+    int32_t cnp_seen            # a CNP arrived during the current alpha period
+    # receive side (responder)
+    int32_t epsn                # expected PSN
+    int32_t msn                 # messages completed (AETH MSN)
+    int32_t unacked             # in-order packets since the last ACK
+    int32_t nak_sent            # 1 after a NAK, until the expected PSN arrives
+    int64_t last_cnp_ps         # notification point: last CNP sent, -inf initially
+    # counters
+    int64_t retx_pkts
+    int64_t timeouts
+    int64_t cnps_rx
+    int64_t cnps_tx
+    int64_t naks_rx
+    int64_t acks_rx
 
 cdef struct TraceRec:           # one row of the trace; ethlink/trace.py mirrors it
     int64_t time_ps
@@ -233,15 +309,17 @@ cdef struct TraceRec:           # one row of the trace; ethlink/trace.py mirrors
     int32_t dst                 # destination host
     int32_t size                # frame bytes (FCS included)
     int32_t payload
-    int32_t psn
+    int32_t psn                 # PSN (RoCE), pause quanta (PFC), frame number (raw)
+    int32_t qp                  # destination QP endpoint (RoCE: BTH DestQP), -1 none
+    int32_t pad1
     uint8_t event               # TraceEvent
     uint8_t kind                # FrameKind
     uint8_t prio
     uint8_t ecn
     uint8_t reason              # DropReason
-    uint8_t opcode
+    uint8_t opcode              # BTH opcode; PFC class-enable vector
     uint8_t flags
-    uint8_t pad0
+    uint8_t syndrome            # AETH syndrome of ACK/NAK frames
 
 cdef struct Sim:
     int64_t now                 # ps; read-only outside the loop
@@ -267,11 +345,13 @@ cdef struct Sim:
     Queue* queues
     Flow* flows
     int32_t n_flows
+    Qp* qps
+    int32_t n_qps
     int32_t n_hosts
     int32_t* host_node          # host index -> node index
     int32_t* route_off          # [node * n_hosts + dst] -> first index into route_port
     int32_t* route_port         # egress port candidates (equal cost)
-    int32_t* ring_head          # [port * 8 + prio] active flows pinned to a port
+    int32_t* ring_head          # [port * 8 + prio] QPs with something to send on a port
     int32_t* ring_tail
     int32_t* flow_order         # flows sorted by start time
     int32_t next_flow_start     # index into flow_order of the next flow to schedule
@@ -283,6 +363,7 @@ cdef struct Sim:
     int64_t pkts_sent           # data packets created by sources
     int64_t pkts_delivered
     int64_t pkts_dropped
+    int64_t pkts_discarded      # frames a transport receiver discarded (out of order, duplicate)
     int64_t bytes_dropped       # payload bytes of dropped packets
     int64_t drops[8]            # by DropReason
     int64_t flows_done
@@ -302,6 +383,33 @@ cdef struct Sim:
     int64_t deadlock_ps         # when a deadlock was detected, -1 if none
     int64_t t_active            # time of the last event other than a deadlock check
     int64_t storms
+    # RoCE RC transport
+    int32_t ack_every           # ACK after this many in-order packets (and at message end)
+    int32_t ack_prio            # priority of ACK/NAK frames, -1: the data's priority
+    int32_t cnp_prio            # priority of CNP frames
+    int32_t ecn_capable         # 1: RoCE data frames leave as ECT(0)
+    int64_t rto_initial_ps      # first retransmission timeout
+    int64_t rto_max_ps
+    int64_t cnp_interval_ps     # NP: at most one CNP per QP per interval (DCQCN: 50 us)
+    int64_t retx_pkts
+    int64_t timeouts
+    int64_t cnps
+    int64_t naks
+    # DCQCN (all rates bit/s, times ps)
+    int32_t dcqcn
+    int32_t dc_f                # F: fast-recovery stages
+    double dc_g                 # alpha gain g
+    int64_t dc_alpha_ps         # alpha timer
+    int64_t dc_timer_ps         # rate-increase timer T
+    int64_t dc_bytes            # byte counter B
+    int64_t dc_rai_bps          # additive increase R_AI
+    int64_t dc_rhai_bps         # hyper increase R_HAI
+    int64_t dc_min_bps          # rate floor
+    double dc_min_dec           # largest cut per CNP, as a fraction kept (e.g. 0.5)
+    # rate samples: (time, qp, rate) on every DCQCN change
+    int64_t* rate_log
+    int64_t rate_n
+    int64_t rate_cap
     # trace ring
     TraceRec* trace
     int64_t trace_n
@@ -429,6 +537,8 @@ cdef inline int32_t pkt_alloc(Sim* s) noexcept nogil:
     s.pkts[i].offset = 0
     s.pkts[i].in_port = -1
     s.pkts[i].egress = -1
+    s.pkts[i].qp = -1
+    s.pkts[i].syndrome = 0
     s.pkts_live += 1
     if s.pkts_live > s.pkts_live_hwm:
         s.pkts_live_hwm = s.pkts_live
@@ -493,4 +603,6 @@ cdef inline void trace_pkt(Sim* s, uint8_t event, int32_t node, int32_t port, in
     r.reason = reason
     r.opcode = p.opcode
     r.flags = p.flags
-    r.pad0 = 0
+    r.syndrome = p.syndrome
+    r.qp = p.qp
+    r.pad1 = 0

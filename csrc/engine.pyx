@@ -28,7 +28,10 @@ from port cimport q_push, q_pop, pick_queue, ctrl_pop
 from pfc cimport (pfc_admit, pfc_on_admit, pfc_on_depart, pfc_refresh, pfc_rx, pause_end,
                   pause_close, WD_OFF, WD_DROP, WD_IGNORE)
 from ecn cimport ecn_should_mark, ECN_CE
-from flows cimport ring_push, ring_pop, flow_make_packet, flow_deliver
+from nic cimport ring_push, ring_pop, qp_activate, host_port
+from flows cimport raw_make_packet, raw_deliver
+from roce cimport (roce_next_packet, roce_has_more, roce_rx_data, roce_rx_ack, roce_rto)
+from dcqcn cimport dc_on_cnp, dc_timer
 
 cnp.import_array()
 
@@ -43,29 +46,54 @@ cdef inline int32_t spray_port(Sim* s, int32_t node, int32_t dst, int32_t k) noe
     return s.route_port[off + k % cnt]
 
 
+cdef inline int32_t raw_next_packet(Sim* s, int32_t qi) noexcept nogil:
+    cdef Qp* q = &s.qps[qi]
+    cdef int32_t f = q.msg_cur, pi
+    if q.snd_nxt >= q.psn_end:
+        return NO_PKT
+    while q.snd_nxt >= s.flows[f].psn_start + s.flows[f].npkts:
+        f = s.flows[f].next
+    q.msg_cur = f
+    pi = raw_make_packet(s, qi, f)
+    if pi >= 0:
+        s.flows[f].sent += s.pkts[pi].payload
+        s.flows[f].packets += 1
+        s.bytes_sent += s.pkts[pi].payload
+        q.snd_nxt += 1
+    return pi
+
+
 cdef inline void host_refill(Sim* s, int32_t port) noexcept nogil:
-    # Pull one frame from each active priority whose NIC queue is empty.
-    cdef int32_t prio, ring, f, pi, nxt
-    cdef Flow* fl
+    # For each priority whose NIC queue is empty, ask the ring's QPs, round robin, for
+    # one frame. A QP that has nothing it may send now leaves the ring.
+    cdef int32_t prio, ring, qi, pi, nxt
+    cdef Qp* q
+    cdef bint more
     for prio in range(NPRIO):
         ring = port * NPRIO + prio
-        if s.ring_head[ring] < 0 or s.queues[ring].head >= 0:
-            continue
-        f = ring_pop(s, ring)
-        pi = flow_make_packet(s, f)
-        if pi < 0:
-            return
-        q_push(s, &s.queues[ring], pi)
-        trace_pkt(s, TE_ENQUEUE, s.ports[port].node, port, pi, s.queues[ring].bytes, DR_NONE)
-        fl = &s.flows[f]
-        if fl.sent < fl.size:
-            nxt = port
-            if s.nodes[s.ports[port].node].ecmp == ECMP_SPRAY:
-                nxt = spray_port(s, s.ports[port].node, fl.dst, fl.packets)
-            fl.port = nxt
-            ring_push(s, nxt * NPRIO + prio, f)
-            if nxt != port:
-                kick(s, nxt)
+        while s.ring_head[ring] >= 0 and s.queues[ring].head < 0:
+            qi = ring_pop(s, ring)
+            q = &s.qps[qi]
+            if q.transport == TR_RAW:
+                pi = raw_next_packet(s, qi)
+                more = q.snd_nxt < q.psn_end
+            else:
+                pi = roce_next_packet(s, qi)
+                more = pi >= 0 and roce_has_more(s, qi)
+            if pi >= 0:
+                s.pkts_sent += 1
+                q_push(s, &s.queues[ring], pi)
+                trace_pkt(s, TE_ENQUEUE, s.ports[port].node, port, pi, s.queues[ring].bytes, DR_NONE)
+            if more:
+                nxt = port
+                if s.nodes[s.ports[port].node].ecmp == ECMP_SPRAY:
+                    nxt = spray_port(s, s.ports[port].node, s.pkts[pi].dst, q.snd_nxt)
+                q.port = nxt
+                ring_push(s, nxt * NPRIO + prio, qi)
+                if nxt != port:
+                    kick(s, nxt)
+            if s.error:
+                return
 
 
 cdef inline void tx_start(Sim* s, int32_t p, int32_t pi) noexcept nogil:
@@ -87,10 +115,8 @@ cdef inline void tx_start(Sim* s, int32_t p, int32_t pi) noexcept nogil:
         schedule(s, pk.t_last + s.pfc_response_ps, EV_RX, peer, pi)
         return
     s.data_tx += 1
-    if pk.in_port < 0 and pk.flow >= 0:
-        s.bytes_sent += pk.payload
-        if s.flows[pk.flow].first_tx_ps < 0:
-            s.flows[pk.flow].first_tx_ps = s.now
+    if pk.in_port < 0 and pk.flow >= 0 and s.flows[pk.flow].first_tx_ps < 0:
+        s.flows[pk.flow].first_tx_ps = s.now
     t_rx = pk.t_last
     if pn.cut_through and pk.size > CT_HEADER_BYTES:
         t_rx = s.now + ser_ps(PREAMBLE_BYTES + CT_HEADER_BYTES, pt.rate_bps) + pt.delay_ps
@@ -242,25 +268,37 @@ cdef inline void host_rx(Sim* s, int32_t inport, int32_t pi) noexcept nogil:
         drop(s, node, -1, pi, DR_NO_ROUTE)
         return
     trace_pkt(s, TE_DELIVER, node, inport, pi, 0, DR_NONE)
-    if pk.flow >= 0:
-        flow_deliver(s, pi)
+    if pk.kind == FK_RAW:
+        raw_deliver(s, pi)
+    elif pk.kind == FK_ROCE:
+        roce_rx_data(s, pi)
+    elif pk.kind == FK_ROCE_ACK:
+        roce_rx_ack(s, pi)
+    elif pk.kind == FK_CNP:
+        dc_on_cnp(s, pk.qp)
     pkt_free(s, pi)
 
 
 cdef inline void flow_start(Sim* s, int32_t f) noexcept nogil:
+    # Post message f on its QP: give it its PSNs and make the QP ready to send.
     cdef Flow* fl = &s.flows[f]
-    cdef int32_t node = s.host_node[fl.src]
-    cdef int64_t key = <int64_t>node * s.n_hosts + fl.dst
-    cdef int32_t off = s.route_off[key]
-    cdef int32_t cnt = s.route_off[key + 1] - off
-    cdef int32_t p
-    if s.nodes[node].ecmp == ECMP_SPRAY:
-        p = s.route_port[off]
+    cdef Qp* q = &s.qps[fl.qp]
+    fl.psn_start = q.psn_end
+    q.psn_end += fl.npkts
+    fl.next = -1
+    if q.msg_tail >= 0:
+        s.flows[q.msg_tail].next = f
     else:
-        p = s.route_port[off + <int32_t>(hash3(s.seed, <uint64_t>node, <uint64_t>f) % <uint64_t>cnt)]
-    fl.port = p
-    ring_push(s, p * NPRIO + fl.prio, f)
-    port_try_start(s, p)
+        q.msg_head = f
+    q.msg_tail = f
+    if q.msg_cur < 0:
+        q.msg_cur = f
+    if q.port < 0:
+        q.port = host_port(s, q.host, fl.dst, <uint64_t>fl.qp)
+        if s.nodes[s.host_node[q.host]].ecmp == ECMP_SPRAY:
+            q.port = spray_port(s, s.host_node[q.host], fl.dst, 0)
+        s.qps[q.peer].port = host_port(s, fl.dst, q.host, <uint64_t>q.peer) if q.peer >= 0 else -1
+    qp_activate(s, fl.qp)
 
 
 cdef inline void schedule_next_flow(Sim* s) noexcept nogil:
@@ -310,6 +348,17 @@ cdef inline bint deadlock_check(Sim* s) noexcept nogil:
     return 0
 
 
+cdef inline void qp_timer(Sim* s, int32_t qi, int64_t arg) noexcept nogil:
+    cdef int32_t kind = <int32_t>(arg & 0xFF), gen = <int32_t>(arg >> 8)
+    if kind == QT_WAKE:
+        s.qps[qi].wake_pending = 0
+        qp_activate(s, qi)
+    elif kind == QT_RTO:
+        roce_rto(s, qi, gen)
+    else:
+        dc_timer(s, qi, kind, gen)
+
+
 # ---------------------------------------------------------------------------------------
 # The loop.
 
@@ -355,6 +404,8 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
             pfc_refresh(s, ev.obj, ev.arg)
         elif ev.kind == EV_WATCHDOG:
             watchdog(s, ev.obj)
+        elif ev.kind == EV_QP_TIMER:
+            qp_timer(s, ev.obj, ev.arg)
         elif ev.kind == EV_DEADLOCK_CHECK:
             if deadlock_check(s):
                 return STOP_DEADLOCK
@@ -370,6 +421,7 @@ cdef Node _node
 cdef Port _port
 cdef Queue _queue
 cdef Flow _flow
+cdef Qp _qp
 cdef TraceRec _trace
 cdef Packet _packet
 cdef Event _event
@@ -378,6 +430,7 @@ NODE_DTYPE = np.asarray(<Node[:1]>&_node).dtype
 PORT_DTYPE = np.asarray(<Port[:1]>&_port).dtype
 QUEUE_DTYPE = np.asarray(<Queue[:1]>&_queue).dtype
 FLOW_DTYPE = np.asarray(<Flow[:1]>&_flow).dtype
+QP_DTYPE = np.asarray(<Qp[:1]>&_qp).dtype
 TRACE_DTYPE = np.asarray(<TraceRec[:1]>&_trace).dtype
 PACKET_BYTES = sizeof(Packet)
 EVENT_BYTES = sizeof(Event)
@@ -398,7 +451,7 @@ cdef class Engine:
     """One simulation's engine state. Tables are numpy structured arrays that the engine
     reads and updates in place; construct through ethlink.Simulation, not directly."""
     cdef Sim s
-    cdef readonly object nodes, ports, queues, flows
+    cdef readonly object nodes, ports, queues, flows, qps
     cdef object _host_node, _route_off, _route_port, _ring_head, _ring_tail, _flow_order
     cdef object _trace_buf
     cdef bint started
@@ -406,19 +459,27 @@ cdef class Engine:
     def __cinit__(self):
         memset(&self.s, 0, sizeof(Sim))
 
-    def __init__(self, nodes, ports, queues, flows, host_node, route_off, route_port,
+    def __init__(self, nodes, ports, queues, flows, qps, host_node, route_off, route_port,
                  *, uint64_t seed=1, int64_t dwrr_quantum=9216, int32_t ttl=64,
                  int32_t trace_level=TRACE_OFF, int64_t trace_capacity=65536,
                  int32_t initial_packets=4096, int32_t lossless_mask=0, int32_t pfc_quanta=0xFFFF,
                  int64_t pfc_response_ps=0, double pfc_alpha=1.0,
                  int32_t wd_action=WD_OFF, int64_t wd_detect_ps=0, int64_t wd_restore_ps=0,
-                 int64_t deadlock_check_ps=0):
+                 int64_t deadlock_check_ps=0, int32_t ack_every=1, int32_t ack_prio=-1,
+                 int32_t cnp_prio=6, bint ecn_capable=False, int64_t rto_initial_ps=0,
+                 int64_t rto_max_ps=0, int64_t cnp_interval_ps=0, bint dcqcn=False,
+                 int32_t dc_f=5, double dc_g=1.0 / 256, int64_t dc_alpha_ps=0,
+                 int64_t dc_timer_ps=0, int64_t dc_bytes=0, int64_t dc_rai_bps=0,
+                 int64_t dc_rhai_bps=0, int64_t dc_min_bps=0, double dc_min_dec=0.5):
         cdef Sim* s = &self.s
         cdef int32_t i
         self.nodes = _as(nodes, NODE_DTYPE, "nodes")
         self.ports = _as(ports, PORT_DTYPE, "ports")
         self.queues = _as(queues, QUEUE_DTYPE, "queues")
         self.flows = _as(flows, FLOW_DTYPE, "flows")
+        self.qps = _as(qps, QP_DTYPE, "qps")
+        if len(self.flows) and (self.flows["qp"].min() < 0 or self.flows["qp"].max() >= len(self.qps)):
+            raise ValueError("flows.qp: every message needs a QP endpoint")
         n_hosts = len(host_node)
         if len(self.queues) != NPRIO * len(self.ports):
             raise ValueError("queues: need 8 per port")
@@ -441,6 +502,27 @@ cdef class Engine:
         s.queues = <Queue*>cnp.PyArray_DATA(self.queues)
         s.flows = <Flow*>cnp.PyArray_DATA(self.flows)
         s.n_flows = len(self.flows)
+        s.qps = <Qp*>cnp.PyArray_DATA(self.qps)
+        s.n_qps = len(self.qps)
+        s.ack_every = ack_every
+        s.ack_prio = ack_prio
+        s.cnp_prio = cnp_prio
+        s.ecn_capable = ecn_capable
+        s.rto_initial_ps = rto_initial_ps
+        s.rto_max_ps = rto_max_ps
+        s.cnp_interval_ps = cnp_interval_ps
+        s.dcqcn = dcqcn
+        s.dc_f = dc_f
+        s.dc_g = dc_g
+        s.dc_alpha_ps = dc_alpha_ps
+        s.dc_timer_ps = dc_timer_ps
+        s.dc_bytes = dc_bytes
+        s.dc_rai_bps = dc_rai_bps
+        s.dc_rhai_bps = dc_rhai_bps
+        s.dc_min_bps = dc_min_bps
+        s.dc_min_dec = dc_min_dec
+        s.rate_cap = 3 * 1024
+        s.rate_log = <int64_t*>malloc(s.rate_cap * sizeof(int64_t))
         s.n_hosts = n_hosts
         s.host_node = <int32_t*>cnp.PyArray_DATA(self._host_node)
         s.route_off = <int32_t*>cnp.PyArray_DATA(self._route_off)
@@ -468,7 +550,7 @@ cdef class Engine:
         s.heap = <Event*>malloc(s.heap_cap * sizeof(Event))
         s.pkt_cap = max(16, initial_packets)
         s.pkts = <Packet*>malloc(s.pkt_cap * sizeof(Packet))
-        if s.heap == NULL or s.pkts == NULL:
+        if s.heap == NULL or s.pkts == NULL or s.rate_log == NULL:
             raise MemoryError()
         for i in range(s.pkt_cap - 1):
             s.pkts[i].next = i + 1
@@ -483,6 +565,7 @@ cdef class Engine:
     def __dealloc__(self):
         free(self.s.heap)
         free(self.s.pkts)
+        free(self.s.rate_log)
 
     def run(self, int64_t until_ps=9223372036854775807, int64_t max_events=9223372036854775807):
         """Process events up to `until_ps` (inclusive) or `max_events`, whichever first;
@@ -499,6 +582,15 @@ cdef class Engine:
         if rc == STOP_ERROR:
             raise MemoryError(f"engine stopped: {ERROR_NAMES.get(self.s.error, self.s.error)}")
         return STOP_NAMES[rc]
+
+    def rate_samples(self):
+        """DCQCN rate changes so far: an (n, 3) int64 array of (time_ps, qp, rate_bps)."""
+        cdef int64_t[::1] view
+        out = np.empty(self.s.rate_n, dtype=np.int64)
+        view = out
+        for i in range(self.s.rate_n):
+            view[i] = self.s.rate_log[i]
+        return out.reshape(-1, 3)
 
     def take_trace(self):
         """The trace records written since the last call (a copy), and reset the ring."""
@@ -541,6 +633,11 @@ cdef class Engine:
             "packet_hops": s.hops,
             "flows_done": s.flows_done,
             "ecn_marked": s.ecn_marked,
+            "packets_discarded": s.pkts_discarded,
+            "retransmitted_packets": s.retx_pkts,
+            "timeouts": s.timeouts,
+            "cnps": s.cnps,
+            "naks": s.naks,
             "data_frames_tx": s.data_tx,
             "deadlock_ps": s.deadlock_ps,
             "watchdog_storms": s.storms,

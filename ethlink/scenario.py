@@ -18,6 +18,10 @@ Sections (all optional but topology and a workload):
     [pfc]       enabled, priorities, xoff (bytes | "dynamic"), alpha, xon_offset, headroom,
                 quanta, response, deadlock_check; [pfc.watchdog] action, detect, restore
     [ecn]       enabled, priorities, kmin, kmax, pmax
+    [roce]      ack_every, ack_prio, cnp_prio, rto, rto_max, cnp_interval, ecn
+    [dcqcn]     enabled, g, f, alpha_timer, rate_timer, byte_counter, rai, rhai, min_rate, min_dec
+    flows and workloads take transport (raw | roce) and verb (write | send | read |
+    write_imm | send_imm for roce)
     [[flow]]    src, dst, size, start, prio
     [[workload]] kind = incast | permutation | alltoall, with their parameters
 
@@ -40,6 +44,9 @@ ECMP_MODES = ("flow", "spray")
 SCHEDULERS = ("strict", "dwrr")
 TRACE_LEVELS = ("off", "endpoints", "hop")
 WORKLOAD_KINDS = ("incast", "permutation", "alltoall")
+TRANSPORTS = ("raw", "roce")
+VERBS = ("raw", "write", "send", "read", "write_imm", "send_imm")     # engine Verb order
+ROCE_MTUS = (256, 512, 1024, 2048, 4096)                              # IBA path MTUs
 MAX_MTU = 9000
 
 
@@ -124,12 +131,41 @@ class Ecn:
 
 
 @dataclass(frozen=True)
+class Roce:
+    """RoCEv2 RC transport settings (csrc/roce.pxd)."""
+    ack_every: int = 1                  # ACK every N in-order packets (and at message end)
+    ack_prio: int = -1                  # -1: ACKs travel at the data's priority
+    cnp_prio: int = 6
+    rto_ps: int = 100_000_000           # 100 us initial retransmission timeout
+    rto_max_ps: int = 10_000_000_000    # 10 ms
+    cnp_interval_ps: int = 50_000_000   # 50 us (DCQCN paper; NVIDIA min_time_between_cnps)
+    ecn: bool = True                    # data frames leave as ECT(0)
+
+
+@dataclass(frozen=True)
+class Dcqcn:
+    """DCQCN reaction point parameters (Zhu et al. 2015; defaults: PROTOCOLS.md)."""
+    enabled: bool = False
+    g: float = 1 / 256
+    f: int = 5
+    alpha_timer_ps: int = 55_000_000
+    rate_timer_ps: int = 55_000_000
+    byte_counter: int = 10 * 1024 * 1024
+    rai_bps: int = 0                    # 0: line rate / 20
+    rhai_bps: int = 0                   # 0: 10 x R_AI
+    min_rate_bps: int = 1_000_000       # 1 Mb/s (NVIDIA rpg_min_rate)
+    min_dec: float = 0.5                # a CNP at most halves the rate (rpg_min_dec_fac 50%)
+
+
+@dataclass(frozen=True)
 class FlowSpec:
     src: int
     dst: int
     size: int
     start_ps: int = 0
     prio: int = 0
+    transport: str = "raw"
+    verb: str = "raw"
 
 
 @dataclass(frozen=True)
@@ -144,6 +180,8 @@ class Scenario:
     run: Run = field(default_factory=Run)
     pfc: Pfc = field(default_factory=Pfc)
     ecn: Ecn = field(default_factory=Ecn)
+    roce: Roce = field(default_factory=Roce)
+    dcqcn: Dcqcn = field(default_factory=Dcqcn)
     flows: tuple[FlowSpec, ...] = ()
     workloads: tuple[dict, ...] = ()
     source: dict = field(default_factory=dict, compare=False, repr=False)
@@ -480,6 +518,50 @@ def _ecn(sec: _Section) -> Ecn:
     return e
 
 
+def _roce(sec: _Section) -> Roce:
+    d = Roce()
+    r = Roce(
+        ack_every=sec.int("ack_every", d.ack_every, lo=1, hi=1 << 16),
+        ack_prio=sec.int("ack_prio", d.ack_prio, lo=-1, hi=7),
+        cnp_prio=sec.int("cnp_prio", d.cnp_prio, lo=0, hi=7),
+        rto_ps=sec.time("rto", d.rto_ps, positive=True),
+        rto_max_ps=sec.time("rto_max", d.rto_max_ps, positive=True),
+        cnp_interval_ps=sec.time("cnp_interval", d.cnp_interval_ps),
+        ecn=sec.bool("ecn", d.ecn),
+    )
+    sec.done()
+    if r.rto_max_ps < r.rto_ps:
+        raise ScenarioError(f"roce.rto_max ({r.rto_max_ps} ps) must be >= roce.rto ({r.rto_ps} ps)")
+    return r
+
+
+def _dcqcn(sec: _Section) -> Dcqcn:
+    d = Dcqcn()
+    r = Dcqcn(
+        enabled=sec.bool("enabled", True),
+        g=sec.float("g", d.g, lo=0, hi=1),
+        f=sec.int("f", d.f, lo=1, hi=1000),
+        alpha_timer_ps=sec.time("alpha_timer", d.alpha_timer_ps, positive=True),
+        rate_timer_ps=sec.time("rate_timer", d.rate_timer_ps, positive=True),
+        byte_counter=sec.size("byte_counter", d.byte_counter, lo=64),
+        rai_bps=sec.rate("rai", 0, allow_zero=True),
+        rhai_bps=sec.rate("rhai", 0, allow_zero=True),
+        min_rate_bps=sec.rate("min_rate", d.min_rate_bps),
+        min_dec=sec.float("min_dec", d.min_dec, lo=0, hi=1),
+    )
+    sec.done()
+    return r
+
+
+def _transport(sec: _Section) -> tuple[str, str]:
+    transport = sec.choice("transport", "raw", TRANSPORTS)
+    verb = sec.choice("verb", "raw" if transport == "raw" else "write", VERBS)
+    if (transport == "raw") != (verb == "raw"):
+        raise ScenarioError(f"{sec.path('verb')}: verb {verb!r} does not go with transport {transport!r} "
+                            f"(raw flows have verb \"raw\"; roce verbs: write, send, read, write_imm, send_imm)")
+    return transport, verb
+
+
 def host_index(value, where: str, count: int) -> int:
     """A host given as an index (3) or a name ("h3")."""
     if isinstance(value, str) and value.startswith("h") and value[1:].isdigit():
@@ -500,6 +582,7 @@ def _flow(sec: _Section, count: int) -> FlowSpec:
         size=sec.size("size", None) if "size" in sec.data else _missing(sec, "size"),
         start_ps=sec.time("start", 0),
         prio=sec.int("prio", 0, lo=0, hi=7),
+        **dict(zip(("transport", "verb"), _transport(sec))),
     )
     sec.done()
     if f.src == f.dst:
@@ -517,6 +600,7 @@ def _workload(sec: _Section, count: int) -> dict:
     w["size"] = sec.size("size", None) if "size" in sec.data else _missing(sec, "size")
     w["start_ps"] = sec.time("start", 0)
     w["prio"] = sec.int("prio", 0, lo=0, hi=7)
+    w["transport"], w["verb"] = _transport(sec)
     if kind == "incast":
         w["receiver"] = host_index(sec._get("receiver", 0), sec.path("receiver"), count)
         senders = sec._get("senders", None)
@@ -552,6 +636,8 @@ def _build(data: dict) -> Scenario:
     run = _run(_Section(top._get("run", None), "run"))
     pfc = _pfc(_Section(top._get("pfc", None), "pfc")) if "pfc" in data else Pfc()
     ecn = _ecn(_Section(top._get("ecn", None), "ecn")) if "ecn" in data else Ecn()
+    roce = _roce(_Section(top._get("roce", None), "roce"))
+    dcqcn = _dcqcn(_Section(top._get("dcqcn", None), "dcqcn")) if "dcqcn" in data else Dcqcn()
     count = n_hosts(topology)
     flows_raw = top._get("flow", [])
     wl_raw = top._get("workload", [])
@@ -565,8 +651,12 @@ def _build(data: dict) -> Scenario:
         raise ScenarioError("the scenario has no traffic: add a [[workload]] or a [[flow]] table")
     if host.mtu + 22 > MAX_MTU + 216:
         raise ScenarioError(f"host.mtu: {host.mtu} B frames exceed the largest frame the switch takes")
+    uses_roce = any(f.transport == "roce" for f in flows) or any(w["transport"] == "roce" for w in workloads)
+    if uses_roce and host.mtu not in ROCE_MTUS:
+        raise ScenarioError(f"host.mtu: RoCE needs an IB path MTU ({', '.join(map(str, ROCE_MTUS))}), got {host.mtu}")
     if switch.buffer_bytes < 2 * (host.mtu + 64):
         raise ScenarioError(f"switch.buffer: {switch.buffer_bytes} B cannot hold two frames of host.mtu {host.mtu} B")
     return Scenario(name=name, description=description, seed=seed, topology=topology,
-                    switch=switch, host=host, ports=ports, run=run, pfc=pfc, ecn=ecn, flows=flows,
+                    switch=switch, host=host, ports=ports, run=run, pfc=pfc, ecn=ecn,
+                    roce=roce, dcqcn=dcqcn, flows=flows,
                     workloads=workloads, source=copy.deepcopy(data))

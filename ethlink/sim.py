@@ -35,6 +35,7 @@ THRESH = {"static": 0, "dynamic": 1}
 ECMP = {"flow": 0, "spray": 1}
 TRACE = {"off": 0, "endpoints": 1, "hop": 2}
 WD_ACTIONS = {"off": 0, "drop": 1, "ignore": 2}
+VERB_NAMES = ("raw", "write", "send", "read", "write_imm", "send_imm")   # csrc Verb order
 PS = 10**12
 
 
@@ -67,6 +68,7 @@ class Compiled:
     ports: np.ndarray
     queues: np.ndarray
     flows: np.ndarray
+    qps: np.ndarray
     host_node: np.ndarray
     route_off: np.ndarray
     route_port: np.ndarray
@@ -126,16 +128,51 @@ def compile_scenario(sc: Scenario) -> Compiled:
 
     cols = expand(sc)
     flows = np.zeros(len(cols["src"]), dtype=_engine.FLOW_DTYPE)
-    for c in ("src", "dst", "size", "start_ps", "prio"):
+    for c in ("src", "dst", "size", "start_ps", "prio", "verb"):
         flows[c] = cols[c]
     flows["mtu"] = sc.host.mtu
     flows["first_tx_ps"] = -1
     flows["finish_ps"] = -1
-    flows["port"] = -1
+    flows["complete_ps"] = -1
     flows["next"] = -1
+    flows["npkts"] = -(-flows["size"] // flows["mtu"])
     host_node = np.asarray(fabric.hosts, dtype=np.int32)
+    qps = build_qps(flows, sc, pt, host_node, nodes)
     ideal = ideal_fct_ps(flows, sc, nodes, ports, host_node, route_off, route_port, fabric.n_hosts)
-    return Compiled(fabric, pt, nodes, ports, queues, flows, host_node, route_off, route_port, dist, ideal)
+    return Compiled(fabric, pt, nodes, ports, queues, flows, qps, host_node, route_off, route_port, dist, ideal)
+
+
+def build_qps(flows, sc, pt, host_node, nodes) -> np.ndarray:
+    """One QP endpoint per raw message (send-only) and a requester/responder pair per
+    RoCE message; flows["qp"] is set to the requester endpoint."""
+    n = len(flows)
+    roce = flows["verb"] != V_RAW
+    n_qps = n + int(roce.sum())
+    qps = np.zeros(n_qps, dtype=_engine.QP_DTYPE)
+    req = np.arange(n, dtype=np.int32)
+    rsp = np.full(n, -1, dtype=np.int32)
+    rsp[roce] = n + np.arange(int(roce.sum()), dtype=np.int32)
+    flows["qp"] = req
+    for col in ("port", "next", "msg_head", "msg_tail", "msg_cur", "rsp_flow"):
+        qps[col] = -1
+    qps["host"][req] = flows["src"]
+    qps["peer"][req] = rsp
+    qps["transport"][req] = roce.astype(np.int32)
+    qps["prio"][req] = flows["prio"]
+    r = rsp[roce]
+    qps["host"][r] = flows["dst"][roce]
+    qps["peer"][r] = req[roce]
+    qps["transport"][r] = 1
+    qps["prio"][r] = flows["prio"][roce]
+    qps["mtu"] = sc.host.mtu
+    line = pt.rate_bps[nodes["first_port"][host_node[qps["host"]]]]
+    qps["line_bps"] = line
+    qps["rate_bps"] = line
+    qps["target_bps"] = line
+    qps["alpha"] = 1.0
+    qps["rto_ps"] = sc.roce.rto_ps
+    qps["last_cnp_ps"] = -(2**62)
+    return qps
 
 
 def pfc_headroom_bytes(rate_bps, delay_ps, max_frame, response_ps, pipeline_ps):
@@ -178,31 +215,80 @@ def _paths(flows, nodes, ports, host_node, route_off, route_port, n_hosts):
     return hops
 
 
-def ideal_fct_ps(flows, sc, nodes, ports, host_node, route_off, route_port, n_hosts) -> np.ndarray:
-    if len(flows) == 0:
-        return np.zeros(0, dtype=np.int64)
-    hops = _paths(flows, nodes, ports, host_node, route_off, route_port, n_hosts)
-    sig = np.zeros(len(flows), dtype=[("size", "i8"), ("mtu", "i4")] +
-                   [(f"h{i}", hops[0].dtype) for i in range(len(hops))])
-    sig["size"] = flows["size"]
-    sig["mtu"] = flows["mtu"]
-    for i, h in enumerate(hops):
-        sig[f"h{i}"] = h
-    uniq, inverse = np.unique(sig, return_inverse=True)
-    out = np.empty(len(uniq), dtype=np.int64)
-    for j, row in enumerate(uniq):
-        path = [tuple(int(x) for x in row[f"h{i}"]) for i in range(len(hops)) if row[f"h{i}"]["rate"] > 0]
-        out[j] = _ideal_path(int(row["size"]), int(row["mtu"]), path)
-    return out[inverse.reshape(-1)]
+ROCE_BASE_BYTES, RETH, AETH, IMM = 66, 16, 4, 4     # csrc/roce.pxd
+V_RAW, V_WRITE, V_SEND, V_READ, V_WRITE_IMM, V_SEND_IMM = range(6)
 
 
-def _ideal_path(size: int, mtu: int, path) -> int:
-    """Exact arrival of the last frame at the destination for a lone flow; see module doc."""
+def frame_sizes(verb: int, size: int, mtu: int) -> np.ndarray:
+    """Frame bytes (FCS included) of a message's data frames, as the engine builds them."""
     n_full, last = divmod(size, mtu)
     payload = np.full(n_full + (1 if last else 0), mtu, dtype=np.int64)
     if last:
         payload[-1] = last
-    frame = raw_frame_bytes(payload)
+    if verb == V_RAW:
+        return raw_frame_bytes(payload)
+    ext = np.zeros(len(payload), dtype=np.int64)
+    if verb in (V_WRITE, V_WRITE_IMM):
+        ext[0] += RETH
+    if verb in (V_WRITE_IMM, V_SEND_IMM):
+        ext[-1] += IMM
+    if verb == V_READ:                  # READ RESPONSE FIRST/LAST/ONLY carry AETH
+        ext[0] = AETH
+        ext[-1] = AETH
+    return np.maximum(ROCE_BASE_BYTES + ext + payload, MIN_FRAME_BYTES)
+
+
+READ_REQUEST_BYTES = ROCE_BASE_BYTES + RETH
+
+
+def _signatures(flows, hops, extra):
+    sig = np.zeros(len(flows), dtype=[("size", "i8"), ("mtu", "i4"), ("verb", "i4")] +
+                   [(f"h{i}", hops[0].dtype) for i in range(len(hops))] + extra)
+    sig["size"] = flows["size"]
+    sig["mtu"] = flows["mtu"]
+    sig["verb"] = flows["verb"]
+    for i, h in enumerate(hops):
+        sig[f"h{i}"] = h
+    return sig
+
+
+def ideal_fct_ps(flows, sc, nodes, ports, host_node, route_off, route_port, n_hosts) -> np.ndarray:
+    """Ideal completion per message (see module doc). A READ's data flows back from the
+    responder: its ideal is the request's one-way time plus the responses' pipeline."""
+    if len(flows) == 0:
+        return np.zeros(0, dtype=np.int64)
+    fwd = _paths(flows, nodes, ports, host_node, route_off, route_port, n_hosts)
+    rev_flows = flows.copy()
+    rev_flows["src"], rev_flows["dst"] = flows["dst"], flows["src"]
+    rev = _paths(rev_flows, nodes, ports, host_node, route_off, route_port, n_hosts)
+    depth = max(len(fwd), len(rev))
+    empty = np.zeros(len(flows), dtype=fwd[0].dtype)
+    fwd += [empty] * (depth - len(fwd))
+    rev += [empty] * (depth - len(rev))
+    is_read = flows["verb"] == V_READ
+    sig = _signatures(flows, fwd, [(f"r{i}", rev[0].dtype) for i in range(depth)])
+    for i in range(depth):
+        sig[f"r{i}"] = np.where(is_read, rev[i], empty)
+    uniq, inverse = np.unique(sig, return_inverse=True)
+    out = np.empty(len(uniq), dtype=np.int64)
+
+    def path_of(row, prefix):
+        return [tuple(int(x) for x in row[f"{prefix}{i}"]) for i in range(depth) if row[f"{prefix}{i}"]["rate"] > 0]
+
+    for j, row in enumerate(uniq):
+        verb, size, mtu = int(row["verb"]), int(row["size"]), int(row["mtu"])
+        if verb == V_READ:
+            out[j] = (_pipeline(np.array([READ_REQUEST_BYTES]), path_of(row, "h"))
+                      + _pipeline(frame_sizes(verb, size, mtu), path_of(row, "r")))
+        else:
+            out[j] = _pipeline(frame_sizes(verb, size, mtu), path_of(row, "h"))
+    return out[inverse.reshape(-1)]
+
+
+def _pipeline(frame, path) -> int:
+    """Exact arrival of the last frame at the end of `path` for frames sent back to back
+    into an empty fabric; see module doc."""
+    frame = np.asarray(frame, dtype=np.int64)
     avail = np.zeros(len(frame), dtype=np.int64)
     for j, (rate, delay, lat, ct) in enumerate(path):
         wire = ser_ps(frame + PREAMBLE_BYTES + IFG_BYTES, rate)
@@ -226,6 +312,8 @@ class Result:
         eng, comp = sim.engine, sim.compiled
         self.scenario = sim.scenario
         self.flows, self.ports, self.queues, self.nodes = eng.flows, eng.ports, eng.queues, eng.nodes
+        self.qps = eng.qps
+        self.rate_samples = eng.rate_samples()
         self.ideal_fct_ps = comp.ideal_fct_ps
         c = eng.counters()
         self.counters = c
@@ -260,6 +348,11 @@ class Result:
             "pfc_pause_frames_received": int(self.ports["pause_rx"].sum()),
             "paused_time_ps": int(self._paused_ps().sum()),
             "ecn_marked": c["ecn_marked"],
+            "cnps": c["cnps"],
+            "naks": c["naks"],
+            "retransmitted_packets": c["retransmitted_packets"],
+            "timeouts": c["timeouts"],
+            "packets_discarded": c["packets_discarded"],
             "deadlock_detected": c["deadlock_ps"] >= 0,
             "deadlock_time_ps": c["deadlock_ps"] if c["deadlock_ps"] >= 0 else None,
             "watchdog_storms": c["watchdog_storms"],
@@ -271,6 +364,7 @@ class Result:
             "buffer_hwm_bytes": {names[i]: int(v) for i, v in enumerate(self.nodes["buffer_hwm"])
                                  if self.nodes["kind"][i] == SWITCH},
             "ports": self._ports(names, sim.compiled.port_table, sim_s),
+            "qps": self._qps(),
             "flows": self._flows(),
         }
 
@@ -300,17 +394,41 @@ class Result:
             })
         return out
 
+    def _qps(self):
+        """Per RoCE QP endpoint that did anything: retransmissions, timeouts, CNPs, and
+        its DCQCN rate (lowest and last)."""
+        q = self.qps
+        active = (q["transport"] == 1) & ((q["psn_end"] > 0) | (q["cnps_tx"] > 0) | (q["acks_rx"] > 0))
+        samples = self.rate_samples
+        out = []
+        for i in np.nonzero(active)[0]:
+            mine = samples[samples[:, 1] == i] if len(samples) else samples
+            out.append({
+                "qp": int(i), "host": int(q["host"][i]), "peer": int(q["peer"][i]),
+                "retransmitted_packets": int(q["retx_pkts"][i]), "timeouts": int(q["timeouts"][i]),
+                "naks_received": int(q["naks_rx"][i]), "cnps_received": int(q["cnps_rx"][i]),
+                "cnps_sent": int(q["cnps_tx"][i]),
+                "rate_min_bps": int(mine[:, 2].min()) if len(mine) else int(q["line_bps"][i]),
+                "rate_final_bps": int(q["rate_bps"][i]), "rate_samples": int(len(mine)),
+            })
+        return out
+
     def _flows(self):
         fl = self.flows
         ids = np.arange(len(fl)).tolist()
-        cols = [ids, fl["src"].tolist(), fl["dst"].tolist(), fl["size"].tolist(),
-                fl["start_ps"].tolist(), fl["finish_ps"].tolist(), self.fct_ps.tolist(),
-                self.ideal_fct_ps.tolist(), self.slowdown.tolist()]
-        keys = ("id", "src", "dst", "bytes", "start_ps", "finish_ps", "fct_ps", "ideal_fct_ps", "slowdown")
+        verbs = np.asarray(VERB_NAMES, dtype=object)[fl["verb"]].tolist()
+        cols = [ids, fl["src"].tolist(), fl["dst"].tolist(), fl["size"].tolist(), verbs,
+                fl["start_ps"].tolist(), fl["finish_ps"].tolist(), fl["complete_ps"].tolist(),
+                self.fct_ps.tolist(), self.ideal_fct_ps.tolist(), self.slowdown.tolist(),
+                fl["retx"].tolist()]
+        keys = ("id", "src", "dst", "bytes", "verb", "start_ps", "finish_ps", "complete_ps", "fct_ps",
+                "ideal_fct_ps", "slowdown", "retransmitted_packets")
         rows = [dict(zip(keys, r)) for r in zip(*cols)]
         for r in rows:
             if r["finish_ps"] < 0:
                 r["finish_ps"] = r["fct_ps"] = r["slowdown"] = None
+            if r["complete_ps"] < 0:
+                r["complete_ps"] = None
         return rows
 
 
@@ -336,15 +454,25 @@ class Simulation:
         self.compiled = c = compile_scenario(scenario)
         level = trace if trace is not None else scenario.run.trace
         self.trace_level = level
+        dc = scenario.dcqcn
+        line = int(scenario.topology.rate_bps)
+        rai = dc.rai_bps or line // 20
         self.engine = _engine.Engine(
-            c.nodes, c.ports, c.queues, c.flows, c.host_node, c.route_off, c.route_port,
+            c.nodes, c.ports, c.queues, c.flows, c.qps, c.host_node, c.route_off, c.route_port,
             seed=scenario.seed, dwrr_quantum=scenario.ports.quantum, ttl=scenario.run.ttl,
             trace_level=TRACE[level], trace_capacity=scenario.run.trace_capacity,
             lossless_mask=sum(1 << p for p in scenario.pfc.priorities) if scenario.pfc.enabled else 0,
             pfc_quanta=scenario.pfc.quanta, pfc_response_ps=scenario.pfc.response_ps,
             pfc_alpha=scenario.pfc.alpha, wd_action=WD_ACTIONS[scenario.pfc.watchdog],
             wd_detect_ps=scenario.pfc.detect_ps, wd_restore_ps=scenario.pfc.restore_ps,
-            deadlock_check_ps=scenario.pfc.deadlock_check_ps)
+            deadlock_check_ps=scenario.pfc.deadlock_check_ps,
+            ack_every=scenario.roce.ack_every, ack_prio=scenario.roce.ack_prio,
+            cnp_prio=scenario.roce.cnp_prio, ecn_capable=scenario.roce.ecn,
+            rto_initial_ps=scenario.roce.rto_ps, rto_max_ps=scenario.roce.rto_max_ps,
+            cnp_interval_ps=scenario.roce.cnp_interval_ps, dcqcn=dc.enabled, dc_f=dc.f, dc_g=dc.g,
+            dc_alpha_ps=dc.alpha_timer_ps, dc_timer_ps=dc.rate_timer_ps, dc_bytes=dc.byte_counter,
+            dc_rai_bps=rai, dc_rhai_bps=dc.rhai_bps or 10 * rai, dc_min_bps=dc.min_rate_bps,
+            dc_min_dec=dc.min_dec)
         self.wall_s = 0.0
 
     def run(self, until: int | None = None, *, progress: Callable[[int, int, int], None] | None = None,

@@ -16,12 +16,15 @@ import numpy as np
 
 from .scenario import FlowSpec, Scenario, ScenarioError, n_hosts
 
-COLUMNS = ("src", "dst", "size", "start_ps", "prio")
+from .scenario import VERBS
+
+COLUMNS = ("src", "dst", "size", "start_ps", "prio", "verb")
 
 
-def _cols(src, dst, size, start, prio):
+def _cols(src, dst, size, start, prio, verb=0):
     n = len(src)
     return {
+        "verb": np.broadcast_to(np.asarray(verb, dtype=np.int32), (n,)).copy(),
         "src": np.asarray(src, dtype=np.int32),
         "dst": np.asarray(dst, dtype=np.int32),
         "size": np.broadcast_to(np.asarray(size, dtype=np.int64), (n,)).copy(),
@@ -65,15 +68,17 @@ def expand(sc: Scenario) -> dict[str, np.ndarray]:
     if sc.flows:
         parts.append(_cols([f.src for f in sc.flows], [f.dst for f in sc.flows],
                            [f.size for f in sc.flows], [f.start_ps for f in sc.flows],
-                           [f.prio for f in sc.flows]))
+                           [f.prio for f in sc.flows], [VERBS.index(f.verb) for f in sc.flows]))
     count = n_hosts(sc.topology)
     for w in sc.workloads:
         if w["kind"] == "incast":
-            parts.append(incast(w["senders"], w["receiver"], w["size"], w["start_ps"], w["prio"], w["stagger_ps"]))
+            part = incast(w["senders"], w["receiver"], w["size"], w["start_ps"], w["prio"], w["stagger_ps"])
         elif w["kind"] == "permutation":
-            parts.append(permutation(count, w["size"], w["seed"] or sc.seed, w["start_ps"], w["prio"]))
-        elif w["kind"] == "alltoall":
-            parts.append(alltoall(count, w["size"], w["start_ps"], w["prio"]))
+            part = permutation(count, w["size"], w["seed"] or sc.seed, w["start_ps"], w["prio"])
+        else:
+            part = alltoall(count, w["size"], w["start_ps"], w["prio"])
+        part["verb"][:] = VERBS.index(w["verb"])
+        parts.append(part)
     if not parts:
         return _cols([], [], [], [], [])
     return {c: np.concatenate([p[c] for p in parts]) for c in COLUMNS}

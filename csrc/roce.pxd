@@ -1,0 +1,404 @@
+# RoCEv2 reliable-connection transport in the NIC (InfiniBand Architecture Specification
+# Annex A17 for RoCEv2; IBA volume 1 chapter 9 for RC semantics; opcodes and headers as in
+# Linux drivers/infiniband/sw/rxe/rxe_opcode.c).
+#
+# What it models. Messages (WRITE, SEND, their _IMM forms, READ) are posted on a QP and
+# segmented into path-MTU packets with consecutive PSNs. The requester sends at snd_nxt
+# and keeps snd_una, the oldest unacknowledged PSN. The responder accepts only the
+# expected PSN (epsn): in order it delivers and ACKs (AETH syndrome ACK, MSN) every
+# `ack_every` packets and at each message end; a PSN beyond epsn is discarded and answered
+# by one NAK (PSN sequence error, syndrome 0x60) until epsn arrives; an old PSN is a
+# duplicate, discarded and re-ACKed. A NAK sends the requester back to the NAKed PSN
+# (go-back-N); a retransmission timeout (doubling up to rto_max) back to snd_una.
+# A READ request (RETH with the length) consumes the PSNs of its responses; the responder
+# streams READ RESPONSE FIRST/MIDDLE/LAST/ONLY (AETH on first, last, only), which are the
+# requester's acknowledgement; a gap makes the requester re-issue the READ for the rest.
+# A completion (CQE) is recorded when the last PSN of a message is acknowledged.
+#
+# Congestion: data frames leave as ECT(0) when ECN is on; a responder (notification point)
+# receiving CE sends a CNP (BTH opcode 0x81) to the sending QP at most once per
+# cnp_interval; the sender's DCQCN (dcqcn.pxd) sets the QP's rate, which paces its frames.
+#
+# Frame bytes: Ether 14 + 802.1Q 4 + IPv4 20 + UDP 8 + BTH 12 + extension headers
+# (RETH 16, ImmDt 4, AETH 4) + payload + ICRC 4 + FCS 4 (ethlink/frames builds the bytes).
+#
+# Limits: IPv4, RC only; no RNR NAK (receive buffers are always posted); no atomics in this
+# transport (ethlink Load/Store atomics are a separate transport); PSNs are not wrapped at
+# 2**24 in the engine (the frame builder masks them); no per-QP outstanding-read limit.
+from core cimport *
+from nic cimport qp_activate, nic_send
+from dcqcn cimport dc_on_bytes
+
+cdef enum RoceOp:               # BTH opcodes, RC (IBA table 41)
+    OP_SEND_FIRST = 0x00
+    OP_SEND_MIDDLE = 0x01
+    OP_SEND_LAST = 0x02
+    OP_SEND_LAST_IMM = 0x03
+    OP_SEND_ONLY = 0x04
+    OP_SEND_ONLY_IMM = 0x05
+    OP_WRITE_FIRST = 0x06
+    OP_WRITE_MIDDLE = 0x07
+    OP_WRITE_LAST = 0x08
+    OP_WRITE_LAST_IMM = 0x09
+    OP_WRITE_ONLY = 0x0A
+    OP_WRITE_ONLY_IMM = 0x0B
+    OP_READ_REQUEST = 0x0C
+    OP_READ_RESP_FIRST = 0x0D
+    OP_READ_RESP_MIDDLE = 0x0E
+    OP_READ_RESP_LAST = 0x0F
+    OP_READ_RESP_ONLY = 0x10
+    OP_ACK = 0x11
+    OP_CNP = 0x81
+
+cdef enum:
+    ROCE_BASE_BYTES = 66        # Ether+802.1Q+IPv4+UDP+BTH+ICRC+FCS
+    RETH_BYTES = 16
+    AETH_BYTES = 4
+    IMM_BYTES = 4
+    CNP_BYTES = 82              # base + 16 reserved bytes (Annex A17.9.3)
+    SYN_ACK = 0x1F              # AETH: ACK, credit count "unlimited"
+    SYN_NAK_SEQ = 0x60          # AETH: NAK, PSN sequence error
+
+
+cdef inline int32_t roce_ext_bytes(int32_t op) noexcept nogil:
+    if op == OP_WRITE_FIRST or op == OP_WRITE_ONLY or op == OP_READ_REQUEST:
+        return RETH_BYTES
+    if op == OP_WRITE_ONLY_IMM:
+        return RETH_BYTES + IMM_BYTES
+    if op == OP_WRITE_LAST_IMM or op == OP_SEND_LAST_IMM or op == OP_SEND_ONLY_IMM:
+        return IMM_BYTES
+    if op == OP_READ_RESP_FIRST or op == OP_READ_RESP_LAST or op == OP_READ_RESP_ONLY or op == OP_ACK:
+        return AETH_BYTES
+    if op == OP_CNP:
+        return 16
+    return 0
+
+
+cdef inline int32_t roce_frame_size(int32_t op, int32_t payload) noexcept nogil:
+    cdef int32_t size = ROCE_BASE_BYTES + roce_ext_bytes(op) + payload
+    return size if size >= MIN_FRAME_BYTES else MIN_FRAME_BYTES
+
+
+cdef inline int32_t data_opcode(int32_t verb, int32_t k, int32_t n) noexcept nogil:
+    # Opcode of packet k of n of a WRITE/SEND message.
+    cdef bint first = k == 0, last = k == n - 1
+    if verb == VERB_WRITE or verb == VERB_WRITE_IMM:
+        if first and last:
+            return OP_WRITE_ONLY_IMM if verb == VERB_WRITE_IMM else OP_WRITE_ONLY
+        if first:
+            return OP_WRITE_FIRST
+        if last:
+            return OP_WRITE_LAST_IMM if verb == VERB_WRITE_IMM else OP_WRITE_LAST
+        return OP_WRITE_MIDDLE
+    if first and last:
+        return OP_SEND_ONLY_IMM if verb == VERB_SEND_IMM else OP_SEND_ONLY
+    if first:
+        return OP_SEND_FIRST
+    if last:
+        return OP_SEND_LAST_IMM if verb == VERB_SEND_IMM else OP_SEND_LAST
+    return OP_SEND_MIDDLE
+
+
+cdef inline int32_t resp_opcode(int32_t k, int32_t n) noexcept nogil:
+    if n == 1:
+        return OP_READ_RESP_ONLY
+    if k == 0:
+        return OP_READ_RESP_FIRST
+    if k == n - 1:
+        return OP_READ_RESP_LAST
+    return OP_READ_RESP_MIDDLE
+
+
+cdef inline int32_t roce_new(Sim* s, int32_t kind, int32_t op, int32_t src, int32_t dst,
+                             int32_t dest_qp, int32_t prio, int32_t payload) noexcept nogil:
+    cdef int32_t pi = pkt_alloc(s)
+    cdef Packet* p
+    if pi < 0:
+        return NO_PKT
+    p = &s.pkts[pi]
+    p.kind = <uint8_t>kind
+    p.opcode = <uint8_t>op
+    p.src = src
+    p.dst = dst
+    p.qp = dest_qp
+    p.prio = <uint8_t>prio
+    p.payload = payload
+    p.size = roce_frame_size(op, payload)
+    p.flow = -1
+    if s.ecn_capable and kind == FK_ROCE:
+        p.ecn = 2                           # ECT(0)
+    return pi
+
+
+# ---------------------------------------------------------------------------------------
+# Requester / responder send side.
+
+cdef inline void rto_arm(Sim* s, int32_t qi) noexcept nogil:
+    cdef Qp* q = &s.qps[qi]
+    q.rto_gen += 1
+    q.rto_armed = 1
+    schedule(s, s.now + q.rto_ps, EV_QP_TIMER, qi, QT_RTO | (<int64_t>q.rto_gen << 8))
+
+
+cdef inline int32_t roce_response_packet(Sim* s, int32_t qi) noexcept nogil:
+    # Next READ RESPONSE from responder endpoint qi.
+    cdef Qp* q = &s.qps[qi]
+    cdef Flow* fl = &s.flows[q.rsp_flow]
+    cdef int32_t k = q.rsp_nxt - fl.psn_start
+    cdef int64_t offset = <int64_t>k * fl.mtu
+    cdef int32_t payload = <int32_t>(fl.size - offset if fl.size - offset < fl.mtu else fl.mtu)
+    cdef int32_t pi = roce_new(s, FK_ROCE, resp_opcode(k, fl.npkts), fl.dst, fl.src, q.peer,
+                               fl.prio, payload)
+    if pi < 0:
+        return NO_PKT
+    s.pkts[pi].flow = q.rsp_flow
+    s.pkts[pi].psn = q.rsp_nxt
+    s.pkts[pi].offset = offset
+    if k == fl.npkts - 1:
+        s.pkts[pi].flags = PF_LAST
+    if offset + payload > fl.sent:
+        fl.sent = offset + payload
+        s.bytes_sent += payload
+    q.rsp_nxt += 1
+    if q.rsp_nxt >= q.rsp_end:
+        q.rsp_flow = -1
+    return pi
+
+
+cdef inline int32_t roce_request_packet(Sim* s, int32_t qi, int32_t f) noexcept nogil:
+    # The packet at requester qi's snd_nxt, in message f; advances snd_nxt.
+    cdef Qp* q = &s.qps[qi]
+    cdef Flow* fl = &s.flows[f]
+    cdef int32_t k = q.snd_nxt - fl.psn_start
+    cdef int64_t offset = <int64_t>k * fl.mtu
+    cdef int32_t payload, op, pi
+    if fl.verb == VERB_READ:
+        # A READ request for the rest of the message from PSN snd_nxt (RETH: its length).
+        pi = roce_new(s, FK_ROCE, OP_READ_REQUEST, fl.src, fl.dst, q.peer, fl.prio, 0)
+        if pi < 0:
+            return NO_PKT
+        s.pkts[pi].offset = offset
+        q.snd_nxt = fl.psn_start + fl.npkts
+    else:
+        payload = <int32_t>(fl.size - offset if fl.size - offset < fl.mtu else fl.mtu)
+        op = data_opcode(fl.verb, k, fl.npkts)
+        pi = roce_new(s, FK_ROCE, op, fl.src, fl.dst, q.peer, fl.prio, payload)
+        if pi < 0:
+            return NO_PKT
+        s.pkts[pi].offset = offset
+        if k == fl.npkts - 1:
+            s.pkts[pi].flags = PF_LAST
+        if offset + payload > fl.sent:
+            fl.sent = offset + payload
+            s.bytes_sent += payload
+        q.snd_nxt += 1
+    s.pkts[pi].flow = f
+    s.pkts[pi].psn = fl.psn_start + k
+    fl.packets += 1
+    return pi
+
+
+cdef inline int32_t roce_next_packet(Sim* s, int32_t qi) noexcept nogil:
+    # One frame from QP endpoint qi, or NO_PKT if it has nothing it may send now.
+    cdef Qp* q = &s.qps[qi]
+    cdef int32_t f, pi, psn
+    cdef bint retx
+    if q.rsp_flow < 0 and q.snd_nxt >= q.psn_end:
+        return NO_PKT
+    if q.next_tx_ps > s.now:
+        if not q.wake_pending:
+            q.wake_pending = 1
+            schedule(s, q.next_tx_ps, EV_QP_TIMER, qi, QT_WAKE)
+        return NO_PKT
+    if q.rsp_flow >= 0:
+        pi = roce_response_packet(s, qi)
+    else:
+        f = q.msg_cur
+        if f < 0 or q.snd_nxt < s.flows[f].psn_start:
+            f = q.msg_head
+        while q.snd_nxt >= s.flows[f].psn_start + s.flows[f].npkts:
+            f = s.flows[f].next
+        q.msg_cur = f
+        psn = q.snd_nxt
+        retx = psn < q.snd_max
+        pi = roce_request_packet(s, qi, f)
+        if pi < 0:
+            return NO_PKT
+        if retx:
+            q.retx_pkts += 1
+            s.retx_pkts += 1
+            s.flows[f].retx += 1
+        if q.snd_nxt > q.snd_max:
+            q.snd_max = q.snd_nxt
+        if not q.rto_armed:
+            rto_arm(s, qi)
+    if pi < 0:
+        return NO_PKT
+    if q.rate_bps < q.line_bps:
+        q.next_tx_ps = s.now + ser_ps(s.pkts[pi].size + WIRE_EXTRA_BYTES, q.rate_bps)
+    dc_on_bytes(s, qi, s.pkts[pi].size)
+    return pi
+
+
+cdef inline bint roce_has_more(Sim* s, int32_t qi) noexcept nogil:
+    cdef Qp* q = &s.qps[qi]
+    return q.rsp_flow >= 0 or q.snd_nxt < q.psn_end
+
+
+# ---------------------------------------------------------------------------------------
+# Requester receive side: ACK, NAK, READ responses, timeouts.
+
+cdef inline void roce_advance_una(Sim* s, int32_t qi, int32_t una) noexcept nogil:
+    # Everything below `una` is acknowledged: complete messages, re-arm or stop the RTO.
+    cdef Qp* q = &s.qps[qi]
+    cdef Flow* fl
+    if una <= q.snd_una:
+        return
+    q.snd_una = una
+    q.retries = 0
+    while q.msg_head >= 0:
+        fl = &s.flows[q.msg_head]
+        if fl.psn_start + fl.npkts > una:
+            break
+        fl.complete_ps = s.now
+        q.msg_head = fl.next
+    if q.snd_nxt < q.snd_una:
+        q.snd_nxt = q.snd_una
+    if q.snd_una < q.snd_max:
+        rto_arm(s, qi)
+    else:
+        q.rto_armed = 0
+        q.rto_gen += 1
+
+
+cdef inline void roce_rx_ack(Sim* s, int32_t pi) noexcept nogil:
+    cdef Packet* pk = &s.pkts[pi]
+    cdef int32_t qi = pk.qp
+    cdef Qp* q = &s.qps[qi]
+    if pk.syndrome == SYN_NAK_SEQ:
+        q.naks_rx += 1
+        s.naks += 1
+        roce_advance_una(s, qi, pk.psn)
+        if pk.psn < q.snd_nxt:
+            q.snd_nxt = pk.psn              # go back N
+            q.msg_cur = -1
+        qp_activate(s, qi)
+    else:
+        q.acks_rx += 1
+        roce_advance_una(s, qi, pk.psn + 1)
+
+
+cdef inline void roce_rto(Sim* s, int32_t qi, int32_t gen) noexcept nogil:
+    cdef Qp* q = &s.qps[qi]
+    if gen != q.rto_gen or not q.rto_armed:
+        return
+    q.rto_armed = 0
+    if q.snd_una >= q.snd_max:
+        return
+    q.timeouts += 1
+    s.timeouts += 1
+    q.retries += 1
+    q.rto_ps = q.rto_ps * 2 if q.rto_ps * 2 < s.rto_max_ps else s.rto_max_ps
+    q.snd_nxt = q.snd_una
+    q.msg_cur = -1
+    q.nak_sent = 0
+    rto_arm(s, qi)
+    qp_activate(s, qi)
+
+
+# ---------------------------------------------------------------------------------------
+# Responder (and READ requester) receive side.
+
+cdef inline void send_cnp(Sim* s, int32_t qi) noexcept nogil:
+    # Notification point: CE seen on a frame for endpoint qi; tell its peer to slow down.
+    cdef Qp* q = &s.qps[qi]
+    cdef int32_t pi
+    if s.now - q.last_cnp_ps < s.cnp_interval_ps:
+        return
+    q.last_cnp_ps = s.now
+    pi = roce_new(s, FK_CNP, OP_CNP, q.host, s.qps[q.peer].host, q.peer, s.cnp_prio, 0)
+    if pi < 0:
+        return
+    q.cnps_tx += 1
+    s.cnps += 1
+    nic_send(s, qi, pi)
+
+
+cdef inline void send_ack(Sim* s, int32_t qi, int32_t psn, uint8_t syndrome, int32_t prio) noexcept nogil:
+    cdef Qp* q = &s.qps[qi]
+    cdef int32_t pi = roce_new(s, FK_ROCE_ACK, OP_ACK, q.host, s.qps[q.peer].host, q.peer,
+                               s.ack_prio if s.ack_prio >= 0 else prio, 0)
+    if pi < 0:
+        return
+    s.pkts[pi].psn = psn
+    s.pkts[pi].syndrome = syndrome
+    s.pkts[pi].offset = q.msn               # AETH MSN
+    nic_send(s, qi, pi)
+
+
+cdef inline void accept_payload(Sim* s, Flow* fl, Packet* pk) noexcept nogil:
+    fl.delivered += pk.payload
+    s.bytes_delivered += pk.payload
+    s.pkts_delivered += 1
+    if fl.delivered == fl.size and fl.finish_ps < 0:
+        fl.finish_ps = s.now
+        s.flows_done += 1
+
+
+cdef inline void roce_rx_data(Sim* s, int32_t pi) noexcept nogil:
+    # A BTH data or request frame arrived for endpoint pk.qp. Returns with pi consumed
+    # by the caller (freed there).
+    cdef Packet* pk = &s.pkts[pi]
+    cdef int32_t qi = pk.qp
+    cdef Qp* q = &s.qps[qi]
+    cdef Flow* fl = &s.flows[pk.flow]
+    cdef int32_t op = pk.opcode
+    if pk.ecn == 3:
+        send_cnp(s, qi)
+    if op >= OP_READ_RESP_FIRST and op <= OP_READ_RESP_ONLY:
+        # READ responses at the requester: in order at snd_una, else re-issue the READ.
+        if pk.psn == q.snd_una:
+            q.nak_sent = 0
+            accept_payload(s, fl, pk)
+            roce_advance_una(s, qi, pk.psn + 1)
+        elif pk.psn > q.snd_una:
+            s.pkts_discarded += 1
+            if not q.nak_sent:
+                q.nak_sent = 1
+                q.snd_nxt = q.snd_una
+                q.msg_cur = -1
+                qp_activate(s, qi)
+        else:
+            s.pkts_discarded += 1
+        return
+    if pk.psn == q.epsn:
+        q.nak_sent = 0
+        if op == OP_READ_REQUEST:
+            q.epsn = fl.psn_start + fl.npkts
+            q.rsp_flow = pk.flow
+            q.rsp_nxt = pk.psn
+            q.rsp_end = q.epsn
+            qp_activate(s, qi)
+            return
+        q.epsn += 1
+        accept_payload(s, fl, pk)
+        q.unacked += 1
+        if pk.flags & PF_LAST:
+            q.msn += 1
+        if q.unacked >= s.ack_every or pk.flags & PF_LAST:
+            q.unacked = 0
+            send_ack(s, qi, pk.psn, SYN_ACK, pk.prio)
+    elif pk.psn > q.epsn:
+        s.pkts_discarded += 1
+        if not q.nak_sent:
+            q.nak_sent = 1
+            send_ack(s, qi, q.epsn, SYN_NAK_SEQ, pk.prio)
+    elif op == OP_READ_REQUEST:
+        # A re-issued READ: stream again from the requested PSN.
+        q.rsp_flow = pk.flow
+        q.rsp_nxt = pk.psn
+        q.rsp_end = fl.psn_start + fl.npkts
+        qp_activate(s, qi)
+    else:
+        s.pkts_discarded += 1               # duplicate: discard and re-ACK
+        send_ack(s, qi, q.epsn - 1, SYN_ACK, pk.prio)
