@@ -297,7 +297,8 @@ cdef inline void flow_start(Sim* s, int32_t f) noexcept nogil:
         q.port = host_port(s, q.host, fl.dst, <uint64_t>fl.qp)
         if s.nodes[s.host_node[q.host]].ecmp == ECMP_SPRAY:
             q.port = spray_port(s, s.host_node[q.host], fl.dst, 0)
-        s.qps[q.peer].port = host_port(s, fl.dst, q.host, <uint64_t>q.peer) if q.peer >= 0 else -1
+        if q.peer >= 0:
+            s.qps[q.peer].port = host_port(s, fl.dst, q.host, <uint64_t>q.peer)
     qp_activate(s, fl.qp)
 
 
@@ -381,8 +382,9 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
             s.t_active = ev.time
         if ev.kind == EV_RX:
             node = s.ports[ev.obj].node
-            s.ports[ev.obj].rx_bytes += s.pkts[ev.arg].size
-            s.ports[ev.obj].rx_frames += 1
+            if not (s.pkts[ev.arg].flags & PF_ROUTED):     # not the cut-through second visit
+                s.ports[ev.obj].rx_bytes += s.pkts[ev.arg].size
+                s.ports[ev.obj].rx_frames += 1
             if s.pkts[ev.arg].kind == FK_PFC:
                 pfc_rx(s, ev.obj, <int32_t>ev.arg)
             elif s.nodes[node].kind == NODE_SWITCH:

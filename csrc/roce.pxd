@@ -20,7 +20,8 @@
 # cnp_interval; the sender's DCQCN (dcqcn.pxd) sets the QP's rate, which paces its frames.
 #
 # Frame bytes: Ether 14 + 802.1Q 4 + IPv4 20 + UDP 8 + BTH 12 + extension headers
-# (RETH 16, ImmDt 4, AETH 4) + payload + ICRC 4 + FCS 4 (ethlink/frames builds the bytes).
+# (RETH 16, ImmDt 4, AETH 4) + payload + pad to 4 B + ICRC 4 + FCS 4 (ethlink/frames
+# builds the bytes).
 #
 # Limits: IPv4, RC only; no RNR NAK (receive buffers are always posted); no atomics in this
 # transport (ethlink Load/Store atomics are a separate transport); PSNs are not wrapped at
@@ -75,7 +76,8 @@ cdef inline int32_t roce_ext_bytes(int32_t op) noexcept nogil:
 
 
 cdef inline int32_t roce_frame_size(int32_t op, int32_t payload) noexcept nogil:
-    cdef int32_t size = ROCE_BASE_BYTES + roce_ext_bytes(op) + payload
+    # BTH PadCnt pads the payload to a multiple of 4 bytes (IBA 9.2; ICRC is 4-aligned).
+    cdef int32_t size = ROCE_BASE_BYTES + roce_ext_bytes(op) + payload + ((4 - (payload & 3)) & 3)
     return size if size >= MIN_FRAME_BYTES else MIN_FRAME_BYTES
 
 

@@ -24,7 +24,8 @@ import numpy as np
 
 from . import _engine
 from .scenario import Scenario, spine_count
-from .topology import HOST, SWITCH, Fabric, PortTable, fat_tree, leaf_spine, multiplane_star, route, star
+from .topology import (HOST, SWITCH, Fabric, PortTable, clockwise_routes, fat_tree, leaf_spine,
+                       multiplane_star, ring, route, star)
 from .workloads import expand
 
 RAW_OVERHEAD_BYTES = 22      # Ether 14 + 802.1Q 4 + FCS 4 (csrc/flows.pxd)
@@ -48,6 +49,8 @@ def build_fabric(sc: Scenario) -> Fabric:
     if t.kind == "leaf-spine":
         return leaf_spine(t.leaves, t.hosts_per_leaf, spine_count(t), t.rate_bps,
                           t.uplink_rate_bps, t.delay_ps, t.fabric_delay_ps)
+    if t.kind == "ring":
+        return ring(t.switches, t.hosts_per_switch, t.rate_bps, t.delay_ps, t.fabric_delay_ps)
     return fat_tree(t.k, t.rate_bps, t.delay_ps, t.fabric_delay_ps)
 
 
@@ -79,7 +82,10 @@ class Compiled:
 def compile_scenario(sc: Scenario) -> Compiled:
     fabric = build_fabric(sc)
     pt = fabric.ports()
-    route_off, route_port, dist = route(fabric, pt)
+    if sc.topology.kind == "ring" and sc.topology.routing == "clockwise":
+        route_off, route_port, dist = clockwise_routes(fabric, pt)
+    else:
+        route_off, route_port, dist = route(fabric, pt)
 
     nodes = np.zeros(fabric.n_nodes, dtype=_engine.NODE_DTYPE)
     kinds = np.asarray(fabric.kinds)
@@ -202,7 +208,8 @@ def _paths(flows, nodes, ports, host_node, route_off, route_port, n_hosts):
     active = np.ones(n, dtype=bool)
     while active.any():
         key = cur * n_hosts + dst
-        p = route_port[route_off[key]]
+        # finished flows sit at their destination, which has no route to itself
+        p = route_port[np.where(active, route_off[key], 0)]
         peer_node = ports["node"][ports["peer"][p]]
         hop = np.zeros(n, dtype=[("rate", "i8"), ("delay", "i8"), ("lat", "i8"), ("ct", "i1")])
         hop["rate"] = np.where(active, ports["rate_bps"][p], 0)
@@ -235,7 +242,8 @@ def frame_sizes(verb: int, size: int, mtu: int) -> np.ndarray:
     if verb == V_READ:                  # READ RESPONSE FIRST/LAST/ONLY carry AETH
         ext[0] = AETH
         ext[-1] = AETH
-    return np.maximum(ROCE_BASE_BYTES + ext + payload, MIN_FRAME_BYTES)
+    pad = (4 - (payload & 3)) & 3           # BTH PadCnt (IBA 9.2)
+    return np.maximum(ROCE_BASE_BYTES + ext + payload + pad, MIN_FRAME_BYTES)
 
 
 READ_REQUEST_BYTES = ROCE_BASE_BYTES + RETH
@@ -266,9 +274,14 @@ def ideal_fct_ps(flows, sc, nodes, ports, host_node, route_off, route_port, n_ho
     fwd += [empty] * (depth - len(fwd))
     rev += [empty] * (depth - len(rev))
     is_read = flows["verb"] == V_READ
-    sig = _signatures(flows, fwd, [(f"r{i}", rev[0].dtype) for i in range(depth)])
+    sig = _signatures(flows, fwd, [(f"r{i}", rev[0].dtype) for i in range(depth)] + [("lanes", "i4")])
     for i in range(depth):
         sig[f"r{i}"] = np.where(is_read, rev[i], empty)
+    # A host that sprays over P equal-cost ports sends frame i on port i mod P.
+    src_node = host_node[np.where(is_read, flows["dst"], flows["src"])]
+    dst_host = np.where(is_read, flows["src"], flows["dst"]).astype(np.int64)
+    key = src_node.astype(np.int64) * n_hosts + dst_host
+    sig["lanes"] = np.where(nodes["ecmp"][src_node] == ECMP["spray"], route_off[key + 1] - route_off[key], 1)
     uniq, inverse = np.unique(sig, return_inverse=True)
     out = np.empty(len(uniq), dtype=np.int64)
 
@@ -276,12 +289,13 @@ def ideal_fct_ps(flows, sc, nodes, ports, host_node, route_off, route_port, n_ho
         return [tuple(int(x) for x in row[f"{prefix}{i}"]) for i in range(depth) if row[f"{prefix}{i}"]["rate"] > 0]
 
     for j, row in enumerate(uniq):
-        verb, size, mtu = int(row["verb"]), int(row["size"]), int(row["mtu"])
+        verb, size, mtu, lanes = int(row["verb"]), int(row["size"]), int(row["mtu"]), int(row["lanes"])
+        frames = frame_sizes(verb, size, mtu)
         if verb == V_READ:
             out[j] = (_pipeline(np.array([READ_REQUEST_BYTES]), path_of(row, "h"))
-                      + _pipeline(frame_sizes(verb, size, mtu), path_of(row, "r")))
+                      + max(_pipeline(frames[k::lanes], path_of(row, "r")) for k in range(min(lanes, len(frames)))))
         else:
-            out[j] = _pipeline(frame_sizes(verb, size, mtu), path_of(row, "h"))
+            out[j] = max(_pipeline(frames[k::lanes], path_of(row, "h")) for k in range(min(lanes, len(frames))))
     return out[inverse.reshape(-1)]
 
 
@@ -486,10 +500,10 @@ class Simulation:
         try:
             while True:
                 stop = self.engine.run(horizon, chunk_events)
-                if trace_sink is not None and stop in ("trace", "until", "empty", "chunk"):
-                    recs = self.engine.take_trace()
-                    if len(recs):
-                        trace_sink(recs)
+                # Drain the trace ring every time, sink or not: a full ring stops the loop.
+                recs = self.engine.take_trace()
+                if trace_sink is not None and len(recs):
+                    trace_sink(recs)
                 if progress is not None:
                     progress(self.engine.now, horizon, self.engine.events)
                 if stop in ("until", "empty", "deadlock"):
