@@ -38,7 +38,8 @@ from typing import Any
 
 from . import units
 
-TOPOLOGY_KINDS = ("star", "multiplane-star", "leaf-spine", "fat-tree")
+TOPOLOGY_KINDS = ("star", "multiplane-star", "leaf-spine", "fat-tree", "ring")
+RING_ROUTING = ("shortest", "clockwise")
 THRESHOLDS = ("static", "dynamic")
 ECMP_MODES = ("flow", "spray")
 SCHEDULERS = ("strict", "dwrr")
@@ -64,6 +65,9 @@ class Topology:
     spines: int = 0                     # 0: derived from oversubscription
     oversubscription: float = 1.0
     k: int = 4                          # fat-tree
+    switches: int = 4                   # ring
+    hosts_per_switch: int = 2           # ring
+    routing: str = "shortest"           # ring: shortest | clockwise
     rate_bps: int = 400 * 10**9         # host links (and every link unless overridden)
     uplink_rate_bps: int = 0            # switch-switch links; 0: same as rate
     delay_ps: int = 100_000             # host-link propagation (about 20 m of fibre)
@@ -364,6 +368,8 @@ def n_hosts(t: Topology) -> int:
         return t.hosts
     if t.kind == "leaf-spine":
         return t.leaves * t.hosts_per_leaf
+    if t.kind == "ring":
+        return t.switches * t.hosts_per_switch
     return t.k ** 3 // 4
 
 
@@ -380,6 +386,9 @@ def _topology(sec: _Section) -> Topology:
         spines=sec.int("spines", d.spines, lo=0, hi=4096),
         oversubscription=sec.float("oversubscription", d.oversubscription, lo=0, hi=1024),
         k=sec.int("k", d.k, lo=2, hi=128),
+        switches=sec.int("switches", d.switches, lo=3, hi=1024),
+        hosts_per_switch=sec.int("hosts_per_switch", d.hosts_per_switch, lo=1, hi=1024),
+        routing=sec.choice("routing", d.routing, RING_ROUTING),
         rate_bps=rate,
         uplink_rate_bps=sec.rate("uplink_rate", 0, allow_zero=True) or rate,
         delay_ps=sec.time("delay", d.delay_ps),

@@ -13,8 +13,12 @@ search over the graph in which hosts never forward. The result is a CSR table th
 indexes as [node * n_hosts + dst]. The search is vectorised over destinations in chunks,
 so a 1024-host fat-tree routes in about a second.
 
+A ring of switches (hosts hanging off each) can instead be routed one way round
+(`clockwise_routes`): every frame travels clockwise, so the ring's buffers depend on each
+other in a cycle, the classic condition for a PFC deadlock (Hu et al., HotNets 2016).
+
 Limits: shortest paths only (no weights, no up-down restriction beyond what shortest paths
-give); a routing loop for the deadlock scenarios is made by overriding routes explicitly.
+give), except for the one-way ring.
 """
 from __future__ import annotations
 
@@ -199,6 +203,43 @@ def leaf_spine(leaves: int, hosts_per_leaf: int, spines: int, host_rate_bps: int
             hn = f.add_node(f"h{l * hosts_per_leaf + h}", HOST, "host")
             f.connect(hn, leaf, host_rate_bps, host_delay_ps, "host")
     return f
+
+
+def ring(switches: int, hosts_per_switch: int, rate_bps: int, host_delay_ps: int,
+         fabric_delay_ps: int) -> Fabric:
+    """Switches ring0..ringN-1 joined in a ring (ring i -> ring i+1 is its first port),
+    hosts h(i*hps)..h(i*hps+hps-1) on ring i."""
+    f = Fabric()
+    sws = [f.add_node(f"ring{i}", SWITCH, "leaf") for i in range(switches)]
+    for i in range(switches):
+        f.connect(sws[i], sws[(i + 1) % switches], rate_bps, fabric_delay_ps, "fabric")
+    for i in range(switches):
+        for _ in range(hosts_per_switch):
+            f.connect(f.add_node(f"h{len(f.hosts)}", HOST, "host"), sws[i], rate_bps, host_delay_ps, "host")
+    return f
+
+
+def clockwise_routes(fabric: Fabric, ports: PortTable):
+    """Routes of a ring that always go clockwise (to the next switch), never the short way."""
+    route_off, route_port, dist = route(fabric, ports)
+    n_nodes, n_hosts = fabric.n_nodes, fabric.n_hosts
+    kinds = np.asarray(fabric.kinds)
+    host_node = np.asarray(fabric.hosts)
+    peer_node = ports.node[ports.peer]
+    table = [[route_port[route_off[k]:route_off[k + 1]].tolist()] for k in range(n_nodes * n_hosts)]
+    for u in np.nonzero(kinds == SWITCH)[0]:
+        mine = np.arange(ports.first[u], ports.first[u] + ports.count[u])
+        to_switch = [p for p in mine if kinds[peer_node[p]] == SWITCH]
+        clockwise = [p for p in to_switch if fabric.names[peer_node[p]] ==
+                     f"ring{(int(fabric.names[u][4:]) + 1) % sum(kinds == SWITCH)}"]
+        for d in range(n_hosts):
+            local = [p for p in mine if peer_node[p] == host_node[d]]
+            table[u * n_hosts + d] = [local or clockwise]
+    counts = np.array([len(t[0]) for t in table], dtype=np.int64)
+    off = np.zeros(len(table) + 1, dtype=np.int64)
+    np.cumsum(counts, out=off[1:])
+    flat = np.array([p for t in table for p in t[0]], dtype=np.int32)
+    return off.astype(np.int32), flat, dist
 
 
 def fat_tree(k: int, rate_bps: int, host_delay_ps: int, fabric_delay_ps: int) -> Fabric:
