@@ -2,18 +2,26 @@
 
     ethlink list                                   built-in scenarios
     ethlink run SCENARIO -o OUTDIR [--seed N] [--set key=value ...] [--until T] [--trace LEVEL]
+                [--trace-compression zstd|lz4|none] [--trace-node NAME] [--trace-flow F] [--trace-event E]
+    ethlink pcap TRACE -o OUT.pcap (--port N | --node NAME --port-index I) [--event E] [--flow F] [--limit N]
+    ethlink show TRACE [--row N | --node NAME --port N --event E --flow F --pkt ID] [--limit N] [--brief]
 
 SCENARIO is a built-in name (see `ethlink list`) or a path to a TOML file. A run shows a
 progress bar (simulated time against the horizon, events/s), prints a summary table and
-writes OUTDIR/summary.json (keys documented in README.md). Scenario errors are reported
-before anything runs, naming the field; the exit status is 2 for bad input.
+writes OUTDIR/summary.json (keys documented in README.md) and, when the trace level is not
+off, OUTDIR/trace.arrow (schema in ethlink/trace.py). Scenario errors are reported before
+anything runs, naming the field; the exit status is 2 for bad input (scenario, options,
+trace file) and 130 after Ctrl-C (summary.json and trace.arrow then hold the results so
+far; the trace says complete=false).
 """
 from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -103,10 +111,20 @@ def load_scenario(name: str, seed: int | None, sets: tuple[str, ...]):
 @click.option("--until", default=None, metavar="TIME",
               help='Stop at this simulated time, e.g. "2ms" (default: the scenario\'s run.until, else until idle).')
 @click.option("--trace", type=click.Choice(["off", "endpoints", "hop"]), default=None,
-              help="Trace level (default: the scenario's run.trace).")
+              help="Trace level (default: the scenario's run.trace); not off writes OUTDIR/trace.arrow.")
+@click.option("--trace-compression", type=click.Choice(["zstd", "lz4", "none"]), default="zstd",
+              show_default=True, help="Compression of the trace's record batches.")
+@click.option("--trace-node", "trace_nodes", multiple=True, metavar="NAME",
+              help="Keep only trace rows at this node (repeatable).")
+@click.option("--trace-flow", "trace_flows", multiple=True, type=int, metavar="F",
+              help="Keep only trace rows of this flow index (repeatable).")
+@click.option("--trace-event", "trace_events", multiple=True, metavar="EVENT",
+              help="Keep only trace rows of this event, e.g. tx_start, drop (repeatable).")
 @click.option("--quiet", is_flag=True, help="No progress bar and no table.")
-def run_cmd(scenario, outdir, seed, sets, until, trace, quiet):
-    """Run SCENARIO (a built-in name or a TOML file) and write OUTDIR/summary.json."""
+def run_cmd(scenario, outdir, seed, sets, until, trace, trace_compression, trace_nodes, trace_flows,
+            trace_events, quiet):
+    """Run SCENARIO (a built-in name or a TOML file) and write OUTDIR/summary.json
+    (and OUTDIR/trace.arrow when tracing)."""
     from .sim import Simulation
 
     sc = load_scenario(scenario, seed, sets)
@@ -120,34 +138,284 @@ def run_cmd(scenario, outdir, seed, sets, until, trace, quiet):
         raise click.UsageError(f"scenario {scenario}: {exc}") from None
     horizon = until_ps or sc.run.until_ps
     outdir.mkdir(parents=True, exist_ok=True)
+    writer = _trace_writer(sim, outdir, trace_compression, trace_nodes, trace_flows, trace_events)
     t0 = time.perf_counter()
     interrupted = False
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                   TextColumn("{task.fields[simt]}"), TextColumn("{task.fields[rate]}"),
                   TimeElapsedColumn(), console=console, disable=quiet, transient=False) as bar:
         task = bar.add_task(sc.name, total=horizon or None, simt="", rate="")
+        stop = _StopRequest()
 
         def progress(now, _h, events):
             el = time.perf_counter() - t0
             bar.update(task, completed=now if horizon else None,
                        simt=f"sim {units.fmt_time(now)}",
                        rate=f"{events / el / 1e6:.1f} M events/s" if el > 0 else "")
+            stop.check()
+
+        def sink(recs):
+            writer.write(recs)
+            stop.check()
 
         try:
-            result = sim.run(until_ps, progress=progress)
+            with stop:
+                result = sim.run(until_ps, progress=progress, trace_sink=sink if writer else None)
         except KeyboardInterrupt:
             interrupted = True
             from .sim import Result
             result = Result(sim, sim.wall_s, "interrupted")
+        except BaseException as exc:
+            if writer is not None:
+                writer.close(False, f"{type(exc).__name__}: {exc}")
+            raise
         bar.update(task, completed=horizon or 1, total=horizon or 1)
     summary = _clean_nan(result.summary)
     write_json_atomic(outdir / "summary.json", summary)
     if not quiet:
         _print_summary(summary)
     console.print(f"wrote {outdir / 'summary.json'}")
+    if writer is not None:
+        path = writer.close(not interrupted, "interrupted (SIGINT)" if interrupted else "")
+        console.print(f"wrote {path} ({writer.rows:,} rows, {path.stat().st_size / 1e6:.1f} MB"
+                      f"{', complete=false' if interrupted else ''})")
     if interrupted:
         console.print("[yellow]interrupted: summary.json holds the results so far[/]")
         sys.exit(130)
+
+
+class _StopRequest:
+    """Ctrl-C during a run asks it to stop at the next safe point: after the trace batch
+    being written (or the progress report), so no drained trace record is lost between
+    the engine and the file. A second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old = None
+
+    def __enter__(self) -> "_StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._on_sigint)
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+        return False
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+
+
+def _trace_writer(sim, outdir: Path, compression: str, nodes, flows, events):
+    """The trace writer of a run, or None when the level is off."""
+    from .trace import TraceFilter, TraceWriter
+
+    filt = TraceFilter(tuple(nodes), tuple(flows), tuple(events))
+    if sim.trace_level == "off":
+        if filt:
+            raise click.UsageError("--trace-node/--trace-flow/--trace-event need a trace level: "
+                                   "add --trace endpoints or --trace hop")
+        stale = [p for p in (outdir / "trace.arrow", outdir / "trace.arrow.partial") if p.exists()]
+        for p in stale:
+            p.unlink()
+            console.print(f"removed {p}: an earlier run's trace (this run does not trace)")
+        return None
+    n_flows = len(sim.compiled.flows)
+    bad = [f for f in flows if not 0 <= f < n_flows]
+    if bad:
+        raise click.BadParameter(f"flow {bad[0]}: this scenario has flows 0..{n_flows - 1}",
+                                 param_hint="--trace-flow")
+    try:
+        return TraceWriter.for_simulation(sim, outdir / "trace.arrow", compression=compression,
+                                          trace_filter=filt)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+# ---------------------------------------------------------------------------------------
+# Reading traces: pcap and show.
+
+class BadInput(click.ClickException):
+    """Bad input (a trace file or a filter): exit status 2, like a usage error."""
+
+    exit_code = 2
+
+
+def _open_trace(path):
+    from .trace import TraceError, TraceInfo, read_trace
+
+    try:
+        table = read_trace(path)
+        return table, TraceInfo.of(table, str(path))
+    except TraceError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def _check_port(info, port: int, hint: str) -> int:
+    if not 0 <= port < info.n_ports:
+        raise BadInput(f"{hint} {port}: this trace has ports 0..{info.n_ports - 1}")
+    return port
+
+
+def _check_events(events):
+    from .trace import EVENT_NAMES
+
+    for e in events:
+        if e not in EVENT_NAMES:
+            raise BadInput(f"--event {e}: no such event; events: {', '.join(EVENT_NAMES)}")
+
+
+def _incomplete_note(info, path) -> None:
+    if not info.complete:
+        reason = info.metadata.get("incomplete_reason") or "unknown"
+        console.print(f"[yellow]{path}: incomplete trace ({reason}): it ends early[/]")
+
+
+@main.command("pcap")
+@click.argument("trace_file", metavar="TRACE", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="pcap file to write (nanosecond timestamps).")
+@click.option("--port", type=int, default=None, help="Capture point: this port index.")
+@click.option("--node", default=None, metavar="NAME", help="Capture point: a port of this node (with --port-index).")
+@click.option("--port-index", type=int, default=None, metavar="I", help="The node's I-th port (0-based).")
+@click.option("--event", default="tx_start", show_default=True,
+              help="Which rows of the port are captured: tx_start (its transmissions), rx, deliver, ...")
+@click.option("--flow", "flows", multiple=True, type=int, metavar="F", help="Only frames of this flow (repeatable).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N frames.")
+def pcap_cmd(trace_file, out, port, node, port_index, event, flows, limit):
+    """Write the frames one port sends (or receives) to a pcap that Wireshark opens."""
+    from . import tracepcap
+    from .frames import write_pcap
+
+    if port is not None and (node is not None or port_index is not None):
+        raise BadInput("give the capture point as --port N or as --node NAME --port-index I, not both")
+    if port is None and (node is None or port_index is None):
+        raise BadInput("choose a capture point: --port N, or --node NAME --port-index I")
+    _check_events([event])
+    table, info = _open_trace(trace_file)
+    _incomplete_note(info, trace_file)
+    if port is None:
+        try:
+            port = info.port_of(node, port_index)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+    _check_port(info, port, "--port")
+    sel, _ = tracepcap.select(table, ports=[port], events=[event], flows=flows, limit=limit)
+    if sel.num_rows == 0:
+        console.print(f"[yellow]no {event} rows at {info.describe_port(port)}"
+                      f"{' for flows ' + ','.join(map(str, flows)) if flows else ''} "
+                      f"(trace level {info.metadata.get('trace_level')}); writing an empty pcap[/]")
+    for kind in tracepcap.kinds_in(sel):
+        if tracepcap.MISSING_FIELDS[kind]:
+            console.print(f"[yellow]{kind} frames: the trace lacks {', '.join(tracepcap.MISSING_FIELDS[kind])}; "
+                          f"those fields take default values[/]")
+    try:
+        n = write_pcap(out, tracepcap.frames(sel, info))
+    except ValueError as exc:
+        raise click.ClickException(f"building frames: {exc}") from None
+    console.print(f"wrote {out} ({n:,} frames, {event} at {info.describe_port(port)})")
+
+
+@main.command("show")
+@click.argument("trace_file", metavar="TRACE", type=click.Path(path_type=Path))
+@click.option("--row", type=click.IntRange(min=0), default=None, help="Show this row (0-based); no filters.")
+@click.option("--node", "nodes", multiple=True, metavar="NAME", help="Rows at this node (repeatable).")
+@click.option("--port", "ports", multiple=True, type=int, metavar="N", help="Rows at this port index (repeatable).")
+@click.option("--event", "events", multiple=True, metavar="EVENT", help="Rows of this event (repeatable).")
+@click.option("--flow", "flows", multiple=True, type=int, metavar="F", help="Rows of this flow (repeatable).")
+@click.option("--pkt", "pkts", multiple=True, type=int, metavar="ID", help="Rows of this packet uid (repeatable).")
+@click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True, help="At most N rows.")
+@click.option("--brief", is_flag=True, help="One line per row (scapy summary) instead of the decoded layers.")
+def show_cmd(trace_file, row, nodes, ports, events, flows, pkts, limit, brief):
+    """Print trace rows with their frames decoded by scapy."""
+    import numpy as np
+
+    from . import tracepcap
+    from .frames import build_frame, decode
+
+    if row is not None and (nodes or ports or events or flows or pkts):
+        raise BadInput("--row shows one row: give it without filters")
+    _check_events(events)
+    table, info = _open_trace(trace_file)
+    _incomplete_note(info, trace_file)
+    if row is not None:
+        if row >= table.num_rows:
+            raise BadInput(f"--row {row}: the trace has rows 0..{table.num_rows - 1}")
+        idx = np.array([row])
+        sel = table.slice(row, 1)
+    else:
+        node_ids = []
+        for n in nodes:
+            try:
+                node_ids.append(info.node_index(n))
+            except ValueError as exc:
+                raise BadInput(str(exc)) from None
+        for p in ports:
+            _check_port(info, p, "--port")
+        sel, idx = tracepcap.select(table, nodes=node_ids, ports=ports, events=events, flows=flows,
+                                    pkts=pkts, limit=limit)
+    if sel.num_rows == 0:
+        raise click.ClickException("no rows match")
+    for i, r in zip(idx.tolist(), tracepcap.rows(sel)):
+        head = _row_line(i, r, info)
+        try:
+            pkt = decode(build_frame(tracepcap.frame_row(r, info)))
+        except ValueError as exc:
+            click.echo(f"{head}\n  (frame not rebuilt: {exc})")
+            continue
+        if brief:
+            click.echo(f"{head} | {pkt.summary()}")
+            continue
+        click.echo(head)
+        missing = tracepcap.MISSING_FIELDS.get(r["kind"], ())
+        if missing:
+            click.echo(f"  not in the trace (defaults shown): {', '.join(missing)}")
+        click.echo(_short_loads(pkt.show(dump=True), pkt))
+
+
+def _row_line(i: int, r: dict, info) -> str:
+    port = f" {info.describe_port(r['port'])}" if r["port"] >= 0 else ""
+    flow = f" flow {r['flow']}" if r["flow"] >= 0 else ""
+    drop = f" reason {r['reason']}" if r["event"] == "drop" else ""
+    qp = f" qp {r['qp']}" if r["qp"] >= 0 else ""
+    syn = f" syndrome {r['syndrome']:#04x}" if r["kind"] == "roce_ack" else ""
+    return (f"row {i}: {units.fmt_time(r['time_ps'])} ({r['time_ps']} ps) {r['event']}{drop} at "
+            f"{info.nodes[r['node']]}{port} | pkt {r['pkt']}{flow} {_ends(r, info)} {r['kind']} "
+            f"{r['size']} B payload {r['payload']} psn {r['psn']}{qp} prio {r['prio']} ecn {r['ecn']} "
+            f"opcode {r['opcode']:#04x}{syn} flags {r['flags']} qbytes {r['qbytes']} addr {r['addr']}")
+
+
+def _ends(r: dict, info) -> str:
+    """Source and destination by name: hosts for end-to-end frames, nodes for hop-by-hop ones."""
+    src, dst = r["src"], r["dst"]
+    if r["kind"] in ("pfc", "cbfc"):
+        return f"{info.nodes[src]}->{info.nodes[dst]}"
+    if 0 <= src < len(info.hosts) and 0 <= dst < len(info.hosts):
+        return f"{info.nodes[info.hosts[src]]}->{info.nodes[info.hosts[dst]]}"
+    return f"host {src}->host {dst}"
+
+
+def _short_loads(text: str, pkt, width: int = 100) -> str:
+    """scapy's show prints a payload's every byte; keep the first ones and say how many."""
+    from scapy.packet import Raw
+
+    sizes = iter(len(layer.load) for layer in pkt.iterpayloads() if isinstance(layer, Raw))
+    out = []
+    for line in text.splitlines():
+        key, sep, _ = line.partition("= ")
+        if sep and key.strip() == "load":
+            n = next(sizes, None)
+            if len(line) > width:
+                line = line[:width] + (f"... ({n} B)" if n is not None else "...")
+        out.append(line)
+    return "\n".join(out)
 
 
 def _print_summary(s: dict) -> None:
