@@ -244,7 +244,7 @@ cdef struct Flow:               # one message (a raw flow, or an RDMA verb poste
     int32_t psn_start           # PSN of its first packet (assigned at post)
     int32_t npkts               # packets (PSNs) it spans
     int32_t retx                # packets retransmitted
-    int32_t pad0
+    int32_t deps_left           # unfinished operations it waits for; posted when it reaches 0
 
 cdef struct Qp:                 # a queue-pair endpoint; raw flows get a send-only one each
     int32_t host                # owning host index
@@ -353,7 +353,10 @@ cdef struct Sim:
     int32_t* route_port         # egress port candidates (equal cost)
     int32_t* ring_head          # [port * 8 + prio] QPs with something to send on a port
     int32_t* ring_tail
-    int32_t* flow_order         # flows sorted by start time
+    int32_t* flow_order         # flows without dependencies, sorted by start time
+    int32_t n_ordered
+    int32_t* dep_off            # [f]..[f+1]: range of dep_list holding f's dependents
+    int32_t* dep_list
     int32_t next_flow_start     # index into flow_order of the next flow to schedule
     int64_t dwrr_quantum        # bytes per unit of weight
     int32_t ttl                 # hop limit
@@ -543,6 +546,19 @@ cdef inline int32_t pkt_alloc(Sim* s) noexcept nogil:
     if s.pkts_live > s.pkts_live_hwm:
         s.pkts_live_hwm = s.pkts_live
     return i
+
+cdef inline void complete_message(Sim* s, int32_t f) noexcept nogil:
+    # Message f completed (CQE): post the operations that waited for it, `start_ps` later
+    # (for a dependent operation start_ps holds that delay until it is posted).
+    cdef int32_t i, d
+    s.flows[f].complete_ps = s.now
+    for i in range(s.dep_off[f], s.dep_off[f + 1]):
+        d = s.dep_list[i]
+        s.flows[d].deps_left -= 1
+        if s.flows[d].deps_left == 0:
+            s.flows[d].start_ps += s.now
+            schedule(s, s.flows[d].start_ps, EV_FLOW_START, d, 0)
+
 
 cdef inline void kick(Sim* s, int32_t p) noexcept nogil:
     # Ask port p to try to start a frame now (used when a protocol queues a frame).

@@ -303,11 +303,13 @@ cdef inline void flow_start(Sim* s, int32_t f) noexcept nogil:
 
 
 cdef inline void schedule_next_flow(Sim* s) noexcept nogil:
+    # Flows without dependencies start in start-time order, one event at a time (a million
+    # flows never sit in the heap at once); arg 1 marks this chain.
     cdef int32_t f
-    if s.next_flow_start < s.n_flows:
+    if s.next_flow_start < s.n_ordered:
         f = s.flow_order[s.next_flow_start]
         s.next_flow_start += 1
-        schedule(s, s.flows[f].start_ps, EV_FLOW_START, f, 0)
+        schedule(s, s.flows[f].start_ps, EV_FLOW_START, f, 1)
 
 
 # ---------------------------------------------------------------------------------------
@@ -399,7 +401,8 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
             port_try_start(s, ev.obj)
         elif ev.kind == EV_FLOW_START:
             flow_start(s, ev.obj)
-            schedule_next_flow(s)
+            if ev.arg == 1:
+                schedule_next_flow(s)
         elif ev.kind == EV_PAUSE_END:
             pause_end(s, ev.obj)
         elif ev.kind == EV_PFC_REFRESH:
@@ -455,6 +458,7 @@ cdef class Engine:
     cdef Sim s
     cdef readonly object nodes, ports, queues, flows, qps
     cdef object _host_node, _route_off, _route_port, _ring_head, _ring_tail, _flow_order
+    cdef object _dep_off, _dep_list
     cdef object _trace_buf
     cdef bint started
 
@@ -472,7 +476,8 @@ cdef class Engine:
                  int64_t rto_max_ps=0, int64_t cnp_interval_ps=0, bint dcqcn=False,
                  int32_t dc_f=5, double dc_g=1.0 / 256, int64_t dc_alpha_ps=0,
                  int64_t dc_timer_ps=0, int64_t dc_bytes=0, int64_t dc_rai_bps=0,
-                 int64_t dc_rhai_bps=0, int64_t dc_min_bps=0, double dc_min_dec=0.5):
+                 int64_t dc_rhai_bps=0, int64_t dc_min_bps=0, double dc_min_dec=0.5,
+                 dependents=None):
         cdef Sim* s = &self.s
         cdef int32_t i
         self.nodes = _as(nodes, NODE_DTYPE, "nodes")
@@ -494,9 +499,18 @@ cdef class Engine:
             self._route_port = np.zeros(1, dtype=np.int32)
         self._ring_head = np.full(NPRIO * len(self.ports), -1, dtype=np.int32)
         self._ring_tail = np.full(NPRIO * len(self.ports), -1, dtype=np.int32)
-        self._flow_order = np.argsort(self.flows["start_ps"], kind="stable").astype(np.int32)
-        if len(self._flow_order) == 0:
-            self._flow_order = np.zeros(1, dtype=np.int32)
+        if dependents is None:
+            dependents = [np.zeros(len(self.flows) + 1, dtype=np.int32), np.zeros(0, dtype=np.int32)]
+        self._dep_off = np.ascontiguousarray(dependents[0], dtype=np.int32)
+        self._dep_list = np.ascontiguousarray(dependents[1], dtype=np.int32)
+        if len(self._dep_off) != len(self.flows) + 1:
+            raise ValueError("dependents: offsets need n_flows + 1 entries")
+        ready = np.nonzero(self.flows["deps_left"] == 0)[0]
+        order = ready[np.argsort(self.flows["start_ps"][ready], kind="stable")]
+        self._flow_order = order.astype(np.int32) if len(order) else np.zeros(1, dtype=np.int32)
+        s.n_ordered = len(order)
+        if len(self._dep_list) == 0:
+            self._dep_list = np.zeros(1, dtype=np.int32)
         s.nodes = <Node*>cnp.PyArray_DATA(self.nodes)
         s.n_nodes = len(self.nodes)
         s.ports = <Port*>cnp.PyArray_DATA(self.ports)
@@ -532,6 +546,8 @@ cdef class Engine:
         s.ring_head = <int32_t*>cnp.PyArray_DATA(self._ring_head)
         s.ring_tail = <int32_t*>cnp.PyArray_DATA(self._ring_tail)
         s.flow_order = <int32_t*>cnp.PyArray_DATA(self._flow_order)
+        s.dep_off = <int32_t*>cnp.PyArray_DATA(self._dep_off)
+        s.dep_list = <int32_t*>cnp.PyArray_DATA(self._dep_list)
         s.seed = seed
         s.lossless_mask = lossless_mask
         s.pfc_quanta = pfc_quanta

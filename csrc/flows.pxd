@@ -50,5 +50,5 @@ cdef inline void raw_deliver(Sim* s, int32_t pi) noexcept nogil:
     s.pkts_delivered += 1
     if fl.delivered == fl.size and fl.finish_ps < 0:
         fl.finish_ps = s.now
-        fl.complete_ps = s.now
         s.flows_done += 1
+        complete_message(s, p.flow)

@@ -262,8 +262,8 @@ cdef inline void roce_advance_una(Sim* s, int32_t qi, int32_t una) noexcept nogi
         fl = &s.flows[q.msg_head]
         if fl.psn_start + fl.npkts > una:
             break
-        fl.complete_ps = s.now
         q.msg_head = fl.next
+        complete_message(s, <int32_t>(fl - s.flows))
     if q.snd_nxt < q.snd_una:
         q.snd_nxt = q.snd_una
     if q.snd_una < q.snd_max:

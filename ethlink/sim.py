@@ -23,10 +23,10 @@ from typing import Callable
 import numpy as np
 
 from . import _engine
-from .scenario import Scenario, spine_count
+from .scenario import Scenario, ScenarioError, spine_count
 from .topology import (HOST, SWITCH, Fabric, PortTable, clockwise_routes, fat_tree, leaf_spine,
                        multiplane_star, ring, route, star)
-from .workloads import expand
+from .workloads import expand, from_table
 
 RAW_OVERHEAD_BYTES = 22      # Ether 14 + 802.1Q 4 + FCS 4 (csrc/flows.pxd)
 PREAMBLE_BYTES, IFG_BYTES, MIN_FRAME_BYTES, CT_HEADER_BYTES = 8, 12, 64, 64
@@ -77,9 +77,12 @@ class Compiled:
     route_port: np.ndarray
     dist: np.ndarray
     ideal_fct_ps: np.ndarray
+    dependents: tuple
 
 
-def compile_scenario(sc: Scenario) -> Compiled:
+def compile_scenario(sc: Scenario, workload=None) -> Compiled:
+    """Flatten a scenario into engine tables; `workload` (an operation table, see
+    ethlink.workloads.from_table) replaces the scenario's own flows and workloads."""
     fabric = build_fabric(sc)
     pt = fabric.ports()
     if sc.topology.kind == "ring" and sc.topology.routing == "clockwise":
@@ -132,7 +135,9 @@ def compile_scenario(sc: Scenario) -> Compiled:
             qv["kmax"][sw_port, pr] = sc.ecn.kmax_bytes
             qv["pmax"][sw_port, pr] = sc.ecn.pmax
 
-    cols = expand(sc)
+    cols = expand(sc) if workload is None else from_table(workload, fabric.n_hosts)
+    if workload is not None and np.any(cols["verb"] != V_RAW) and sc.host.mtu not in (256, 512, 1024, 2048, 4096):
+        raise ScenarioError(f"host.mtu: RoCE operations need an IB path MTU, got {sc.host.mtu}")
     flows = np.zeros(len(cols["src"]), dtype=_engine.FLOW_DTYPE)
     for c in ("src", "dst", "size", "start_ps", "prio", "verb"):
         flows[c] = cols[c]
@@ -143,33 +148,53 @@ def compile_scenario(sc: Scenario) -> Compiled:
     flows["next"] = -1
     flows["npkts"] = -(-flows["size"] // flows["mtu"])
     host_node = np.asarray(fabric.hosts, dtype=np.int32)
-    qps = build_qps(flows, sc, pt, host_node, nodes)
+    dep = cols.get("dep", np.full(len(flows), -1))
+    flows["deps_left"] = dep >= 0
+    waiting = np.nonzero(dep >= 0)[0]
+    by_parent = waiting[np.argsort(dep[waiting], kind="stable")]
+    dep_off = np.zeros(len(flows) + 1, dtype=np.int64)
+    np.cumsum(np.bincount(dep[waiting], minlength=len(flows)), out=dep_off[1:])
+    qps = build_qps(flows, sc, pt, host_node, nodes, cols.get("qp_key"))
     ideal = ideal_fct_ps(flows, sc, nodes, ports, host_node, route_off, route_port, fabric.n_hosts)
-    return Compiled(fabric, pt, nodes, ports, queues, flows, qps, host_node, route_off, route_port, dist, ideal)
+    return Compiled(fabric, pt, nodes, ports, queues, flows, qps, host_node, route_off, route_port,
+                    dist, ideal, (dep_off.astype(np.int32), by_parent.astype(np.int32)))
 
 
-def build_qps(flows, sc, pt, host_node, nodes) -> np.ndarray:
-    """One QP endpoint per raw message (send-only) and a requester/responder pair per
-    RoCE message; flows["qp"] is set to the requester endpoint."""
+def build_qps(flows, sc, pt, host_node, nodes, qp_key=None) -> np.ndarray:
+    """QP endpoints: a send-only one per raw message, a requester/responder pair per RoCE
+    queue pair. Messages with the same (src, dst, transport, qp_key >= 0) share a QP, in
+    posting order; the others get one each. flows["qp"] is the requester endpoint."""
     n = len(flows)
-    roce = flows["verb"] != V_RAW
-    n_qps = n + int(roce.sum())
-    qps = np.zeros(n_qps, dtype=_engine.QP_DTYPE)
-    req = np.arange(n, dtype=np.int32)
-    rsp = np.full(n, -1, dtype=np.int32)
-    rsp[roce] = n + np.arange(int(roce.sum()), dtype=np.int32)
-    flows["qp"] = req
+    roce_msg = flows["verb"] != V_RAW
+    if qp_key is None:
+        qp_key = np.full(n, -1, dtype=np.int64)
+    key = np.stack([flows["src"], flows["dst"], roce_msg.astype(np.int64), qp_key,
+                    np.where(qp_key >= 0, -1, np.arange(n))], axis=1)
+    _, first, group = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    group = group.reshape(-1)
+    # number groups in order of their first message, so QP numbering follows the table
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    group = rank[group]
+    g_first = np.sort(first)
+    n_groups = len(g_first)
+    roce = roce_msg[g_first]
+    qps = np.zeros(n_groups + int(roce.sum()), dtype=_engine.QP_DTYPE)
+    req = np.arange(n_groups, dtype=np.int32)
+    rsp = np.full(n_groups, -1, dtype=np.int32)
+    rsp[roce] = n_groups + np.arange(int(roce.sum()), dtype=np.int32)
+    flows["qp"] = req[group]
     for col in ("port", "next", "msg_head", "msg_tail", "msg_cur", "rsp_flow"):
         qps[col] = -1
-    qps["host"][req] = flows["src"]
+    qps["host"][req] = flows["src"][g_first]
     qps["peer"][req] = rsp
     qps["transport"][req] = roce.astype(np.int32)
-    qps["prio"][req] = flows["prio"]
+    qps["prio"][req] = flows["prio"][g_first]
     r = rsp[roce]
-    qps["host"][r] = flows["dst"][roce]
+    qps["host"][r] = flows["dst"][g_first][roce]
     qps["peer"][r] = req[roce]
     qps["transport"][r] = 1
-    qps["prio"][r] = flows["prio"][roce]
+    qps["prio"][r] = flows["prio"][g_first][roce]
     qps["mtu"] = sc.host.mtu
     line = pt.rate_bps[nodes["first_port"][host_node[qps["host"]]]]
     qps["line_bps"] = line
@@ -463,9 +488,9 @@ class Simulation:
     """One scenario, compiled and ready. `run()` may be called again with a later
     `until` to continue."""
 
-    def __init__(self, scenario: Scenario, *, trace: str | None = None):
+    def __init__(self, scenario: Scenario, *, trace: str | None = None, workload=None):
         self.scenario = scenario
-        self.compiled = c = compile_scenario(scenario)
+        self.compiled = c = compile_scenario(scenario, workload)
         level = trace if trace is not None else scenario.run.trace
         self.trace_level = level
         dc = scenario.dcqcn
@@ -486,7 +511,7 @@ class Simulation:
             cnp_interval_ps=scenario.roce.cnp_interval_ps, dcqcn=dc.enabled, dc_f=dc.f, dc_g=dc.g,
             dc_alpha_ps=dc.alpha_timer_ps, dc_timer_ps=dc.rate_timer_ps, dc_bytes=dc.byte_counter,
             dc_rai_bps=rai, dc_rhai_bps=dc.rhai_bps or 10 * rai, dc_min_bps=dc.min_rate_bps,
-            dc_min_dec=dc.min_dec)
+            dc_min_dec=dc.min_dec, dependents=c.dependents)
         self.wall_s = 0.0
 
     def run(self, until: int | None = None, *, progress: Callable[[int, int, int], None] | None = None,

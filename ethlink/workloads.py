@@ -85,3 +85,106 @@ def expand(sc: Scenario) -> dict[str, np.ndarray]:
 
 
 __all__ = ["incast", "permutation", "alltoall", "derangement", "expand", "FlowSpec"]
+
+
+# ---------------------------------------------------------------------------------------
+# Operation tables (trace replay, collective schedules): one row per operation.
+
+TABLE_COLUMNS = ("id", "time_ps", "src", "dst", "op", "bytes", "prio")
+OPTIONAL_COLUMNS = ("qp", "dep")
+
+
+def from_table(table, n_hosts: int) -> dict[str, np.ndarray]:
+    """Validate an operation table and turn it into flow columns.
+
+    `table`: a mapping of equal-length arrays or a pyarrow Table with columns id, time_ps,
+    src, dst, op (name or Verb index), bytes, prio, and optionally qp (ops sharing
+    (src, dst, qp) share a queue pair; -1: own) and dep (id of the op this one waits for,
+    -1 none; it is posted time_ps after that op completes). Returns the flow columns plus
+    `qp_key` and `dep` (a row index, -1 none).
+    """
+    if hasattr(table, "column_names"):
+        table = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
+    missing = [c for c in TABLE_COLUMNS if c not in table]
+    if missing:
+        raise ScenarioError(f"workload table: missing column(s) {', '.join(missing)}; "
+                            f"required: {', '.join(TABLE_COLUMNS)} (optional: {', '.join(OPTIONAL_COLUMNS)})")
+    n = len(table["id"])
+
+    def col(name, dtype, default=None):
+        if name not in table:
+            return np.full(n, default, dtype=dtype)
+        raw = np.asarray(table[name])
+        if len(raw) != n:
+            raise ScenarioError(f"workload table: column {name} has {len(raw)} rows, id has {n}")
+        if raw.dtype.kind not in "iu":
+            if raw.dtype.kind == "f" and np.all(raw == np.round(raw)):
+                return raw.astype(dtype)
+            raise ScenarioError(f"workload table: column {name} must be integers, got {raw.dtype}")
+        return raw.astype(dtype)
+
+    ids = col("id", np.int64)
+    start = col("time_ps", np.int64)
+    src, dst = col("src", np.int64), col("dst", np.int64)
+    size, prio = col("bytes", np.int64), col("prio", np.int64)
+    qp, dep_id = col("qp", np.int64, -1), col("dep", np.int64, -1)
+    ops = np.asarray(table["op"])
+    if ops.dtype.kind in "iu":
+        verb = ops.astype(np.int64)
+        bad = np.nonzero((verb < 0) | (verb >= len(VERBS)))[0]
+    else:
+        names = np.asarray([str(o).lower() for o in ops])
+        known = np.isin(names, VERBS)
+        bad = np.nonzero(~known)[0]
+        if len(bad) and names[bad[0]] in ("load", "store", "atomic"):
+            raise ScenarioError(f"workload table row {bad[0]}: op {names[bad[0]]!r} needs the ethlink "
+                                f"Load/Store transport, which this version does not have")
+        verb = np.array([VERBS.index(x) if x in VERBS else -1 for x in names], dtype=np.int64)
+    if len(bad):
+        raise ScenarioError(f"workload table row {bad[0]}: op {ops[bad[0]]!r} is not one of {', '.join(VERBS)}")
+    checks = (
+        ((src < 0) | (src >= n_hosts), "src", f"a host index 0..{n_hosts - 1}"),
+        ((dst < 0) | (dst >= n_hosts), "dst", f"a host index 0..{n_hosts - 1}"),
+        (src == dst, "dst", "a host other than src"),
+        (size < 1, "bytes", "at least 1"),
+        ((prio < 0) | (prio > 7), "prio", "a priority 0..7"),
+        (start < 0, "time_ps", ">= 0"),
+    )
+    for mask, name, want in checks:
+        rows = np.nonzero(mask)[0]
+        if len(rows):
+            r = rows[0]
+            raise ScenarioError(f"workload table row {r} (id {ids[r]}): {name} must be {want}")
+    if len(np.unique(ids)) != n:
+        dup = ids[np.nonzero(np.bincount(np.unique(ids, return_inverse=True)[1]) > 1)[0][0]]
+        raise ScenarioError(f"workload table: id {dup} appears more than once; ids must be unique")
+    order = np.argsort(ids, kind="stable")
+    dep = np.full(n, -1, dtype=np.int64)
+    has = dep_id >= 0
+    pos = np.searchsorted(ids[order], dep_id[has])
+    pos = np.minimum(pos, n - 1)
+    found = ids[order][pos] == dep_id[has]
+    if not np.all(found):
+        r = np.nonzero(has)[0][np.nonzero(~found)[0][0]]
+        raise ScenarioError(f"workload table row {r} (id {ids[r]}): dep {dep_id[r]} is not the id of any operation")
+    dep[has] = order[pos]
+    _check_acyclic(dep, ids)
+    cols = _cols(src, dst, size, start, prio, verb)
+    cols["qp_key"] = qp
+    cols["dep"] = dep
+    return cols
+
+
+def _check_acyclic(dep: np.ndarray, ids: np.ndarray) -> None:
+    """Each op waits for at most one other, so the dependency graph is a forest unless
+    following dep links from some op comes back to it."""
+    state = np.zeros(len(dep), dtype=np.int8)      # 0 new, 1 on the current walk, 2 done
+    for start in range(len(dep)):
+        walk, i = [], start
+        while i >= 0 and state[i] == 0:
+            state[i] = 1
+            walk.append(i)
+            i = dep[i]
+        if i >= 0 and state[i] == 1:
+            raise ScenarioError(f"workload table: dependency cycle through id {ids[i]}")
+        state[walk] = 2
