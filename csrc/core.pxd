@@ -266,6 +266,8 @@ cdef struct Qp:                 # a queue-pair endpoint; raw flows get a send-on
     int32_t rto_gen             # generation of the armed timeout, stale timers ignored
     int64_t rto_ps              # current timeout (doubles on every expiry)
     int64_t next_tx_ps          # rate limiter: earliest start of the next frame
+    int64_t last_tx_ps          # rate limiter: when the last frame was released
+    int64_t last_tx_bytes       # its wire bytes (frame + preamble + IFG)
     int32_t wake_pending        # 1 while a QT_WAKE is scheduled
     int32_t rto_armed           # 1 while a QT_RTO of generation rto_gen is scheduled
     # READ responder: responses streamed from this endpoint
@@ -384,7 +386,7 @@ cdef struct Sim:
     int64_t deadlock_check_ps   # period of the deadlock check; 0 disables
     int64_t deadlock_last_tx    # data_tx at the previous check
     int64_t deadlock_ps         # when a deadlock was detected, -1 if none
-    int64_t t_active            # time of the last event other than a deadlock check
+    int64_t t_active            # time of the last frame event or flow start (not timers)
     int64_t storms
     # RoCE RC transport
     int32_t ack_every           # ACK after this many in-order packets (and at message end)

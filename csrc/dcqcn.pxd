@@ -74,6 +74,23 @@ cdef inline void dc_increase(Sim* s, int32_t qi) noexcept nogil:
     if q.line_bps - q.rate_bps < 1000:       # within 1 kb/s: back at line rate
         q.rate_bps = q.line_bps
     rate_log(s, qi)
+    retime(s, qi)
+
+
+cdef inline void retime(Sim* s, int32_t qi) noexcept nogil:
+    # A faster rate shortens the wait for the frame the limiter is holding back: the gap
+    # after the last frame is recomputed at the new rate (as a token bucket would).
+    cdef Qp* q = &s.qps[qi]
+    cdef int64_t t
+    if q.next_tx_ps <= s.now:
+        return
+    t = q.last_tx_ps + ser_ps(q.last_tx_bytes, q.rate_bps)
+    if t < s.now:
+        t = s.now
+    if t < q.next_tx_ps:
+        q.next_tx_ps = t
+        if q.wake_pending:
+            schedule(s, t, EV_QP_TIMER, qi, QT_WAKE)
 
 
 cdef inline void dc_on_bytes(Sim* s, int32_t qi, int32_t nbytes) noexcept nogil:

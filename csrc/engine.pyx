@@ -380,7 +380,7 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
         s.now = ev.time
         s.events += 1
         done += 1
-        if ev.kind != EV_DEADLOCK_CHECK:
+        if ev.kind <= EV_FLOW_START:        # frames and flow starts, not protocol timers
             s.t_active = ev.time
         if ev.kind == EV_RX:
             node = s.ports[ev.obj].node

@@ -236,8 +236,10 @@ cdef inline int32_t roce_next_packet(Sim* s, int32_t qi) noexcept nogil:
             rto_arm(s, qi)
     if pi < 0:
         return NO_PKT
+    q.last_tx_ps = s.now
+    q.last_tx_bytes = s.pkts[pi].size + WIRE_EXTRA_BYTES
     if q.rate_bps < q.line_bps:
-        q.next_tx_ps = s.now + ser_ps(s.pkts[pi].size + WIRE_EXTRA_BYTES, q.rate_bps)
+        q.next_tx_ps = s.now + ser_ps(q.last_tx_bytes, q.rate_bps)
     dc_on_bytes(s, qi, s.pkts[pi].size)
     return pi
 
