@@ -1,0 +1,155 @@
+"""The `ethlink` command line: help, list, run (summary.json keys), bad input exits 2 naming
+the field, and every built-in scenario run as a smoke test, scaled down with --set."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ethlink import scenarios
+from ethlink.cli import main
+
+REQUIRED_KEYS = {"events", "sim_time_ps", "wall_s", "bytes_sent", "bytes_delivered", "drops", "flows"}
+FLOW_KEYS = {"id", "src", "dst", "bytes", "start_ps", "finish_ps", "fct_ps", "ideal_fct_ps", "slowdown"}
+ETHLINK = Path(sys.executable).with_name("ethlink")
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_help_lists_commands():
+    r = invoke("--help")
+    assert r.exit_code == 0
+    assert "run" in r.output and "list" in r.output
+    r = invoke("run", "--help")
+    assert r.exit_code == 0
+    for opt in ("--out", "--seed", "--set", "--until", "--trace", "--quiet"):
+        assert opt in r.output
+
+
+def test_list_names_builtins():
+    r = invoke("list")
+    assert r.exit_code == 0
+    for name in ("incast-raw", "permutation-leafspine", "alltoall-fattree"):
+        assert name in r.output
+
+
+def test_run_writes_summary_with_required_keys(tmp_path):
+    out = tmp_path / "o"
+    r = invoke("run", "incast-raw", "-o", str(out), "--set", "workload.0.size=64KiB", "--quiet")
+    assert r.exit_code == 0, r.output
+    s = json.loads((out / "summary.json").read_text())
+    assert REQUIRED_KEYS <= set(s)
+    assert isinstance(s["drops"], dict)
+    assert len(s["flows"]) == 64
+    for f in s["flows"]:
+        assert FLOW_KEYS <= set(f)
+        assert f["dst"] == 0 and f["bytes"] == 64 * 1024
+    assert s["bytes_sent"] == 64 * 64 * 1024
+    assert s["bytes_delivered"] + s["bytes_dropped"] == s["bytes_sent"]
+    assert s["events"] > 0 and s["sim_time_ps"] > 0 and s["wall_s"] > 0
+    done = [f for f in s["flows"] if f["finish_ps"] is not None]
+    assert all(f["fct_ps"] == f["finish_ps"] - f["start_ps"] for f in done)
+    undone = [f for f in s["flows"] if f["finish_ps"] is None]
+    assert all(f["fct_ps"] is None and f["slowdown"] is None for f in undone)
+    assert s["flows_completed"] == len(done)
+
+
+def test_run_prints_table_unless_quiet(tmp_path):
+    r = invoke("run", "incast-raw", "-o", str(tmp_path / "a"), "--set", "workload.0.size=16KiB",
+               "--set", "workload.0.senders=4")
+    assert r.exit_code == 0, r.output
+    assert "flows completed" in r.output and "summary.json" in r.output
+
+
+def test_seed_option_and_until(tmp_path):
+    out = tmp_path / "o"
+    r = invoke("run", "incast-raw", "-o", str(out), "--set", "workload.0.size=64KiB",
+               "--seed", "7", "--until", "1us", "--quiet")
+    assert r.exit_code == 0, r.output
+    s = json.loads((out / "summary.json").read_text())
+    assert s["seed"] == 7
+    assert s["stop"] == "until" and s["sim_time_ps"] <= 10**6
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--set", "topology.rate=400X"], "topology.rate"),
+    (["--set", "topology.hosts"], "expected key=value"),
+    (["--set", "workload.3.size=1"], "index 3 out of range"),
+    (["--set", "switch.bufer=1MiB"], "switch.bufer"),
+    (["--set", "workload.0.senders=65"], "workload[0].senders"),
+    (["--until", "soon"], "--until"),
+])
+def test_bad_input_exits_2_naming_the_field(tmp_path, args, needle):
+    r = CliRunner().invoke(main, ["run", "incast-raw", "-o", str(tmp_path / "o"), "--quiet", *args])
+    assert r.exit_code == 2
+    assert needle in r.output
+    assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_unknown_scenario_exits_2(tmp_path):
+    r = CliRunner().invoke(main, ["run", "no-such", "-o", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "no built-in scenario" in r.output
+
+
+def test_run_a_toml_file(tmp_path):
+    p = tmp_path / "two.toml"
+    p.write_text('name = "two"\n[topology]\nkind = "star"\nhosts = 2\n'
+                 '[[flow]]\nsrc = "h0"\ndst = "h1"\nsize = 100\n')
+    r = invoke("run", str(p), "-o", str(tmp_path / "o"), "--quiet")
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert s["scenario"] == "two"
+    assert s["flows"][0]["slowdown"] == 1.0
+
+
+# Issue-2 built-ins (raw Ethernet) with the --set that scales each down; any other
+# built-in scenario is smoke-tested as shipped.
+SMOKE = {
+    "incast-raw": ["workload.0.size=64KiB"],
+    "permutation-leafspine": ["topology.leaves=4", "topology.hosts_per_leaf=8", "workload.0.size=256KiB"],
+    "alltoall-fattree": ["topology.k=4", "workload.0.size=16KiB"],
+}
+
+
+def test_the_issue_builtins_exist():
+    assert set(SMOKE) <= set(scenarios.names())
+
+
+@pytest.mark.parametrize("name", scenarios.names())
+def test_builtin_smoke(tmp_path, name):
+    """Every built-in scenario (scaled down where listed) through the installed console
+    script; the raw-Ethernet ones must also conserve bytes."""
+    out = tmp_path / name
+    sets = [a for s in SMOKE.get(name, []) for a in ("--set", s)]
+    env = dict(os.environ, COLUMNS="120")
+    p = subprocess.run([str(ETHLINK), "run", name, "-o", str(out), "--quiet", *sets],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr
+    s = json.loads((out / "summary.json").read_text())
+    assert REQUIRED_KEYS <= set(s)
+    assert s["flows_total"] == len(s["flows"])
+    if name in SMOKE:
+        assert s["flows_total"] > 0
+        assert s["stop"] == "empty"
+        assert s["bytes_delivered"] + s["bytes_dropped"] == s["bytes_sent"]
+        assert s["packets_in_flight"] == 0
+
+
+def test_every_summary_key_is_documented_in_readme(tmp_path):
+    """The issue asks for every summary.json key in the README: each top-level key and each
+    key of a `ports[]` and `flows[]` object must appear there in backquotes."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    out = tmp_path / "o"
+    r = invoke("run", "incast-raw", "-o", str(out), "--set", "workload.0.size=16KiB", "--quiet")
+    assert r.exit_code == 0, r.output
+    s = json.loads((out / "summary.json").read_text())
+    keys = set(s) | set(s["ports"][0]) | set(s["flows"][0])
+    missing = sorted(k for k in keys if f"`{k}`" not in readme)
+    assert not missing, f"summary.json keys not documented in README.md: {missing}"
