@@ -33,12 +33,28 @@ cdef enum EventKind:
     EV_WATCHDOG = 7             # PFC watchdog check of a paused queue; obj = queue index
     EV_DEADLOCK_CHECK = 8       # periodic check that paused fabric still moves data
     EV_QP_TIMER = 9             # a queue-pair timer: obj = QP, arg = kind | generation << 8
+    EV_LS = 10                  # Load/Store engine: obj = GPU or op, arg = LsEvent | gen << 8
+    EV_LLR_NACK = 11            # an LLR NACK reaches the sender port obj
 
 cdef enum QpTimer:              # EV_QP_TIMER kinds (low 8 bits of arg)
     QT_WAKE = 0                 # rate limiter allows the next frame
     QT_RTO = 1                  # retransmission timeout
     QT_ALPHA = 2                # DCQCN alpha update timer
     QT_INCREASE = 3             # DCQCN rate increase timer
+
+cdef enum LsEvent:              # EV_LS kinds (low 8 bits of arg)
+    LE_ISSUE = 0                # GPU obj may issue its next operation (issue time reached)
+    LE_FLUSH = 1                # GPU obj's open coalescing frame reached its wait limit
+    LE_RESPOND = 2              # target answers the transactions of the frame whose first op is obj
+    LE_TIMEOUT = 3              # op obj's request may be lost: send it again
+
+cdef enum LsKind:               # what a Load/Store operation is
+    LS_LOAD = 0
+    LS_STORE = 1                # posted: no completion message
+    LS_STORE_ACK = 2            # store with a completion (STORE_ACK)
+    LS_FADD = 3                 # 8 B fetch-and-add
+    LS_CAS = 4                  # 8 B compare-and-swap
+    LS_FENCE = 5                # no frame: waits until every earlier op of the GPU completed
 
 cdef enum Transport:
     TR_RAW = 0                  # raw Ethernet: no header beyond 802.1Q, no ACK
@@ -92,6 +108,9 @@ cdef enum DropReason:           # names in ethlink/trace.py DROP_REASONS, same o
 cdef enum PacketFlag:
     PF_LAST = 1                 # last packet of its flow or message
     PF_ROUTED = 2               # routed at this node, waiting for its last bit (cut-through fallback)
+    PF_LS = 4                   # a Load/Store frame (any header profile): the LS engine's
+    PF_RESPONSE = 8             # a Load/Store response (completions for the issuer)
+    PF_CORRUPT = 16             # bits flipped on the wire: the receiver's FCS check fails
 
 cdef enum StopReason:           # why the loop returned to Python
     STOP_EMPTY = 0              # no event left
@@ -155,6 +174,8 @@ cdef struct Packet:
     uint8_t pad0
     int32_t egress              # egress port chosen at the node holding it, -1 before routing
     int32_t qp                  # QP endpoint the frame is addressed to (its DestQP), -1 none
+    int32_t llr_seq             # LLR frame sequence number on the link it is crossing
+    int32_t ntx                 # Load/Store transactions it carries (coalesced), 0 otherwise
 
 cdef struct Node:
     int32_t kind                # NodeKind
@@ -191,6 +212,18 @@ cdef struct Port:
     uint64_t rng                # this port's random stream (ECN marking), seeded per port
     int64_t pause_tx            # PFC frames sent from this port (XOFF and XON)
     int64_t pause_rx            # PFC frames received on this port
+    double ber                  # bit error rate of the link from this port (0: none)
+    int32_t llr                 # 1: link-level retry on the link from this port
+    int32_t llr_seq             # next LLR sequence number to send
+    int32_t llr_expect          # receiver side: next sequence number accepted
+    int32_t llr_nacked          # receiver side: 1 after a NACK until a frame is accepted
+    int32_t replay_head         # sender side: frames to send again, in sequence order
+    int32_t replay_tail
+    int32_t replay_go           # sender side: a NACK arrived, replay before new frames
+    int32_t pad1
+    int64_t llr_replays         # frames sent again from this port
+    int64_t fcs_errors          # corrupted frames received on this port
+    int64_t cbfc_updates        # credit update frames sent from this port
 
 cdef struct Queue:              # queues[port * 8 + prio]
     int32_t head                # first packet index, -1 empty
@@ -220,6 +253,15 @@ cdef struct Queue:              # queues[port * 8 + prio]
     int32_t pause_sent          # 1 while an XOFF sent upstream is in force
     int32_t pause_gen           # generation of the refresh chain (stale timers ignore)
     int64_t pauses_sent         # XOFF frames sent for this port-priority (refreshes included)
+    # CBFC (credit-based flow control), sender side on the egress queue, receiver side on
+    # the ingress queue of the same (port, priority); credits in cells of Sim.cbfc_cell bytes
+    int64_t cbfc_limit          # cells the receiver lets this sender hold; 0: no CBFC
+    int64_t cbfc_used           # sender: cells sent so far (cumulative)
+    int64_t cbfc_freed          # sender: cells the receiver reported freed (cumulative)
+    int64_t cbfc_rx_freed       # receiver: cells freed so far (cumulative)
+    int64_t cbfc_rx_sent        # receiver: freed count last advertised
+    int64_t stall_start         # sender: when the head frame last found no credit, -1
+    int64_t stalled_ps          # sender: total time blocked by credits
     # ECN (RFC 3168) RED-style marking on egress enqueue
     int64_t kmin                # bytes; no mark below
     int64_t kmax                # bytes; always mark above; 0 disables marking
@@ -245,6 +287,39 @@ cdef struct Flow:               # one message (a raw flow, or an RDMA verb poste
     int32_t npkts               # packets (PSNs) it spans
     int32_t retx                # packets retransmitted
     int32_t deps_left           # unfinished operations it waits for; posted when it reaches 0
+
+cdef struct LsOp:               # one Load/Store operation issued by a GPU
+    int32_t src                 # issuing GPU (host index)
+    int32_t dst                 # target GPU
+    int32_t kind                # LsKind
+    int32_t size                # bytes of data it moves (1..max; 8 for atomics)
+    int64_t addr                # remote address
+    int64_t issue_ps            # when the GPU wants to issue it; the op waits for a tag
+    int64_t start_ps            # issued: a tag was taken and the request built; -1 before
+    int64_t complete_ps         # completion seen by the issuer (posted store: data at target)
+    int32_t tag                 # tag it holds while outstanding
+    int32_t next                # next op of the same GPU in issue order, -1 ends
+    int32_t chain               # next op carried in the same frame, -1 ends
+    int32_t retries             # requests sent again after a timeout
+    int32_t gen                 # timeout generation
+    int32_t port                # NIC port its requests use
+
+cdef struct LsGpu:              # one GPU's Load/Store engine
+    int32_t tags                # tags (outstanding transactions) it has
+    int32_t outstanding         # tags in use
+    int32_t pend                # next op to issue, -1 none
+    int32_t issue_gen           # generation of the pending LE_ISSUE event
+    int32_t open_pi             # request/response frame being coalesced, -1 none
+    int32_t open_dst            # its destination GPU
+    int32_t open_gen            # generation of its LE_FLUSH event
+    int32_t spray               # round-robin counter over its ports (relaxed ordering)
+    int32_t open_tail           # last op chained in the open frame
+    int32_t open_port           # NIC port of the open frame
+    int32_t next_tag            # tag numbers handed out round robin
+    int32_t pad0
+    int64_t tag_ps              # integral of outstanding over time (tag occupancy)
+    int64_t tag_since           # time of the last change of outstanding
+    int64_t ops_done
 
 cdef struct Qp:                 # a queue-pair endpoint; raw flows get a send-only one each
     int32_t host                # owning host index
@@ -313,7 +388,7 @@ cdef struct TraceRec:           # one row of the trace; ethlink/trace.py mirrors
     int32_t payload
     int32_t psn                 # PSN (RoCE), pause quanta (PFC), frame number (raw)
     int32_t qp                  # destination QP endpoint (RoCE: BTH DestQP), -1 none
-    int32_t pad1
+    int32_t ntx                 # Load/Store transactions in the frame (ethlink), 0 otherwise
     uint8_t event               # TraceEvent
     uint8_t kind                # FrameKind
     uint8_t prio
@@ -411,6 +486,29 @@ cdef struct Sim:
     int64_t dc_rhai_bps         # hyper increase R_HAI
     int64_t dc_min_bps          # rate floor
     double dc_min_dec           # largest cut per CNP, as a fraction kept (e.g. 0.5)
+    # Load/Store (csrc/ethlink.pxd)
+    LsOp* ls_ops
+    int32_t n_ls_ops
+    LsGpu* ls_gpus
+    int32_t ls_prio             # traffic class of Load/Store frames
+    int32_t ls_header           # 0: ethlink v1 compact header, 1: RoCEv2 (one op per frame)
+    int32_t ls_relaxed          # 0: strict per destination (one path), 1: relaxed (sprayed)
+    int32_t ls_coalesce_bytes   # largest coalesced frame; 0: no coalescing
+    int64_t ls_coalesce_wait_ps # longest a transaction waits for company
+    int64_t ls_target_ps        # target memory latency before a response leaves
+    int64_t ls_timeout_ps       # request sent again after this without completion; 0: never
+    int64_t ls_payload_bytes    # data bytes moved by completed Load/Store operations
+    int64_t ls_wire_bytes       # wire bytes (frame + preamble + IFG) of Load/Store frames sent by NICs
+    int64_t ls_frames
+    int64_t ls_retries
+    # CBFC
+    int32_t cbfc_mask           # bit p: priority p uses credit-based flow control
+    int32_t cbfc_cell           # bytes per credit
+    int64_t cbfc_update_cells   # freed cells that trigger a credit update
+    int64_t cbfc_updates
+    # LLR
+    int64_t llr_replays
+    int64_t fcs_drops
     # rate samples: (time, qp, rate) on every DCQCN change
     int64_t* rate_log
     int64_t rate_n
@@ -544,6 +642,8 @@ cdef inline int32_t pkt_alloc(Sim* s) noexcept nogil:
     s.pkts[i].egress = -1
     s.pkts[i].qp = -1
     s.pkts[i].syndrome = 0
+    s.pkts[i].ntx = 0
+    s.pkts[i].llr_seq = 0
     s.pkts_live += 1
     if s.pkts_live > s.pkts_live_hwm:
         s.pkts_live_hwm = s.pkts_live
@@ -623,4 +723,4 @@ cdef inline void trace_pkt(Sim* s, uint8_t event, int32_t node, int32_t port, in
     r.flags = p.flags
     r.syndrome = p.syndrome
     r.qp = p.qp
-    r.pad1 = 0
+    r.ntx = p.ntx

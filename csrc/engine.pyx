@@ -32,6 +32,9 @@ from nic cimport ring_push, ring_pop, qp_activate, host_port
 from flows cimport raw_make_packet, raw_deliver
 from roce cimport (roce_next_packet, roce_has_more, roce_rx_data, roce_rx_ack, roce_rto)
 from dcqcn cimport dc_on_cnp, dc_timer
+from loadstore cimport ls_rx, ls_on_tx, ls_event, ls_try_issue
+from cbfc cimport cbfc_cells, cbfc_freed, cbfc_rx
+from llr cimport llr_mark, llr_accept, replay_pop
 
 cnp.import_array()
 
@@ -96,7 +99,7 @@ cdef inline void host_refill(Sim* s, int32_t port) noexcept nogil:
                 return
 
 
-cdef inline void tx_start(Sim* s, int32_t p, int32_t pi) noexcept nogil:
+cdef inline void tx_start(Sim* s, int32_t p, int32_t pi, bint replay) noexcept nogil:
     cdef Port* pt = &s.ports[p]
     cdef Packet* pk = &s.pkts[pi]
     cdef int32_t peer = pt.peer
@@ -110,12 +113,25 @@ cdef inline void tx_start(Sim* s, int32_t p, int32_t pi) noexcept nogil:
     trace_pkt(s, TE_TX_START, pt.node, p, pi, s.queues[p * NPRIO + pk.prio].bytes, DR_NONE)
     schedule(s, s.now + wire, EV_TX_DONE, p, 0)
     pk.t_last = s.now + ser_ps(PREAMBLE_BYTES + pk.size, pt.rate_bps) + pt.delay_ps
-    if pk.kind == FK_PFC:
-        # Link-local MAC Control: consumed by the peer's MAC, no pipeline latency.
+    if pk.kind == FK_PFC or pk.kind == FK_CBFC:
+        # Link-local control: consumed by the peer's MAC, no pipeline latency.
         schedule(s, pk.t_last + s.pfc_response_ps, EV_RX, peer, pi)
         return
     s.data_tx += 1
-    if pk.in_port < 0 and pk.flow >= 0 and s.flows[pk.flow].first_tx_ps < 0:
+    if replay:
+        pt.llr_replays += 1
+        s.llr_replays += 1
+        trace_pkt(s, TE_LLR_REPLAY, pt.node, p, pi, 0, DR_NONE)
+    elif pt.llr:
+        pk.llr_seq = pt.llr_seq
+        pt.llr_seq += 1
+    llr_mark(s, pt, pk)
+    if s.queues[p * NPRIO + pk.prio].cbfc_limit > 0 and not replay:
+        s.queues[p * NPRIO + pk.prio].cbfc_used += cbfc_cells(s, pk.size)
+    if (pk.flags & (PF_LS | PF_RESPONSE)) == PF_LS and pk.in_port < 0 and pk.hops == 0:
+        ls_on_tx(s, pi)
+    if pk.in_port < 0 and pk.flow >= 0 and not (pk.flags & PF_LS) and s.flows[pk.flow].first_tx_ps < 0:
+        # (a Load/Store frame's flow is an operation index, not a flow)
         s.flows[pk.flow].first_tx_ps = s.now
     t_rx = pk.t_last
     if pn.cut_through and pk.size > CT_HEADER_BYTES:
@@ -131,6 +147,8 @@ cdef inline void leave_switch(Sim* s, Node* nd, int32_t pi) noexcept nogil:
     nd.buffer_used -= pk.size
     if s.lossless_mask & (1 << pk.prio):
         pfc_on_depart(s, nd, pk.in_port, pk.prio, pk.size)
+    if s.cbfc_mask & (1 << pk.prio):
+        cbfc_freed(s, pk.in_port, pk.prio, pk.size)
 
 
 cdef inline void port_try_start(Sim* s, int32_t p) noexcept nogil:
@@ -140,8 +158,13 @@ cdef inline void port_try_start(Sim* s, int32_t p) noexcept nogil:
         return
     pi = ctrl_pop(s, &s.ports[p])
     if pi >= 0:
-        tx_start(s, p, pi)
+        tx_start(s, p, pi, 0)
         return
+    if s.ports[p].replay_go:
+        pi = replay_pop(s, &s.ports[p])
+        if pi >= 0:
+            tx_start(s, p, pi, 1)
+            return
     nd = &s.nodes[s.ports[p].node]
     if nd.kind == NODE_HOST:
         host_refill(s, p)
@@ -151,7 +174,7 @@ cdef inline void port_try_start(Sim* s, int32_t p) noexcept nogil:
     pi = q_pop(s, &s.queues[p * NPRIO + prio])
     if nd.kind == NODE_SWITCH:
         leave_switch(s, nd, pi)
-    tx_start(s, p, pi)
+    tx_start(s, p, pi, 0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -204,7 +227,7 @@ cdef inline void switch_enqueue(Sim* s, int32_t node, int32_t pi) noexcept nogil
     cdef Packet* pk = &s.pkts[pi]
     cdef int32_t e = pk.egress
     cdef Queue* q = &s.queues[e * NPRIO + pk.prio]
-    cdef bint lossless = s.lossless_mask & (1 << pk.prio)
+    cdef bint lossless = (s.lossless_mask | s.cbfc_mask) & (1 << pk.prio)
     cdef uint8_t reason
     if q.wd_until > s.now and s.wd_action == WD_DROP:
         reason = DR_WATCHDOG
@@ -225,7 +248,7 @@ cdef inline void switch_enqueue(Sim* s, int32_t node, int32_t pi) noexcept nogil
     if nd.buffer_used > nd.buffer_hwm:
         nd.buffer_hwm = nd.buffer_used
     trace_pkt(s, TE_ENQUEUE, node, e, pi, q.bytes, DR_NONE)
-    if lossless:
+    if s.lossless_mask & (1 << pk.prio):
         pfc_on_admit(s, nd, pk.in_port, pk.prio, pk.size)
     port_try_start(s, e)
 
@@ -268,7 +291,11 @@ cdef inline void host_rx(Sim* s, int32_t inport, int32_t pi) noexcept nogil:
         drop(s, node, -1, pi, DR_NO_ROUTE)
         return
     trace_pkt(s, TE_DELIVER, node, inport, pi, 0, DR_NONE)
-    if pk.kind == FK_RAW:
+    if s.cbfc_mask & (1 << pk.prio):
+        cbfc_freed(s, inport, pk.prio, pk.size)
+    if pk.flags & PF_LS:
+        ls_rx(s, pi)
+    elif pk.kind == FK_RAW:
         raw_deliver(s, pi)
     elif pk.kind == FK_ROCE:
         roce_rx_data(s, pi)
@@ -286,10 +313,11 @@ cdef inline void flow_start(Sim* s, int32_t f) noexcept nogil:
     fl.psn_start = q.psn_end
     q.psn_end += fl.npkts
     fl.next = -1
-    if q.msg_tail >= 0:
-        s.flows[q.msg_tail].next = f
+    if q.msg_head < 0:
+        q.msg_head = f                      # every earlier message completed (or none)
+        q.msg_cur = f
     else:
-        q.msg_head = f
+        s.flows[q.msg_tail].next = f
     q.msg_tail = f
     if q.msg_cur < 0:
         q.msg_cur = f
@@ -380,7 +408,8 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
         s.now = ev.time
         s.events += 1
         done += 1
-        if ev.kind <= EV_FLOW_START:        # frames and flow starts, not protocol timers
+        if ev.kind <= EV_FLOW_START or (ev.kind == EV_LS and (ev.arg & 0xFF) != LE_TIMEOUT):
+            # frames, flow and operation starts; not protocol timers
             s.t_active = ev.time
         if ev.kind == EV_RX:
             node = s.ports[ev.obj].node
@@ -389,6 +418,12 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
                 s.ports[ev.obj].rx_frames += 1
             if s.pkts[ev.arg].kind == FK_PFC:
                 pfc_rx(s, ev.obj, <int32_t>ev.arg)
+            elif s.pkts[ev.arg].kind == FK_CBFC:
+                cbfc_rx(s, ev.obj, <int32_t>ev.arg)
+            elif not (s.pkts[ev.arg].flags & PF_ROUTED) and not llr_accept(s, ev.obj, <int32_t>ev.arg):
+                if not s.ports[s.ports[ev.obj].peer].llr:
+                    s.fcs_drops += 1
+                    drop(s, node, -1, <int32_t>ev.arg, DR_FCS)
             elif s.nodes[node].kind == NODE_SWITCH:
                 switch_rx(s, ev.obj, <int32_t>ev.arg)
             else:
@@ -411,6 +446,11 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
             watchdog(s, ev.obj)
         elif ev.kind == EV_QP_TIMER:
             qp_timer(s, ev.obj, ev.arg)
+        elif ev.kind == EV_LS:
+            ls_event(s, ev.obj, ev.arg)
+        elif ev.kind == EV_LLR_NACK:
+            s.ports[ev.obj].replay_go = 1
+            kick(s, ev.obj)
         elif ev.kind == EV_DEADLOCK_CHECK:
             if deadlock_check(s):
                 return STOP_DEADLOCK
@@ -427,6 +467,8 @@ cdef Port _port
 cdef Queue _queue
 cdef Flow _flow
 cdef Qp _qp
+cdef LsOp _lsop
+cdef LsGpu _lsgpu
 cdef TraceRec _trace
 cdef Packet _packet
 cdef Event _event
@@ -436,6 +478,8 @@ PORT_DTYPE = np.asarray(<Port[:1]>&_port).dtype
 QUEUE_DTYPE = np.asarray(<Queue[:1]>&_queue).dtype
 FLOW_DTYPE = np.asarray(<Flow[:1]>&_flow).dtype
 QP_DTYPE = np.asarray(<Qp[:1]>&_qp).dtype
+LSOP_DTYPE = np.asarray(<LsOp[:1]>&_lsop).dtype
+LSGPU_DTYPE = np.asarray(<LsGpu[:1]>&_lsgpu).dtype
 TRACE_DTYPE = np.asarray(<TraceRec[:1]>&_trace).dtype
 PACKET_BYTES = sizeof(Packet)
 EVENT_BYTES = sizeof(Event)
@@ -456,7 +500,7 @@ cdef class Engine:
     """One simulation's engine state. Tables are numpy structured arrays that the engine
     reads and updates in place; construct through ethlink.Simulation, not directly."""
     cdef Sim s
-    cdef readonly object nodes, ports, queues, flows, qps
+    cdef readonly object nodes, ports, queues, flows, qps, ls_ops, ls_gpus
     cdef object _host_node, _route_off, _route_port, _ring_head, _ring_tail, _flow_order
     cdef object _dep_off, _dep_list
     cdef object _trace_buf
@@ -477,7 +521,10 @@ cdef class Engine:
                  int32_t dc_f=5, double dc_g=1.0 / 256, int64_t dc_alpha_ps=0,
                  int64_t dc_timer_ps=0, int64_t dc_bytes=0, int64_t dc_rai_bps=0,
                  int64_t dc_rhai_bps=0, int64_t dc_min_bps=0, double dc_min_dec=0.5,
-                 dependents=None):
+                 dependents=None, ls_ops=None, ls_gpus=None, int32_t ls_prio=5,
+                 int32_t ls_header=0, bint ls_relaxed=False, int32_t ls_coalesce_bytes=0,
+                 int64_t ls_coalesce_wait_ps=0, int64_t ls_target_ps=0, int64_t ls_timeout_ps=0,
+                 int32_t cbfc_mask=0, int32_t cbfc_cell=64, int64_t cbfc_update_cells=1):
         cdef Sim* s = &self.s
         cdef int32_t i
         self.nodes = _as(nodes, NODE_DTYPE, "nodes")
@@ -520,6 +567,34 @@ cdef class Engine:
         s.n_flows = len(self.flows)
         s.qps = <Qp*>cnp.PyArray_DATA(self.qps)
         s.n_qps = len(self.qps)
+        if ls_gpus is None:
+            ls_gpus = np.zeros(n_hosts, dtype=LSGPU_DTYPE)
+            ls_gpus["pend"] = -1
+            ls_gpus["open_pi"] = -1
+            ls_gpus["tags"] = 1
+        if ls_ops is None:
+            ls_ops = np.zeros(0, dtype=LSOP_DTYPE)
+        self.ls_ops = _as(ls_ops, LSOP_DTYPE, "ls_ops")
+        self.ls_gpus = _as(ls_gpus, LSGPU_DTYPE, "ls_gpus")
+        if len(self.ls_gpus) != n_hosts:
+            raise ValueError("ls_gpus: need one row per host")
+        if len(self.ls_ops) == 0:
+            self.ls_ops = np.zeros(1, dtype=LSOP_DTYPE)
+            s.n_ls_ops = 0
+        else:
+            s.n_ls_ops = len(self.ls_ops)
+        s.ls_ops = <LsOp*>cnp.PyArray_DATA(self.ls_ops)
+        s.ls_gpus = <LsGpu*>cnp.PyArray_DATA(self.ls_gpus)
+        s.ls_prio = ls_prio
+        s.ls_header = ls_header
+        s.ls_relaxed = ls_relaxed
+        s.ls_coalesce_bytes = ls_coalesce_bytes
+        s.ls_coalesce_wait_ps = ls_coalesce_wait_ps
+        s.ls_target_ps = ls_target_ps
+        s.ls_timeout_ps = ls_timeout_ps
+        s.cbfc_mask = cbfc_mask
+        s.cbfc_cell = cbfc_cell
+        s.cbfc_update_cells = cbfc_update_cells
         s.ack_every = ack_every
         s.ack_prio = ack_prio
         s.cnp_prio = cnp_prio
@@ -561,6 +636,8 @@ cdef class Engine:
         for i in range(s.n_ports):
             s.ports[i].ctrl_head = -1
             s.ports[i].ctrl_tail = -1
+            s.ports[i].replay_head = -1
+            s.ports[i].replay_tail = -1
             s.ports[i].rng = mix64(seed ^ mix64(<uint64_t>i + 0x5EED)) | 1
         s.dwrr_quantum = dwrr_quantum
         s.ttl = ttl
@@ -589,12 +666,16 @@ cdef class Engine:
         """Process events up to `until_ps` (inclusive) or `max_events`, whichever first;
         returns the stop reason's name (STOP_NAMES)."""
         cdef int rc
+        cdef int32_t i
         if not self.started:
             # The first flow start is the first event; constructing schedules nothing.
             self.started = True
             schedule_next_flow(&self.s)
             if self.s.deadlock_check_ps > 0 and self.s.lossless_mask:
                 schedule(&self.s, self.s.deadlock_check_ps, EV_DEADLOCK_CHECK, 0, 0)
+            for i in range(self.s.n_hosts):
+                if self.s.ls_gpus[i].pend >= 0:
+                    ls_try_issue(&self.s, i)
         with nogil:
             rc = run_loop(&self.s, until_ps, max_events)
         if rc == STOP_ERROR:
@@ -659,6 +740,13 @@ cdef class Engine:
             "data_frames_tx": s.data_tx,
             "deadlock_ps": s.deadlock_ps,
             "watchdog_storms": s.storms,
+            "ls_frames": s.ls_frames,
+            "ls_wire_bytes": s.ls_wire_bytes,
+            "ls_payload_bytes": s.ls_payload_bytes,
+            "ls_retries": s.ls_retries,
+            "llr_replays": s.llr_replays,
+            "fcs_drops": s.fcs_drops,
+            "cbfc_updates": s.cbfc_updates,
             "drops_by_reason": [s.drops[i] for i in range(DROP_REASON_COUNT)],
             "heap_capacity": s.heap_cap,
             "pool_capacity": s.pkt_cap,

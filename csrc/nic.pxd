@@ -48,6 +48,14 @@ cdef inline int32_t host_port(Sim* s, int32_t host, int32_t dst, uint64_t key) n
     return s.route_port[off + <int32_t>(hash3(s.seed, <uint64_t>node, key) % <uint64_t>cnt)]
 
 
+cdef inline int32_t host_port_k(Sim* s, int32_t host, int32_t dst, int32_t k) noexcept nogil:
+    # The k-th (mod count) of the host's equal-cost ports towards dst: spraying.
+    cdef int32_t node = s.host_node[host]
+    cdef int64_t key = <int64_t>node * s.n_hosts + dst
+    cdef int32_t off = s.route_off[key]
+    return s.route_port[off + k % (s.route_off[key + 1] - off)]
+
+
 cdef inline void qp_activate(Sim* s, int32_t qi) noexcept nogil:
     # Put a QP that may have something to send into its port's ring and wake the port.
     cdef Qp* q = &s.qps[qi]

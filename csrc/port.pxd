@@ -11,6 +11,9 @@
 # (PFC pause, credit updates) wait in a FIFO of their own that is served before any data
 # queue and is never paused (IEEE 802.1Qbb: MAC Control frames are not subject to PFC).
 #
+# A port with LLR sends the frames its peer discarded (csrc/llr.pxd) after control frames
+# and before any queue.
+#
 # Limits: the DWRR quantum must be at least one maximum frame (scenario validation
 # enforces it), so one round always serves a non-empty queue.
 from core cimport *
@@ -45,7 +48,18 @@ cdef inline int32_t q_pop(Sim* s, Queue* q) noexcept nogil:
 
 
 cdef inline bint q_ready(Sim* s, Queue* q) noexcept nogil:
-    return q.head >= 0 and (q.paused_until <= s.now or q.wd_until > s.now)
+    # A queue may start its head frame: not paused (or the watchdog ignores the pause),
+    # and under CBFC the receiver has room (csrc/cbfc.pxd) -- else the stall is timed.
+    if q.head < 0:
+        return 0
+    if q.paused_until > s.now and q.wd_until <= s.now:
+        return 0
+    if q.cbfc_limit > 0 and (q.cbfc_used + (s.pkts[q.head].size + s.cbfc_cell - 1) // s.cbfc_cell
+                             > q.cbfc_freed + q.cbfc_limit):
+        if q.stall_start < 0:
+            q.stall_start = s.now
+        return 0
+    return 1
 
 
 cdef inline void ctrl_push(Sim* s, Port* pt, int32_t pi) noexcept nogil:

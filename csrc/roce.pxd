@@ -218,8 +218,10 @@ cdef inline int32_t roce_next_packet(Sim* s, int32_t qi) noexcept nogil:
         f = q.msg_cur
         if f < 0 or q.snd_nxt < s.flows[f].psn_start:
             f = q.msg_head
-        while q.snd_nxt >= s.flows[f].psn_start + s.flows[f].npkts:
+        while f >= 0 and q.snd_nxt >= s.flows[f].psn_start + s.flows[f].npkts:
             f = s.flows[f].next
+        if f < 0:
+            return NO_PKT
         q.msg_cur = f
         psn = q.snd_nxt
         retx = psn < q.snd_max

@@ -20,6 +20,13 @@ Sections (all optional but topology and a workload):
     [ecn]       enabled, priorities, kmin, kmax, pmax
     [roce]      ack_every, ack_prio, cnp_prio, rto, rto_max, cnp_interval, ecn
     [dcqcn]     enabled, g, f, alpha_timer, rate_timer, byte_counter, rai, rhai, min_rate, min_dec
+    [ls]        tags, header (ethlink | roce), prio, ordering (strict | relaxed), coalesce,
+                coalesce_wait, target_latency, timeout, max_size
+    [cbfc]      enabled, priorities, cell, credits, update
+    [link]      ber, llr
+    [[loadstore]] gpus, ops, mode (open | closed), rate, destinations (uniform | hotspot |
+                neighbour), hot, hot_fraction, mix, sizes, fence_every, start, seed
+    [[ls_op]]   src, dst, kind (load | store | store_ack | fadd | cas | fence), size, time, addr
     flows and workloads take transport (raw | roce) and verb (write | send | read |
     write_imm | send_imm for roce)
     [[flow]]    src, dst, size, start, prio
@@ -162,6 +169,37 @@ class Dcqcn:
 
 
 @dataclass(frozen=True)
+class LoadStore:
+    """The GPUs' Load/Store engines (csrc/loadstore.pxd)."""
+    tags: int = 64                      # outstanding transactions per GPU
+    header: str = "ethlink"             # ethlink (compact v1) | roce (RoCEv2 frames)
+    prio: int = 5                       # traffic class of Load/Store frames
+    ordering: str = "strict"            # strict (one path per destination) | relaxed (sprayed)
+    coalesce_bytes: int = 0             # largest coalesced frame; 0: off
+    coalesce_wait_ps: int = 50_000      # 50 ns
+    target_latency_ps: int = 100_000    # memory access at the target: 100 ns
+    timeout_ps: int = 20_000_000        # 20 us end-to-end retry
+    max_size: int = 256                 # largest operation (UALink: 256 B)
+
+
+@dataclass(frozen=True)
+class Cbfc:
+    """Credit-based flow control (csrc/cbfc.pxd)."""
+    enabled: bool = False
+    priorities: tuple[int, ...] = (3,)
+    cell: int = 64                      # bytes per credit
+    credits_bytes: int = 0              # receiver room per link and priority; 0: cover the credit loop
+    update_bytes: int = 0               # freed bytes that trigger an update; 0: one maximum frame
+
+
+@dataclass(frozen=True)
+class Link:
+    """Bit errors and link-level retry on every link (csrc/llr.pxd)."""
+    ber: float = 0.0
+    llr: bool = False
+
+
+@dataclass(frozen=True)
 class FlowSpec:
     src: int
     dst: int
@@ -186,6 +224,11 @@ class Scenario:
     ecn: Ecn = field(default_factory=Ecn)
     roce: Roce = field(default_factory=Roce)
     dcqcn: Dcqcn = field(default_factory=Dcqcn)
+    ls: LoadStore = field(default_factory=LoadStore)
+    cbfc: Cbfc = field(default_factory=Cbfc)
+    link: Link = field(default_factory=Link)
+    loadstore: tuple[dict, ...] = ()
+    ls_ops: tuple[dict, ...] = ()
     flows: tuple[FlowSpec, ...] = ()
     workloads: tuple[dict, ...] = ()
     source: dict = field(default_factory=dict, compare=False, repr=False)
@@ -562,6 +605,119 @@ def _dcqcn(sec: _Section) -> Dcqcn:
     return r
 
 
+LS_HEADERS = ("ethlink", "roce")
+LS_ORDERING = ("strict", "relaxed")
+LS_KINDS = ("load", "store", "store_ack", "fadd", "cas", "fence")     # engine LsKind order
+LS_MODES = ("open", "closed")
+LS_DESTINATIONS = ("uniform", "hotspot", "neighbour")
+
+
+def _ls(sec: _Section) -> LoadStore:
+    d = LoadStore()
+    r = LoadStore(
+        tags=sec.int("tags", d.tags, lo=1, hi=1 << 20),
+        header=sec.choice("header", d.header, LS_HEADERS),
+        prio=sec.int("prio", d.prio, lo=0, hi=7),
+        ordering=sec.choice("ordering", d.ordering, LS_ORDERING),
+        coalesce_bytes=sec.size("coalesce", 0, lo=0, hi=MAX_MTU),
+        coalesce_wait_ps=sec.time("coalesce_wait", d.coalesce_wait_ps),
+        target_latency_ps=sec.time("target_latency", d.target_latency_ps),
+        timeout_ps=sec.time("timeout", d.timeout_ps),
+        max_size=sec.size("max_size", d.max_size, lo=1, hi=4096),
+    )
+    sec.done()
+    if 0 < r.coalesce_bytes < 128:
+        raise ScenarioError(f"ls.coalesce: {r.coalesce_bytes} B cannot hold two transactions; use 0 (off) or >= 128")
+    return r
+
+
+def _cbfc(sec: _Section) -> Cbfc:
+    d = Cbfc()
+    c = Cbfc(
+        enabled=sec.bool("enabled", True),
+        priorities=_priorities(sec, "priorities", d.priorities),
+        cell=sec.size("cell", d.cell, lo=16, hi=4096),
+        credits_bytes=sec.size("credits", 0, lo=0),
+        update_bytes=sec.size("update", 0, lo=0),
+    )
+    sec.done()
+    return c
+
+
+def _link(sec: _Section) -> Link:
+    ber = sec.float("ber", 0.0, lo=-1e-300, hi=0.01) if "ber" in sec.data else 0.0
+    if ber < 0:
+        raise ScenarioError(f"link.ber: a bit error rate is >= 0, got {ber}")
+    r = Link(ber=ber, llr=sec.bool("llr", False))
+    sec.done()
+    return r
+
+
+def _ls_stream(sec: _Section, count: int, ls: LoadStore) -> dict:
+    w: dict = {}
+    gpus = sec._get("gpus", None)
+    if gpus is None or gpus == "all":
+        w["gpus"] = tuple(range(count))
+    elif isinstance(gpus, list) and gpus:
+        w["gpus"] = tuple(host_index(g, f"{sec.path('gpus')}[{i}]", count) for i, g in enumerate(gpus))
+    else:
+        raise ScenarioError(f"{sec.path('gpus')}: expected \"all\" or a list of GPUs such as [\"h0\", \"h1\"]")
+    w["ops"] = sec.int("ops", 1000, lo=1, hi=10**8)
+    w["mode"] = sec.choice("mode", "closed", LS_MODES)
+    w["rate"] = sec.float("rate", 1e8, lo=0, hi=1e12)       # ops/s per GPU (open loop)
+    w["destinations"] = sec.choice("destinations", "uniform", LS_DESTINATIONS)
+    w["hot"] = host_index(sec._get("hot", 0), sec.path("hot"), count)
+    w["hot_fraction"] = sec.float("hot_fraction", 0.5, lo=0, hi=1)
+    mix = sec._get("mix", {"load": 0.5, "store": 0.5})
+    if not isinstance(mix, dict) or not mix:
+        raise ScenarioError(f"{sec.path('mix')}: expected a table such as {{load = 0.5, store = 0.5}}")
+    for k, v in mix.items():
+        if k not in LS_KINDS or k == "fence":
+            raise ScenarioError(f"{sec.path('mix')}.{k}: unknown operation; use {', '.join(LS_KINDS[:-1])}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise ScenarioError(f"{sec.path('mix')}.{k}: expected a weight >= 0, got {v!r}")
+    if sum(mix.values()) <= 0:
+        raise ScenarioError(f"{sec.path('mix')}: weights sum to 0")
+    w["mix"] = dict(mix)
+    sizes = sec._get("sizes", [64])
+    if not isinstance(sizes, list) or not sizes:
+        raise ScenarioError(f"{sec.path('sizes')}: expected a list of sizes in bytes, e.g. [64, 128, 256]")
+    w["sizes"] = tuple(_ls_size(s, f"{sec.path('sizes')}[{i}]", ls) for i, s in enumerate(sizes))
+    w["fence_every"] = sec.int("fence_every", 0, lo=0)
+    w["start_ps"] = sec.time("start", 0)
+    w["seed"] = sec.int("seed", 0, lo=0)
+    sec.done()
+    if w["destinations"] == "uniform" and len(w["gpus"]) >= 1 and count < 2:
+        raise ScenarioError(f"{sec.where}: uniform destinations need at least 2 GPUs")
+    return w
+
+
+def _ls_size(v, where: str, ls: LoadStore) -> int:
+    try:
+        n = units.size_bytes(v)
+    except units.UnitError as exc:
+        raise ScenarioError(f"{where}: {exc}") from None
+    if not 1 <= n <= ls.max_size:
+        raise ScenarioError(f"{where}: a Load/Store operation moves 1..{ls.max_size} bytes (ls.max_size), got {n}")
+    return n
+
+
+def _ls_op(sec: _Section, count: int, ls: LoadStore) -> dict:
+    op = {
+        "src": host_index(sec._get("src", None), sec.path("src"), count),
+        "dst": host_index(sec._get("dst", None), sec.path("dst"), count),
+        "kind": sec.choice("kind", "load", LS_KINDS),
+        "time_ps": sec.time("time", 0),
+    }
+    op["size"] = 8 if op["kind"] in ("fadd", "cas") else (
+        0 if op["kind"] == "fence" else _ls_size(sec._get("size", 64), sec.path("size"), ls))
+    op["addr"] = sec.int("addr", 0, lo=0)
+    sec.done()
+    if op["src"] == op["dst"] and op["kind"] != "fence":
+        raise ScenarioError(f"{sec.where}: src and dst are the same GPU (h{op['src']})")
+    return op
+
+
 def _transport(sec: _Section) -> tuple[str, str]:
     transport = sec.choice("transport", "raw", TRANSPORTS)
     verb = sec.choice("verb", "raw" if transport == "raw" else "write", VERBS)
@@ -647,6 +803,9 @@ def _build(data: dict) -> Scenario:
     ecn = _ecn(_Section(top._get("ecn", None), "ecn")) if "ecn" in data else Ecn()
     roce = _roce(_Section(top._get("roce", None), "roce"))
     dcqcn = _dcqcn(_Section(top._get("dcqcn", None), "dcqcn")) if "dcqcn" in data else Dcqcn()
+    ls = _ls(_Section(top._get("ls", None), "ls"))
+    cbfc = _cbfc(_Section(top._get("cbfc", None), "cbfc")) if "cbfc" in data else Cbfc()
+    link = _link(_Section(top._get("link", None), "link"))
     count = n_hosts(topology)
     flows_raw = top._get("flow", [])
     wl_raw = top._get("workload", [])
@@ -655,9 +814,18 @@ def _build(data: dict) -> Scenario:
             raise ScenarioError(f"{key}: expected an array of tables ([[{key}]]), got {type(val).__name__}")
     flows = tuple(_flow(_Section(f, f"flow[{i}]"), count) for i, f in enumerate(flows_raw))
     workloads = tuple(_workload(_Section(w, f"workload[{i}]"), count) for i, w in enumerate(wl_raw))
+    streams_raw, ops_raw = top._get("loadstore", []), top._get("ls_op", [])
+    for key, val in (("loadstore", streams_raw), ("ls_op", ops_raw)):
+        if not isinstance(val, list):
+            raise ScenarioError(f"{key}: expected an array of tables ([[{key}]]), got {type(val).__name__}")
+    streams = tuple(_ls_stream(_Section(w, f"loadstore[{i}]"), count, ls) for i, w in enumerate(streams_raw))
+    ls_ops = tuple(_ls_op(_Section(o, f"ls_op[{i}]"), count, ls) for i, o in enumerate(ops_raw))
     top.done()
-    if not flows and not workloads:
-        raise ScenarioError("the scenario has no traffic: add a [[workload]] or a [[flow]] table")
+    if not flows and not workloads and not streams and not ls_ops:
+        raise ScenarioError("the scenario has no traffic: add a [[workload]], [[flow]], [[loadstore]] or [[ls_op]] table")
+    if cbfc.enabled and pfc.enabled and set(cbfc.priorities) & set(pfc.priorities):
+        raise ScenarioError(f"cbfc.priorities and pfc.priorities overlap ({sorted(set(cbfc.priorities) & set(pfc.priorities))}); "
+                            f"a traffic class uses PFC or CBFC, not both")
     if host.mtu + 22 > MAX_MTU + 216:
         raise ScenarioError(f"host.mtu: {host.mtu} B frames exceed the largest frame the switch takes")
     uses_roce = any(f.transport == "roce" for f in flows) or any(w["transport"] == "roce" for w in workloads)
@@ -667,5 +835,6 @@ def _build(data: dict) -> Scenario:
         raise ScenarioError(f"switch.buffer: {switch.buffer_bytes} B cannot hold two frames of host.mtu {host.mtu} B")
     return Scenario(name=name, description=description, seed=seed, topology=topology,
                     switch=switch, host=host, ports=ports, run=run, pfc=pfc, ecn=ecn,
-                    roce=roce, dcqcn=dcqcn, flows=flows,
+                    roce=roce, dcqcn=dcqcn, ls=ls, cbfc=cbfc, link=link, loadstore=streams,
+                    ls_ops=ls_ops, flows=flows,
                     workloads=workloads, source=copy.deepcopy(data))

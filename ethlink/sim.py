@@ -27,6 +27,7 @@ from .scenario import Scenario, ScenarioError, spine_count
 from .topology import (HOST, SWITCH, Fabric, PortTable, clockwise_routes, fat_tree, leaf_spine,
                        multiplane_star, ring, route, star)
 from .workloads import expand, from_table
+from . import loadstore
 
 RAW_OVERHEAD_BYTES = 22      # Ether 14 + 802.1Q 4 + FCS 4 (csrc/flows.pxd)
 PREAMBLE_BYTES, IFG_BYTES, MIN_FRAME_BYTES, CT_HEADER_BYTES = 8, 12, 64, 64
@@ -78,6 +79,8 @@ class Compiled:
     dist: np.ndarray
     ideal_fct_ps: np.ndarray
     dependents: tuple
+    ls_ops: np.ndarray
+    ls_gpus: np.ndarray
 
 
 def compile_scenario(sc: Scenario, workload=None) -> Compiled:
@@ -112,6 +115,8 @@ def compile_scenario(sc: Scenario, workload=None) -> Compiled:
     ports["rate_bps"] = pt.rate_bps
     ports["delay_ps"] = pt.delay_ps
     ports["sched"] = SCHED[sc.ports.scheduler]
+    ports["ber"] = sc.link.ber
+    ports["llr"] = int(sc.link.llr)
 
     queues = np.zeros(8 * len(ports), dtype=_engine.QUEUE_DTYPE)
     queues["head"] = -1
@@ -129,6 +134,11 @@ def compile_scenario(sc: Scenario, workload=None) -> Compiled:
             qv["xoff"][:, pr] = sc.pfc.xoff_bytes
             qv["headroom"][:, pr] = sc.pfc.headroom_bytes or hr
             qv["xon_offset"][:, pr] = sc.pfc.xon_offset_bytes or 2 * max_frame
+    if sc.cbfc.enabled:
+        max_frame = sc.host.mtu + 64
+        for pr in sc.cbfc.priorities:
+            qv["cbfc_limit"][:, pr] = cbfc_credits(sc, pt, nodes, max_frame)
+    queues["stall_start"] = -1
     if sc.ecn.enabled:
         for pr in sc.ecn.priorities:
             qv["kmin"][sw_port, pr] = sc.ecn.kmin_bytes
@@ -155,9 +165,23 @@ def compile_scenario(sc: Scenario, workload=None) -> Compiled:
     dep_off = np.zeros(len(flows) + 1, dtype=np.int64)
     np.cumsum(np.bincount(dep[waiting], minlength=len(flows)), out=dep_off[1:])
     qps = build_qps(flows, sc, pt, host_node, nodes, cols.get("qp_key"))
+    ls_ops, ls_gpus = loadstore.build_ops(sc, fabric.n_hosts)
     ideal = ideal_fct_ps(flows, sc, nodes, ports, host_node, route_off, route_port, fabric.n_hosts)
     return Compiled(fabric, pt, nodes, ports, queues, flows, qps, host_node, route_off, route_port,
-                    dist, ideal, (dep_off.astype(np.int32), by_parent.astype(np.int32)))
+                    dist, ideal, (dep_off.astype(np.int32), by_parent.astype(np.int32)), ls_ops, ls_gpus)
+
+
+def cbfc_credits(sc, pt, nodes, max_frame):
+    """CBFC credits (cells) per sending port: the receiver's room for one link. Default:
+    enough to keep the link busy for a credit loop (twice the propagation, the receiver's
+    latency, an update threshold's worth and the update frame) plus two maximum frames."""
+    cell = sc.cbfc.cell
+    if sc.cbfc.credits_bytes:
+        return -(-sc.cbfc.credits_bytes // cell)
+    rx_lat = nodes["latency_ps"][pt.node[pt.peer]]
+    loop_ps = 2 * pt.delay_ps + rx_lat + ser_ps(2 * max_frame + 2 * (64 + 20), pt.rate_bps)
+    room = -((-loop_ps * pt.rate_bps) // (8 * PS)) + 2 * (max_frame + 20) + (sc.cbfc.update_bytes or max_frame)
+    return -(-room // cell)
 
 
 def build_qps(flows, sc, pt, host_node, nodes, qp_key=None) -> np.ndarray:
@@ -352,6 +376,7 @@ class Result:
         self.scenario = sim.scenario
         self.flows, self.ports, self.queues, self.nodes = eng.flows, eng.ports, eng.queues, eng.nodes
         self.qps = eng.qps
+        self.ls_ops = eng.ls_ops[: len(sim.compiled.ls_ops)]
         self.rate_samples = eng.rate_samples()
         self.ideal_fct_ps = comp.ideal_fct_ps
         c = eng.counters()
@@ -395,6 +420,12 @@ class Result:
             "deadlock_detected": c["deadlock_ps"] >= 0,
             "deadlock_time_ps": c["deadlock_ps"] if c["deadlock_ps"] >= 0 else None,
             "watchdog_storms": c["watchdog_storms"],
+            "ls": loadstore.summarize(self.ls_ops, eng.ls_gpus, c, c["sim_time_ps"]),
+            "llr_replays": c["llr_replays"],
+            "fcs_errors": int(self.ports["fcs_errors"].sum()),
+            "fcs_drops": c["fcs_drops"],
+            "cbfc_updates": c["cbfc_updates"],
+            "credits_stalled_ps": int(self.queues["stalled_ps"].sum()),
             "flows_total": int(len(fl)),
             "flows_completed": int(done.sum()),
             "fct_ps": _stats(fct[done]),
@@ -494,6 +525,7 @@ class Simulation:
         level = trace if trace is not None else scenario.run.trace
         self.trace_level = level
         dc = scenario.dcqcn
+        ls = scenario.ls
         line = int(scenario.topology.rate_bps)
         rai = dc.rai_bps or line // 20
         self.engine = _engine.Engine(
@@ -511,7 +543,14 @@ class Simulation:
             cnp_interval_ps=scenario.roce.cnp_interval_ps, dcqcn=dc.enabled, dc_f=dc.f, dc_g=dc.g,
             dc_alpha_ps=dc.alpha_timer_ps, dc_timer_ps=dc.rate_timer_ps, dc_bytes=dc.byte_counter,
             dc_rai_bps=rai, dc_rhai_bps=dc.rhai_bps or 10 * rai, dc_min_bps=dc.min_rate_bps,
-            dc_min_dec=dc.min_dec, dependents=c.dependents)
+            dc_min_dec=dc.min_dec, dependents=c.dependents, ls_ops=c.ls_ops, ls_gpus=c.ls_gpus,
+            ls_prio=ls.prio, ls_header=0 if ls.header == "ethlink" else 1,
+            ls_relaxed=ls.ordering == "relaxed", ls_coalesce_bytes=ls.coalesce_bytes,
+            ls_coalesce_wait_ps=ls.coalesce_wait_ps, ls_target_ps=ls.target_latency_ps,
+            ls_timeout_ps=ls.timeout_ps,
+            cbfc_mask=sum(1 << p for p in scenario.cbfc.priorities) if scenario.cbfc.enabled else 0,
+            cbfc_cell=scenario.cbfc.cell,
+            cbfc_update_cells=-(-(scenario.cbfc.update_bytes or scenario.host.mtu + 64) // scenario.cbfc.cell))
         self.wall_s = 0.0
 
     def run(self, until: int | None = None, *, progress: Callable[[int, int, int], None] | None = None,

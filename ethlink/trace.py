@@ -23,13 +23,14 @@ Schema (`TRACE_SCHEMA`, version `SCHEMA_VERSION`; every column non-null):
 | payload  | int32                    | bytes         | payload carried (raw data bytes, RoCE payload, EthLink data); 0 for control frames | raw, roce, ethlink |
 | psn      | int32                    | count         | raw: frame number within its flow; roce, roce_ack, cnp: PSN (not wrapped at 2**24); pfc: pause time of the enabled class, quanta of 512 bit times (0 resumes); ethlink: transaction tag | all |
 | qp       | int32                    | QP endpoint   | QP endpoint the frame is addressed to (RoCE BTH DestQP); -1 none | roce, roce_ack, cnp |
+| ntx      | int32                    | count         | Load/Store transactions carried in the frame (coalesced ethlink frames carry several; `flow` is the first operation's index, `psn` its tag, `addr` its address); 0 for other frames | ethlink (and roce with the Load/Store flag) |
 | event    | dictionary<int8, string> | EVENT_NAMES   | what happened (enqueue, tx_start, rx, drop, mark, deliver, pause_tx, pause_rx, ...) | all |
 | kind     | dictionary<int8, string> | FRAME_KINDS   | frame kind | all |
 | prio     | uint8                    | 0..7          | IEEE 802.1Q priority (PCP); pfc: the paused class | all |
 | ecn      | uint8                    | 0..3          | IP ECN codepoint, RFC 3168: 0 Not-ECT, 1 ECT(1), 2 ECT(0), 3 CE | roce, cnp, ethlink |
 | reason   | dictionary<int8, string> | DROP_REASONS  | why a drop happened; "none" for every other event | all (drop rows) |
 | opcode   | uint8                    | code          | BTH opcode (roce, roce_ack, cnp); pfc: class-enable vector; EthLink opcode; 0 for raw | roce, roce_ack, cnp, pfc, ethlink |
-| flags    | uint8                    | bits          | engine packet flags: 1 last packet of its flow/message | all |
+| flags    | uint8                    | bits          | engine packet flags: 1 last packet of its flow/message, 4 Load/Store frame, 8 Load/Store response, 16 corrupted on the wire (cleared by the receiver's FCS check) | all |
 | syndrome | uint8                    | code          | AETH syndrome: 0x1F ACK, 0x60 NAK (PSN sequence error), ...; 0 otherwise | roce_ack |
 
 The dictionaries are the whole names tables (the same in every batch, so the IPC file
@@ -127,6 +128,7 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
     ("payload", pa.int32(), "bytes"),
     ("psn", pa.int32(), "count"),
     ("qp", pa.int32(), "QP endpoint"),
+    ("ntx", pa.int32(), "count"),
     ("event", ENUM_TYPE, "EVENT_NAMES"),
     ("kind", ENUM_TYPE, "FRAME_KINDS"),
     ("prio", pa.uint8(), "802.1Q PCP"),
