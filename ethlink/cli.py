@@ -5,6 +5,9 @@
                 [--trace-compression zstd|lz4|none] [--trace-node NAME] [--trace-flow F] [--trace-event E]
     ethlink pcap TRACE -o OUT.pcap (--port N | --node NAME --port-index I) [--event E] [--flow F] [--limit N]
     ethlink show TRACE [--row N | --node NAME --port N --event E --flow F --pkt ID] [--limit N] [--brief]
+    ethlink replay WORKLOAD --fabric SCENARIO -o OUTDIR [--seed N] [--set key=value ...] [--trace LEVEL]
+    ethlink workload TRACE -o WL.arrow|WL.parquet|WL.csv
+    ethlink plot TRACE -o DIR [--summary summary.json] [--top N]
 
 SCENARIO is a built-in name (see `ethlink list`) or a path to a TOML file. A run shows a
 progress bar (simulated time against the horizon, events/s), prints a summary table and
@@ -435,6 +438,152 @@ def _print_summary(s: dict) -> None:
         sd = s["slowdown"]
         t.add_row("slowdown p50 / p99 / max", " / ".join(f"{sd[k]:.2f}" for k in ("p50", "p99", "max")))
     Console().print(t)
+
+# ---------------------------------------------------------------------------------------
+# Replay, workload extraction and plots.
+
+def _run_to_outdir(sim, outdir: Path, until_ps, writer, quiet: bool, title: str) -> None:
+    """Run `sim` as `run` does: progress bar, Ctrl-C stops at a safe point, then
+    OUTDIR/summary.json and the trace (closed complete=false after an interruption)."""
+    horizon = until_ps or sim.scenario.run.until_ps
+    t0 = time.perf_counter()
+    interrupted = False
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                  TextColumn("{task.fields[simt]}"), TextColumn("{task.fields[rate]}"),
+                  TimeElapsedColumn(), console=console, disable=quiet, transient=False) as bar:
+        task = bar.add_task(title, total=horizon or None, simt="", rate="")
+        stop = _StopRequest()
+
+        def progress(now, _h, events):
+            el = time.perf_counter() - t0
+            bar.update(task, completed=now if horizon else None, simt=f"sim {units.fmt_time(now)}",
+                       rate=f"{events / el / 1e6:.1f} M events/s" if el > 0 else "")
+            stop.check()
+
+        def sink(recs):
+            writer.write(recs)
+            stop.check()
+
+        try:
+            with stop:
+                result = sim.run(until_ps, progress=progress, trace_sink=sink if writer else None)
+        except KeyboardInterrupt:
+            interrupted = True
+            from .sim import Result
+            result = Result(sim, sim.wall_s, "interrupted")
+        except BaseException as exc:
+            if writer is not None:
+                writer.close(False, f"{type(exc).__name__}: {exc}")
+            raise
+        bar.update(task, completed=horizon or 1, total=horizon or 1)
+    summary = _clean_nan(result.summary)
+    write_json_atomic(outdir / "summary.json", summary)
+    if not quiet:
+        _print_summary(summary)
+    console.print(f"wrote {outdir / 'summary.json'}")
+    if writer is not None:
+        path = writer.close(not interrupted, "interrupted (SIGINT)" if interrupted else "")
+        console.print(f"wrote {path} ({writer.rows:,} rows, {path.stat().st_size / 1e6:.1f} MB"
+                      f"{', complete=false' if interrupted else ''})")
+    if interrupted:
+        console.print("[yellow]interrupted: summary.json holds the results so far[/]")
+        sys.exit(130)
+
+
+@main.command("replay")
+@click.argument("workload_file", metavar="WORKLOAD", type=click.Path(path_type=Path))
+@click.option("--fabric", required=True, metavar="SCENARIO",
+              help="The fabric: a built-in scenario name or a TOML file (its own traffic is replaced).")
+@click.option("-o", "--out", "outdir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output directory (created): summary.json and, when tracing, trace.arrow.")
+@click.option("--seed", type=int, default=None, help="Override the fabric scenario's seed.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a fabric scenario field.")
+@click.option("--until", default=None, metavar="TIME", help='Stop at this simulated time, e.g. "2ms".')
+@click.option("--trace", type=click.Choice(["off", "endpoints", "hop"]), default=None,
+              help="Trace level (default: the fabric scenario's run.trace).")
+@click.option("--trace-compression", type=click.Choice(["zstd", "lz4", "none"]), default="zstd",
+              show_default=True, help="Compression of the trace's record batches.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no table.")
+def replay_cmd(workload_file, fabric, outdir, seed, sets, until, trace, trace_compression, quiet):
+    """Run the operations of WORKLOAD (Arrow, Parquet or CSV table, or a trace.arrow)
+    on the fabric of a scenario; writes what `run` writes."""
+    from .replay import load_fabric, load_workload, replay_metadata, replay_simulation
+    from .trace import TraceError, TraceWriter
+
+    overrides = list(sets) + ([f"seed={seed}"] if seed is not None else [])
+    try:
+        sc = load_fabric(fabric, overrides)
+    except ScenarioError as exc:
+        raise click.UsageError(f"fabric {fabric}: {exc}") from None
+    try:
+        wl = load_workload(workload_file)
+    except (TraceError, ScenarioError) as exc:
+        raise BadInput(str(exc)) from None
+    try:
+        until_ps = units.time_ps(until) if until is not None else None
+    except units.UnitError as exc:
+        raise click.BadParameter(str(exc), param_hint="--until") from None
+    try:
+        sim = replay_simulation(wl, sc, trace=trace)
+    except (ScenarioError, TopologyError) as exc:
+        raise BadInput(f"{workload_file} on {fabric}: {exc}") from None
+    outdir.mkdir(parents=True, exist_ok=True)
+    writer = None
+    if sim.trace_level != "off":
+        writer = TraceWriter(outdir / "trace.arrow", replay_metadata(sim, wl), compression=trace_compression,
+                             engine=sim.engine)
+    else:
+        for p in (outdir / "trace.arrow", outdir / "trace.arrow.partial"):
+            if p.exists():
+                p.unlink()
+                console.print(f"removed {p}: an earlier run's trace (this run does not trace)")
+    _run_to_outdir(sim, outdir, until_ps, writer, quiet, f"{sc.name} <- {Path(workload_file).name}")
+
+
+@main.command("workload")
+@click.argument("trace_file", metavar="TRACE", type=click.Path(path_type=Path))
+@click.option("-o", "--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Workload file to write: .arrow, .parquet or .csv.")
+def workload_cmd(trace_file, out):
+    """Extract the operations a traced run posted, as a workload table for `replay`."""
+    from .replay import workload_from_trace, write_workload
+    from .trace import TraceError
+
+    if out.suffix.lower() not in (".arrow", ".feather", ".ipc", ".parquet", ".pq", ".csv"):
+        raise BadInput(f"{out}: choose the format by suffix: .arrow, .parquet or .csv")
+    try:
+        wl = workload_from_trace(trace_file)
+    except (TraceError, ScenarioError) as exc:
+        raise BadInput(str(exc)) from None
+    write_workload(wl, out)
+    deps = int((wl["dep"].to_numpy() >= 0).sum())
+    console.print(f"wrote {out} ({wl.num_rows:,} operations, {deps:,} with dependencies)")
+
+
+@main.command("plot")
+@click.argument("trace_file", metavar="TRACE", type=click.Path(path_type=Path))
+@click.option("-o", "--out", "outdir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory for the PNGs (created).")
+@click.option("--summary", "summary_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="summary.json of the run (default: the one beside TRACE, if any).")
+@click.option("--top", type=click.IntRange(min=1), default=6, show_default=True,
+              help="How many ports (and flows) to draw in the per-port/per-flow plots.")
+@click.option("--bins", type=click.IntRange(min=2), default=100, show_default=True,
+              help="Time bins for throughput.")
+def plot_cmd(trace_file, outdir, summary_file, top, bins):
+    """Write PNGs of a trace: queue depth, per-flow throughput, pause timeline,
+    completion-time CDF; prints where they are."""
+    from . import plots
+    from .trace import TraceError
+
+    _, info = _open_trace(trace_file)
+    _incomplete_note(info, trace_file)
+    try:
+        paths = plots.plot_all(trace_file, outdir, summary=summary_file, top=top, bins=bins)
+    except (TraceError, ScenarioError) as exc:
+        raise BadInput(str(exc)) from None
+    for p in paths:
+        click.echo(str(p))
 
 
 if __name__ == "__main__":
