@@ -29,8 +29,13 @@ $(EXT): $(SRC) | $(STAMP)
 
 build: $(EXT)
 
+DEMO ?= ethlink-mixed
+
+# The main job on the richest built-in scenario: run it with a full trace, then plot it.
 demo: install
-	$(VENV)/bin/ethlink run $(or $(SCENARIO),incast-raw) -o out/demo
+	$(VENV)/bin/ethlink run $(DEMO) -o out/demo --trace hop
+	$(VENV)/bin/ethlink plot out/demo/trace.arrow -o out/demo/plots
+	@echo "results: out/demo/summary.json, out/demo/trace.arrow, plots in out/demo/plots/"
 
 test: install
 	$(PY) -m pytest -q tests

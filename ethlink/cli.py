@@ -48,6 +48,9 @@ def write_json_atomic(path: Path, obj) -> None:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=1, allow_nan=False, default=_json_default)
             f.write("\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)           # mkstemp makes it 0600; a result is for reading
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

@@ -129,7 +129,7 @@ def summarize(ops: np.ndarray, gpus: np.ndarray, counters: dict, sim_ps: int) ->
     out["wire_bytes"] = wire
     out["frames"] = counters["ls_frames"]
     out["retries"] = counters["ls_retries"]
-    active = gpus["tags"] * max(sim_ps, 1)
+    active = gpus["tags"].astype(np.float64) * max(sim_ps, 1)
     used = gpus["ops_done"] > 0
     out["tag_occupancy"] = float((gpus["tag_ps"][used] / active[used]).mean()) if used.any() else 0.0
     return out
