@@ -656,10 +656,6 @@ def test_random_scenarios_conserve_and_never_beat_the_ideal(data):
             assert fl["finish_ps"][0] - fl["start_ps"][0] == res.ideal_fct_ps[0]
 
 
-@pytest.mark.xfail(strict=True, reason="ethlink.sim.ideal_fct_ps assumes every frame of a flow follows its "
-                   "first-choice path, so with switch.ecmp = 'spray' a short last frame is modelled as "
-                   "queueing behind the previous frame although it overtakes it on another spine: "
-                   "ideal > the lone flow's actual time (slowdown < 1)")
 def test_switch_spray_lone_flow_never_beats_its_ideal():
     """A lone flow of a 1022 B frame then a 64 B one, sprayed at leaf0 over 3 spines: the
     short frame may take another spine than the long one and then does not queue behind
