@@ -121,7 +121,8 @@ cdef enum StopReason:           # why the loop returned to Python
     STOP_DEADLOCK = 5           # PFC deadlock detected: frames queued, nothing moves
 
 cdef enum:
-    TRACE_MARGIN = 64           # records one event may write at most
+    TRACE_MARGIN = 64           # records one event may write at most, besides Load/Store
+                                # transactions (Sim.trace_margin adds four per transaction)
     CT_HEADER_BYTES = 64        # bytes a cut-through switch reads before forwarding
 
 cdef enum Sched:
@@ -517,6 +518,7 @@ cdef struct Sim:
     TraceRec* trace
     int64_t trace_n
     int64_t trace_cap
+    int64_t trace_margin        # rows one event may write: TRACE_MARGIN + 4 x transactions per frame
     int32_t trace_level
     int32_t error               # nonzero: the loop stopped on an internal error (see engine.pyx)
 
@@ -649,11 +651,56 @@ cdef inline int32_t pkt_alloc(Sim* s) noexcept nogil:
         s.pkts_live_hwm = s.pkts_live
     return i
 
+cdef inline void trace_op(Sim* s, uint8_t event, int32_t host, int32_t index, int32_t src,
+                          int32_t dst, int32_t prio, int64_t nbytes, uint8_t kind, uint8_t opcode,
+                          int32_t qp, uint8_t flags) noexcept nogil:
+    # An operation-level row (TE_OP_ISSUE / TE_OP_COMPLETE) at the issuing host: `flow` is
+    # the message or Load/Store operation index, `payload` and `addr` its bytes, `opcode`
+    # its verb (Verb) or Load/Store kind (LsKind), `kind` FK_ROCE/FK_RAW or FK_ETHLINK.
+    cdef TraceRec* r
+    if s.trace_level == TRACE_OFF:
+        return
+    if s.trace_n >= s.trace_cap:
+        s.error = 3
+        return
+    r = &s.trace[s.trace_n]
+    s.trace_n += 1
+    r.time_ps = s.now
+    r.pkt = -1
+    r.qbytes = 0
+    r.addr = nbytes
+    r.node = s.host_node[host]
+    r.port = -1
+    r.flow = index
+    r.src = src
+    r.dst = dst
+    r.size = 0
+    r.payload = <int32_t>nbytes if nbytes < 2147483647 else 2147483647
+    r.psn = 0
+    r.qp = qp
+    r.ntx = 0
+    r.event = event
+    r.kind = kind
+    r.prio = <uint8_t>prio
+    r.ecn = 0
+    r.reason = 0
+    r.opcode = opcode
+    r.flags = flags
+    r.syndrome = 0
+
+
+cdef inline void trace_flow(Sim* s, uint8_t event, int32_t f) noexcept nogil:
+    cdef Flow* fl = &s.flows[f]
+    trace_op(s, event, fl.src, f, fl.src, fl.dst, fl.prio, fl.size,
+             FK_RAW if fl.verb == VERB_RAW else FK_ROCE, <uint8_t>fl.verb, fl.qp, 0)
+
+
 cdef inline void complete_message(Sim* s, int32_t f) noexcept nogil:
     # Message f completed (CQE): post the operations that waited for it, `start_ps` later
     # (for a dependent operation start_ps holds that delay until it is posted).
     cdef int32_t i, d
     s.flows[f].complete_ps = s.now
+    trace_flow(s, TE_OP_COMPLETE, f)
     for i in range(s.dep_off[f], s.dep_off[f + 1]):
         d = s.dep_list[i]
         s.flows[d].deps_left -= 1
@@ -698,6 +745,9 @@ cdef inline void trace_pkt(Sim* s, uint8_t event, int32_t node, int32_t port, in
     if s.trace_level == TRACE_OFF:
         return
     if s.trace_level == TRACE_ENDPOINTS and s.nodes[node].kind != NODE_HOST:
+        return
+    if s.trace_n >= s.trace_cap:
+        s.error = 3                         # never write past the ring (TRACE_MARGIN too small)
         return
     r = &s.trace[s.trace_n]
     s.trace_n += 1

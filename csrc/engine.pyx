@@ -310,6 +310,7 @@ cdef inline void flow_start(Sim* s, int32_t f) noexcept nogil:
     # Post message f on its QP: give it its PSNs and make the QP ready to send.
     cdef Flow* fl = &s.flows[f]
     cdef Qp* q = &s.qps[fl.qp]
+    trace_flow(s, TE_OP_ISSUE, f)
     fl.psn_start = q.psn_end
     q.psn_end += fl.npkts
     fl.next = -1
@@ -402,7 +403,7 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
             return STOP_UNTIL
         if done >= budget:
             return STOP_CHUNK
-        if s.trace_level != TRACE_OFF and s.trace_n + TRACE_MARGIN > s.trace_cap:
+        if s.trace_level != TRACE_OFF and s.trace_n + s.trace_margin > s.trace_cap:
             return STOP_TRACE
         heap_pop(s, &ev)
         s.now = ev.time
@@ -485,7 +486,8 @@ PACKET_BYTES = sizeof(Packet)
 EVENT_BYTES = sizeof(Event)
 
 STOP_NAMES = ("empty", "until", "chunk", "trace", "error", "deadlock")
-ERROR_NAMES = {0: "", 1: "out of memory", 2: "packet pool limit (2**30 packets in flight)"}
+ERROR_NAMES = {0: "", 1: "out of memory", 2: "packet pool limit (2**30 packets in flight)",
+               3: "trace ring overrun (an event wrote more than TRACE_MARGIN rows)"}
 DROP_REASON_COUNT = 8
 
 
@@ -652,8 +654,12 @@ cdef class Engine:
         s.pkts[s.pkt_cap - 1].next = -1
         s.free_head = 0
         s.trace_level = trace_level
+        # A coalesced Load/Store frame completes (or answers) every transaction it carries
+        # in one event: per transaction a completion row, and the issue and enqueue rows of
+        # the operation its freed tag lets start.
+        s.trace_margin = TRACE_MARGIN + 4 * (ls_coalesce_bytes // 16 + 1)
         if trace_level != TRACE_OFF:
-            self._trace_buf = np.zeros(max(trace_capacity, 4 * TRACE_MARGIN), dtype=TRACE_DTYPE)
+            self._trace_buf = np.zeros(max(trace_capacity, 4 * s.trace_margin), dtype=TRACE_DTYPE)
             s.trace = <TraceRec*>cnp.PyArray_DATA(self._trace_buf)
             s.trace_cap = len(self._trace_buf)
 

@@ -214,11 +214,14 @@ cdef inline void ls_try_issue(Sim* s, int32_t gi) noexcept nogil:
                 return                       # a completion calls again
             op.start_ps = s.now
             op.complete_ps = s.now
+            trace_op(s, TE_OP_ISSUE, gi, oi, gi, gi, s.ls_prio, 0, FK_ETHLINK, <uint8_t>op.kind, -1, PF_LS)
+            trace_op(s, TE_OP_COMPLETE, gi, oi, gi, gi, s.ls_prio, 0, FK_ETHLINK, <uint8_t>op.kind, -1, PF_LS)
             g.pend = op.next
             continue
         if g.outstanding >= g.tags:
             return
         op.start_ps = s.now
+        trace_op(s, TE_OP_ISSUE, gi, oi, gi, op.dst, s.ls_prio, op.size, FK_ETHLINK, <uint8_t>op.kind, -1, PF_LS)
         op.tag = g.next_tag
         g.next_tag = (g.next_tag + 1) % g.tags
         tag_change(s, g, 1)
@@ -235,6 +238,8 @@ cdef inline void ls_complete(Sim* s, int32_t oi) noexcept nogil:
     if op.complete_ps >= 0:
         return                               # a duplicate after a retry
     op.complete_ps = s.now
+    trace_op(s, TE_OP_COMPLETE, op.src, oi, op.src, op.dst, s.ls_prio, op.size, FK_ETHLINK,
+             <uint8_t>op.kind, -1, PF_LS)
     op.gen += 1                              # cancels its timeout
     g.ops_done += 1
     s.ls_payload_bytes += op.size if op.kind <= LS_STORE_ACK else 8

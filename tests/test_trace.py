@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow as pa
 import pytest
 from click.testing import CliRunner
@@ -149,13 +150,20 @@ def test_row_counts_follow_the_engine(hop):
     assert (np.diff(t["time_ps"].to_numpy()) >= 0).all()
 
 
+def sim_flows(hop):
+    return hop[1].flows
+
+
 def test_enum_columns_are_dictionaries_of_the_names(hop):
     t = hop[4]
     for name, names in T.ENUMS.items():
         chunk = t[name].chunks[0]
         assert chunk.type == pa.dictionary(pa.int8(), pa.string())
         assert chunk.dictionary.to_pylist() == list(names)
-    assert set(t["event"].to_pylist()) == {"enqueue", "tx_start", "rx", "deliver", "drop"}
+    assert set(t["event"].to_pylist()) == {"enqueue", "tx_start", "rx", "deliver", "drop",
+                                           "op_issue", "op_complete"}
+    ops = t.filter(pc.equal(t["event"], "op_issue"))
+    assert ops.num_rows == len(sim_flows(hop)) and ops["pkt"].to_pylist() == [-1] * ops.num_rows
     assert set(t["kind"].to_pylist()) == {"raw"}
 
 
