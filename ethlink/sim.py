@@ -493,6 +493,10 @@ class Result:
                 "drops": int(q["drops"][p].sum()),
                 "pause_tx": int(self.ports["pause_tx"][p]),
                 "pause_rx": int(self.ports["pause_rx"][p]),
+                "xoff_sent": [int(x) for x in q["pauses_sent"][p]],      # per priority, refreshes included
+                "credits_stalled_ps": [int(x) for x in q["stalled_ps"][p]],
+                "llr_replays": int(self.ports["llr_replays"][p]),
+                "fcs_errors": int(self.ports["fcs_errors"][p]),
                 "paused_ps": [int(x) for x in paused[p]],
                 "ecn_marks": [int(x) for x in q["marks"][p]],
             })
@@ -514,6 +518,8 @@ class Result:
                 "cnps_sent": int(q["cnps_tx"][i]),
                 "rate_min_bps": int(mine[:, 2].min()) if len(mine) else int(q["line_bps"][i]),
                 "rate_final_bps": int(q["rate_bps"][i]), "rate_samples": int(len(mine)),
+                # every DCQCN rate change: [time_ps, rate_bps]
+                "rate_series": mine[:, [0, 2]].tolist(),
             })
         return out
 
