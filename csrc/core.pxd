@@ -551,7 +551,9 @@ cdef inline uint64_t hash3(uint64_t seed, uint64_t a, uint64_t b) noexcept nogil
 
 
 # ---------------------------------------------------------------------------------------
-# Event heap: binary min-heap on (time, seq). Returns -1 when memory runs out.
+# Event heap: 4-ary min-heap on (time, seq). Returns -1 when memory runs out.
+# NOTE: four children per node halve the depth of a binary heap, and the four children
+# of a node are contiguous (128 B: two cache lines), so a sift-down touches fewer lines.
 cdef inline bint ev_less(Event* a, Event* b) noexcept nogil:
     return a.time < b.time or (a.time == b.time and a.seq < b.seq)
 
@@ -576,7 +578,7 @@ cdef inline int schedule(Sim* s, int64_t time, int32_t kind, int32_t obj, int64_
     i = s.heap_n
     s.heap_n += 1
     while i > 0:
-        parent = (i - 1) >> 1
+        parent = (i - 1) >> 2
         if not ev_less(&ev, &h[parent]):
             break
         h[i] = h[parent]
@@ -588,7 +590,7 @@ cdef inline void heap_pop(Sim* s, Event* out) noexcept nogil:
     # Caller checks heap_n > 0.
     cdef Event* h = s.heap
     cdef Event last
-    cdef int64_t i = 0, child, n
+    cdef int64_t i = 0, child, best, end, n
     out[0] = h[0]
     s.heap_n -= 1
     n = s.heap_n
@@ -596,15 +598,20 @@ cdef inline void heap_pop(Sim* s, Event* out) noexcept nogil:
         return
     last = h[n]
     while True:
-        child = 2 * i + 1
+        child = 4 * i + 1
         if child >= n:
             break
-        if child + 1 < n and ev_less(&h[child + 1], &h[child]):
+        best = child
+        end = child + 4 if child + 4 < n else n
+        child += 1
+        while child < end:
+            if ev_less(&h[child], &h[best]):
+                best = child
             child += 1
-        if not ev_less(&h[child], &last):
+        if not ev_less(&h[best], &last):
             break
-        h[i] = h[child]
-        i = child
+        h[i] = h[best]
+        i = best
     h[i] = last
 
 
