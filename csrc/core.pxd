@@ -350,6 +350,8 @@ cdef struct Qp:                 # a queue-pair endpoint; raw flows get a send-on
     int32_t rsp_flow            # message being answered, -1 none
     int32_t rsp_nxt             # next response PSN
     int32_t rsp_end             # PSN after the last response
+    int32_t rsp_max             # highest response PSN sent + 1 (below: a retransmission)
+    int32_t pad2
     int32_t retries             # consecutive timeouts without progress
     # DCQCN reaction point (Zhu et al. 2015, section 3.2)
     int64_t line_bps            # rate of its NIC port

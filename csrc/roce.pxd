@@ -161,6 +161,12 @@ cdef inline int32_t roce_response_packet(Sim* s, int32_t qi) noexcept nogil:
     if offset + payload > fl.sent:
         fl.sent = offset + payload
         s.bytes_sent += payload
+    if q.rsp_nxt < q.rsp_max:               # sent again after a re-issued READ
+        q.retx_pkts += 1
+        s.retx_pkts += 1
+        fl.retx += 1
+    else:
+        q.rsp_max = q.rsp_nxt + 1
     q.rsp_nxt += 1
     if q.rsp_nxt >= q.rsp_end:
         q.rsp_flow = -1
@@ -380,6 +386,7 @@ cdef inline void roce_rx_data(Sim* s, int32_t pi) noexcept nogil:
     if pk.psn == q.epsn:
         q.nak_sent = 0
         if op == OP_READ_REQUEST:
+            s.pkts_delivered += 1
             q.epsn = fl.psn_start + fl.npkts
             q.rsp_flow = pk.flow
             q.rsp_nxt = pk.psn
@@ -401,6 +408,7 @@ cdef inline void roce_rx_data(Sim* s, int32_t pi) noexcept nogil:
             send_ack(s, qi, q.epsn, SYN_NAK_SEQ, pk.prio)
     elif op == OP_READ_REQUEST:
         # A re-issued READ: stream again from the requested PSN.
+        s.pkts_delivered += 1
         q.rsp_flow = pk.flow
         q.rsp_nxt = pk.psn
         q.rsp_end = fl.psn_start + fl.npkts
