@@ -340,7 +340,7 @@ cdef struct Qp:                 # a queue-pair endpoint; raw flows get a send-on
     int32_t snd_max             # highest PSN sent + 1 (below it a send is a retransmission)
     int32_t psn_end             # PSN after the last posted message
     int32_t rto_gen             # generation of the armed timeout, stale timers ignored
-    int64_t rto_ps              # current timeout (doubles on every expiry)
+    int64_t rto_ps              # current timeout (doubles on consecutive expiries, back to the initial value on progress)
     int64_t next_tx_ps          # rate limiter: earliest start of the next frame
     int64_t last_tx_ps          # rate limiter: when the last frame was released
     int64_t last_tx_bytes       # its wire bytes (frame + preamble + IFG)
@@ -473,6 +473,9 @@ cdef struct Sim:
     int32_t ecn_capable         # 1: RoCE data frames leave as ECT(0)
     int64_t rto_initial_ps      # first retransmission timeout
     int64_t rto_max_ps
+    int32_t retry_limit         # consecutive timeouts before the QP goes to the error state
+    int32_t pad3
+    int64_t qp_errors           # QPs that gave up (retry limit exceeded)
     int64_t cnp_interval_ps     # NP: at most one CNP per QP per interval (DCQCN: 50 us)
     int64_t retx_pkts
     int64_t timeouts

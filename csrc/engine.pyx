@@ -519,7 +519,7 @@ cdef class Engine:
                  int32_t wd_action=WD_OFF, int64_t wd_detect_ps=0, int64_t wd_restore_ps=0,
                  int64_t deadlock_check_ps=0, int32_t ack_every=1, int32_t ack_prio=-1,
                  int32_t cnp_prio=6, bint ecn_capable=False, int64_t rto_initial_ps=0,
-                 int64_t rto_max_ps=0, int64_t cnp_interval_ps=0, bint dcqcn=False,
+                 int64_t rto_max_ps=0, int32_t retry_limit=7, int64_t cnp_interval_ps=0, bint dcqcn=False,
                  int32_t dc_f=5, double dc_g=1.0 / 256, int64_t dc_alpha_ps=0,
                  int64_t dc_timer_ps=0, int64_t dc_bytes=0, int64_t dc_rai_bps=0,
                  int64_t dc_rhai_bps=0, int64_t dc_min_bps=0, double dc_min_dec=0.5,
@@ -603,6 +603,7 @@ cdef class Engine:
         s.ecn_capable = ecn_capable
         s.rto_initial_ps = rto_initial_ps
         s.rto_max_ps = rto_max_ps
+        s.retry_limit = retry_limit
         s.cnp_interval_ps = cnp_interval_ps
         s.dcqcn = dcqcn
         s.dc_f = dc_f
@@ -741,6 +742,7 @@ cdef class Engine:
             "packets_discarded": s.pkts_discarded,
             "retransmitted_packets": s.retx_pkts,
             "timeouts": s.timeouts,
+            "qp_errors": s.qp_errors,
             "cnps": s.cnps,
             "naks": s.naks,
             "data_frames_tx": s.data_tx,

@@ -23,6 +23,9 @@
 # (RETH 16, ImmDt 4, AETH 4) + payload + pad to 4 B + ICRC 4 + FCS 4 (ethlink/frames
 # builds the bytes).
 #
+# After `retry_limit` consecutive timeouts without progress the QP enters the error state
+# and gives up (its messages stay incomplete; `qp_errors` counts such QPs).
+#
 # Limits: IPv4, RC only; no RNR NAK (receive buffers are always posted); no atomics in this
 # transport (ethlink Load/Store atomics are a separate transport); PSNs are not wrapped at
 # 2**24 in the engine (the frame builder masks them); no per-QP outstanding-read limit.
@@ -268,6 +271,7 @@ cdef inline void roce_advance_una(Sim* s, int32_t qi, int32_t una) noexcept nogi
         return
     q.snd_una = una
     q.retries = 0
+    q.rto_ps = s.rto_initial_ps             # backoff is for consecutive timeouts only
     while q.msg_head >= 0:
         fl = &s.flows[q.msg_head]
         if fl.psn_start + fl.npkts > una:
@@ -310,6 +314,14 @@ cdef inline void roce_rto(Sim* s, int32_t qi, int32_t gen) noexcept nogil:
     q.timeouts += 1
     s.timeouts += 1
     q.retries += 1
+    if q.retries > s.retry_limit:
+        # Retry count exhausted (IBA 9.7.6.1.3, retry_cnt <= 7): the QP goes to the error
+        # state; its outstanding messages never complete and it sends nothing more.
+        s.qp_errors += 1
+        q.snd_nxt = q.psn_end
+        q.snd_una = q.psn_end
+        q.snd_max = q.psn_end
+        return
     q.rto_ps = q.rto_ps * 2 if q.rto_ps * 2 < s.rto_max_ps else s.rto_max_ps
     q.snd_nxt = q.snd_una
     q.msg_cur = -1

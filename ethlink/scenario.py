@@ -18,7 +18,7 @@ Sections (all optional but topology and a workload):
     [pfc]       enabled, priorities, xoff (bytes | "dynamic"), alpha, xon_offset, headroom,
                 quanta, response, deadlock_check; [pfc.watchdog] action, detect, restore
     [ecn]       enabled, priorities, kmin, kmax, pmax
-    [roce]      ack_every, ack_prio, cnp_prio, rto, rto_max, cnp_interval, ecn
+    [roce]      ack_every, ack_prio, cnp_prio, rto, rto_max, retry_limit, cnp_interval, ecn
     [dcqcn]     enabled, g, f, alpha_timer, rate_timer, byte_counter, rai, rhai, min_rate, min_dec
     [ls]        tags, header (ethlink | roce), prio, ordering (strict | relaxed), coalesce,
                 coalesce_wait, target_latency, timeout, max_size
@@ -149,6 +149,7 @@ class Roce:
     cnp_prio: int = 6
     rto_ps: int = 100_000_000           # 100 us initial retransmission timeout
     rto_max_ps: int = 10_000_000_000    # 10 ms
+    retry_limit: int = 7                # IBA retry_cnt (3 bits): consecutive timeouts before the QP errors
     cnp_interval_ps: int = 50_000_000   # 50 us (DCQCN paper; NVIDIA min_time_between_cnps)
     ecn: bool = True                    # data frames leave as ECT(0)
 
@@ -578,6 +579,7 @@ def _roce(sec: _Section) -> Roce:
         cnp_prio=sec.int("cnp_prio", d.cnp_prio, lo=0, hi=7),
         rto_ps=sec.time("rto", d.rto_ps, positive=True),
         rto_max_ps=sec.time("rto_max", d.rto_max_ps, positive=True),
+        retry_limit=sec.int("retry_limit", d.retry_limit, lo=0, hi=7),
         cnp_interval_ps=sec.time("cnp_interval", d.cnp_interval_ps),
         ecn=sec.bool("ecn", d.ecn),
     )
