@@ -170,6 +170,50 @@ def moe_alltoall(hosts: int | Sequence[int], bytes_per_pair: int, *, op: str = "
                        "moe_alltoall", generator=call)
 
 
+def loadstore_mix(hosts: int | Sequence[int], ops_per_gpu: int, *, rate: float = 5e7,
+                  mix: dict | None = None, sizes: Sequence[int] = (64, 128, 256), fence_every: int = 0,
+                  start_ps: int = 0, seed: int = 0) -> pa.Table:
+    """Load/Store traffic of a tensor-parallel group: every GPU issues `ops_per_gpu`
+    operations to uniformly chosen other GPUs, open loop at `rate` ops/s (op k at
+    start_ps + k / rate), kinds drawn from `mix` (default 60 % load, 30 % store, 5 %
+    store_ack, 5 % fadd), sizes uniformly from `sizes` (atomics 8 B), a fence after every
+    `fence_every` operations (0: none); seeded. Ids are GPU-major; addresses 64 B aligned.
+    Replays on the GPUs' Load/Store engines (`ethlink replay`), beside or without RDMA."""
+    ranks = _ranks(hosts)
+    n = len(ranks)
+    if n < 2 or ops_per_gpu < 1 or rate <= 0:
+        raise ScenarioError("loadstore_mix needs >= 2 GPUs, ops_per_gpu >= 1 and rate > 0")
+    mix = dict(mix or {"load": 0.6, "store": 0.3, "store_ack": 0.05, "fadd": 0.05})
+    rng = np.random.default_rng(seed)
+    src = np.repeat(np.arange(n), ops_per_gpu)
+    dst = (src + rng.integers(1, n, size=len(src))) % n
+    names = list(mix)
+    w = np.asarray([mix[k] for k in names], dtype=float)
+    kind = np.asarray(names, dtype=object)[rng.choice(len(names), size=len(src), p=w / w.sum())]
+    size = np.asarray(sizes, dtype=np.int64)[rng.integers(0, len(sizes), size=len(src))]
+    size = np.where(np.isin(kind, ["fadd", "cas"]), 8, size)
+    k = np.tile(np.arange(ops_per_gpu), n)
+    time_ps = start_ps + (k * 1e12 / rate).astype(np.int64)
+    if fence_every:
+        at = np.nonzero((k + 1) % fence_every == 0)[0]
+        pos = np.insert(np.arange(len(src)), at + 1, at)           # a fence right after op `at`
+        fence = np.zeros(len(pos), dtype=bool)
+        fence[at + 1 + np.arange(len(at))] = True
+        src, time_ps = src[pos], time_ps[pos]
+        dst = np.where(fence, src, dst[pos])
+        kind = np.where(fence, "fence", kind[pos])
+        size = np.where(fence, 8, size[pos])
+    rows = len(src)
+    call = _call("loadstore_mix", hosts=hosts if isinstance(hosts, int) else ranks.tolist(),
+                 ops_per_gpu=ops_per_gpu, rate=rate, mix=mix, sizes=list(sizes), fence_every=fence_every,
+                 start_ps=start_ps, seed=seed)
+    return as_workload({
+        "id": np.arange(rows, dtype=np.int64), "time_ps": time_ps, "src": ranks[src], "dst": ranks[dst],
+        "op": kind.tolist(), "bytes": size, "prio": np.zeros(rows, dtype=np.int64),
+        "qp": np.full(rows, -1, dtype=np.int64), "dep": np.full(rows, -1, dtype=np.int64),
+    }, "loadstore_mix", generator=call)
+
+
 # ---------------------------------------------------------------------------------------
 # The sample workloads shipped in traces/ (traces/README.md), rebuilt by write_samples.
 
@@ -178,6 +222,7 @@ SAMPLES = {
     "moe-alltoall-16.arrow": lambda: moe_alltoall(16, 262144, op="write", expert_ps=5_000_000, skew=1.2, seed=7),
     "ring-allreduce-8.csv": lambda: ring_allreduce(8, 4 * 2**20, op="write", step_gap_ps=1_000_000),
     "ring-allreduce-16.parquet": lambda: ring_allreduce(16, 25 * 2**20, op="write", step_gap_ps=1_000_000),
+    "loadstore-mix-8.csv": lambda: loadstore_mix(8, 200, rate=5e7, fence_every=50, seed=1),
 }
 
 

@@ -60,9 +60,12 @@ def _stream(w: dict, n_hosts: int, seed: int) -> dict[str, np.ndarray]:
     return cols
 
 
-def build_ops(sc: Scenario, n_hosts: int):
-    """The LsOp table (in per-GPU issue order, linked by `next`) and the LsGpu table."""
+def build_ops(sc: Scenario, n_hosts: int, table_ops: dict | None = None):
+    """The LsOp table (in per-GPU issue order, linked by `next`) and the LsGpu table;
+    `table_ops`: Load/Store rows of a workload table (ethlink.workloads.from_table)."""
     parts = [_stream(w, n_hosts, sc.seed) for w in sc.loadstore]
+    if table_ops is not None and len(table_ops["src"]):
+        parts.append(table_ops)
     if sc.ls_ops:
         o = sc.ls_ops
         parts.append({

@@ -9,7 +9,7 @@ A workload table has one row per operation (`WORKLOAD_SCHEMA`):
 | time_ps | int64  | ps; post time, or for an op with a `dep`, the delay after that op completes |
 | src     | int32  | requester host index |
 | dst     | int32  | responder host index (!= src) |
-| op      | string | raw, write, send, read, write_imm, send_imm (`ethlink.scenario.VERBS`) |
+| op      | string | raw, write, send, read, write_imm, send_imm (`ethlink.scenario.VERBS`); Load/Store: load, store, store_ack, fadd, cas, fence (`LS_KINDS`) |
 | bytes   | int64  | payload bytes, >= 1 |
 | prio    | int8   | 802.1Q priority 0..7 |
 | qp      | int64  | ops with the same (src, dst, qp >= 0) share one queue pair, in posting order; -1: own QP |
@@ -39,8 +39,10 @@ Limits: the engine does not trace operation issue/completion yet (TE_OP_ISSUE an
 TE_OP_COMPLETE are declared in csrc/core.pxd but not emitted), so a trace whose metadata
 lacks both `workload` and `scenario_source` cannot be turned into a workload. The ops of
 an interrupted run are all the ops it had, posted or not. Load/Store operations (load,
-store, atomic) need the ethlink transport and are refused until `ethlink.scenario.VERBS`
-has them.
+store, store_ack, fadd, cas, fence; `atomic` means fadd) go to the GPUs' Load/Store
+engines: they issue in table order per GPU at time_ps and cannot carry a dependency;
+the fabric scenario's own [[loadstore]] streams stay part of the fabric and are not
+extracted into the table.
 """
 from __future__ import annotations
 
@@ -58,7 +60,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .scenario import VERBS, Scenario, ScenarioError, apply_override
+from .scenario import LS_KINDS, VERBS, Scenario, ScenarioError, apply_override
 from .trace import TRACE_SCHEMA, TraceError, read_trace
 
 __all__ = ["WORKLOAD_SCHEMA", "REQUIRED", "OPTIONAL", "LOADSTORE_OPS", "as_workload", "load_workload",
@@ -68,7 +70,8 @@ __all__ = ["WORKLOAD_SCHEMA", "REQUIRED", "OPTIONAL", "LOADSTORE_OPS", "as_workl
 WORKLOAD_VERSION = "1"
 REQUIRED = ("id", "time_ps", "src", "dst", "op", "bytes", "prio")
 OPTIONAL = ("qp", "dep")
-LOADSTORE_OPS = ("load", "store", "atomic")
+LOADSTORE_OPS = LS_KINDS + ("atomic",)        # "atomic" means fadd
+OPS = VERBS + LS_KINDS
 _UNITS = {"id": "op id", "time_ps": "ps", "src": "host index", "dst": "host index", "op": "VERBS",
           "bytes": "bytes", "prio": "802.1Q PCP", "qp": "queue-pair key, -1 own", "dep": "op id, -1 none"}
 _TYPES = {"id": pa.int64(), "time_ps": pa.int64(), "src": pa.int32(), "dst": pa.int32(), "op": pa.string(),
@@ -195,15 +198,12 @@ def _ops(col: pa.Array, where: str) -> pa.Array:
         raise ScenarioError(f"{where}: column op must be strings ({', '.join(VERBS)}), got {t}")
     vals = [None if x is None else x.strip().lower() for x in col.to_pylist()]
     for r, x in enumerate(vals):
-        if x in VERBS:
+        if x in VERBS or x in LOADSTORE_OPS:
             continue
         if x is None or x == "":
-            raise ScenarioError(f"{where}: column op row {r} is empty; ops: {', '.join(VERBS)}")
-        if x in LOADSTORE_OPS:
-            raise ScenarioError(f"{where}: row {r}: op {x!r} is a Load/Store operation, which needs the "
-                                f"ethlink transport; this version has only {', '.join(VERBS)}")
-        close = difflib.get_close_matches(x, VERBS, n=1)
-        raise ScenarioError(f"{where}: column op row {r} is {x!r}, not one of {', '.join(VERBS)}"
+            raise ScenarioError(f"{where}: column op row {r} is empty; ops: {', '.join(OPS)}")
+        close = difflib.get_close_matches(x, OPS, n=1)
+        raise ScenarioError(f"{where}: column op row {r} is {x!r}, not one of {', '.join(OPS)}"
                             + (f" (did you mean {close[0]!r}?)" if close else ""))
     return pa.array(vals, type=pa.string())
 

@@ -145,7 +145,7 @@ def compile_scenario(sc: Scenario, workload=None) -> Compiled:
             qv["kmax"][sw_port, pr] = sc.ecn.kmax_bytes
             qv["pmax"][sw_port, pr] = sc.ecn.pmax
 
-    cols = expand(sc) if workload is None else from_table(workload, fabric.n_hosts)
+    cols = expand(sc) if workload is None else from_table(workload, fabric.n_hosts, sc.ls.max_size)
     if workload is not None and np.any(cols["verb"] != V_RAW) and sc.host.mtu not in (256, 512, 1024, 2048, 4096):
         raise ScenarioError(f"host.mtu: RoCE operations need an IB path MTU, got {sc.host.mtu}")
     flows = np.zeros(len(cols["src"]), dtype=_engine.FLOW_DTYPE)
@@ -165,7 +165,7 @@ def compile_scenario(sc: Scenario, workload=None) -> Compiled:
     dep_off = np.zeros(len(flows) + 1, dtype=np.int64)
     np.cumsum(np.bincount(dep[waiting], minlength=len(flows)), out=dep_off[1:])
     qps = build_qps(flows, sc, pt, host_node, nodes, cols.get("qp_key"))
-    ls_ops, ls_gpus = loadstore.build_ops(sc, fabric.n_hosts)
+    ls_ops, ls_gpus = loadstore.build_ops(sc, fabric.n_hosts, cols.get("ls"))
     ideal = ideal_fct_ps(flows, sc, nodes, ports, host_node, route_off, route_port, fabric.n_hosts)
     return Compiled(fabric, pt, nodes, ports, queues, flows, qps, host_node, route_off, route_port,
                     dist, ideal, (dep_off.astype(np.int32), by_parent.astype(np.int32)), ls_ops, ls_gpus)

@@ -16,7 +16,7 @@ import numpy as np
 
 from .scenario import FlowSpec, Scenario, ScenarioError, n_hosts
 
-from .scenario import VERBS
+from .scenario import LS_KINDS, VERBS
 
 COLUMNS = ("src", "dst", "size", "start_ps", "prio", "verb")
 
@@ -94,14 +94,19 @@ TABLE_COLUMNS = ("id", "time_ps", "src", "dst", "op", "bytes", "prio")
 OPTIONAL_COLUMNS = ("qp", "dep")
 
 
-def from_table(table, n_hosts: int) -> dict[str, np.ndarray]:
+LS_ALIASES = {"atomic": "fadd"}
+
+
+def from_table(table, n_hosts: int, max_ls_size: int = 4096) -> dict[str, np.ndarray]:
     """Validate an operation table and turn it into flow columns.
 
     `table`: a mapping of equal-length arrays or a pyarrow Table with columns id, time_ps,
     src, dst, op (name or Verb index), bytes, prio, and optionally qp (ops sharing
     (src, dst, qp) share a queue pair; -1: own) and dep (id of the op this one waits for,
     -1 none; it is posted time_ps after that op completes). Returns the flow columns plus
-    `qp_key` and `dep` (a row index, -1 none).
+    `qp_key` and `dep` (a flow index, -1 none), and under `ls` the Load/Store rows (ops
+    load, store, store_ack, fadd, cas, fence; `atomic` means fadd) for the GPUs' Load/Store
+    engines: posted at time_ps in table order per GPU, optional `addr` column, no deps.
     """
     if hasattr(table, "column_names"):
         table = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
@@ -129,24 +134,27 @@ def from_table(table, n_hosts: int) -> dict[str, np.ndarray]:
     size, prio = col("bytes", np.int64), col("prio", np.int64)
     qp, dep_id = col("qp", np.int64, -1), col("dep", np.int64, -1)
     ops = np.asarray(table["op"])
+    ls_kind = np.full(n, -1, dtype=np.int64)
     if ops.dtype.kind in "iu":
         verb = ops.astype(np.int64)
         bad = np.nonzero((verb < 0) | (verb >= len(VERBS)))[0]
     else:
-        names = np.asarray([str(o).lower() for o in ops])
-        known = np.isin(names, VERBS)
-        bad = np.nonzero(~known)[0]
-        if len(bad) and names[bad[0]] in ("load", "store", "atomic"):
-            raise ScenarioError(f"workload table row {bad[0]}: op {names[bad[0]]!r} needs the ethlink "
-                                f"Load/Store transport, which this version does not have")
+        names = np.asarray([LS_ALIASES.get(str(o).lower(), str(o).lower()) for o in ops])
+        ls_kind = np.array([LS_KINDS.index(x) if x in LS_KINDS else -1 for x in names], dtype=np.int64)
         verb = np.array([VERBS.index(x) if x in VERBS else -1 for x in names], dtype=np.int64)
+        bad = np.nonzero((verb < 0) & (ls_kind < 0))[0]
     if len(bad):
-        raise ScenarioError(f"workload table row {bad[0]}: op {ops[bad[0]]!r} is not one of {', '.join(VERBS)}")
+        raise ScenarioError(f"workload table row {bad[0]}: op {ops[bad[0]]!r} is not one of "
+                            f"{', '.join(VERBS + LS_KINDS)}")
+    is_ls = ls_kind >= 0
+    fence = ls_kind == LS_KINDS.index("fence")
     checks = (
         ((src < 0) | (src >= n_hosts), "src", f"a host index 0..{n_hosts - 1}"),
         ((dst < 0) | (dst >= n_hosts), "dst", f"a host index 0..{n_hosts - 1}"),
-        (src == dst, "dst", "a host other than src"),
-        (size < 1, "bytes", "at least 1"),
+        ((src == dst) & ~fence, "dst", "a host other than src"),
+        ((size < 1) & ~fence, "bytes", "at least 1"),
+        (is_ls & ~fence & (size > max_ls_size), "bytes", f"at most {max_ls_size} for a Load/Store op (ls.max_size)"),
+        (is_ls & (dep_id >= 0), "dep", "-1 for a Load/Store op (it issues in order on its GPU; use a fence)"),
         ((prio < 0) | (prio > 7), "prio", "a priority 0..7"),
         (start < 0, "time_ps", ">= 0"),
     )
@@ -168,10 +176,24 @@ def from_table(table, n_hosts: int) -> dict[str, np.ndarray]:
         r = np.nonzero(has)[0][np.nonzero(~found)[0][0]]
         raise ScenarioError(f"workload table row {r} (id {ids[r]}): dep {dep_id[r]} is not the id of any operation")
     dep[has] = order[pos]
+    on_ls = np.nonzero(has & is_ls[np.maximum(dep, 0)])[0]
+    if len(on_ls):
+        r = on_ls[0]
+        raise ScenarioError(f"workload table row {r} (id {ids[r]}): dep {dep_id[r]} is a Load/Store op; "
+                            f"only RDMA and raw operations can be waited for")
     _check_acyclic(dep, ids)
-    cols = _cols(src, dst, size, start, prio, verb)
-    cols["qp_key"] = qp
-    cols["dep"] = dep
+    fl = ~is_ls
+    remap = np.cumsum(fl) - 1                        # row -> flow index among non-LS rows
+    cols = _cols(src[fl], dst[fl], size[fl], start[fl], prio[fl], verb[fl])
+    cols["qp_key"] = qp[fl]
+    cols["dep"] = np.where(dep[fl] >= 0, remap[np.maximum(dep[fl], 0)], -1)
+    atomic = (ls_kind == LS_KINDS.index("fadd")) | (ls_kind == LS_KINDS.index("cas"))
+    cols["ls"] = {
+        "src": src[is_ls], "dst": np.where(fence, src, dst)[is_ls], "kind": ls_kind[is_ls],
+        "size": np.where(atomic, 8, np.where(fence, 0, size))[is_ls],
+        "addr": col("addr", np.int64, 0)[is_ls], "issue_ps": start[is_ls],
+        "order": np.nonzero(is_ls)[0].astype(np.float64),
+    }
     return cols
 
 

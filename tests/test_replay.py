@@ -97,14 +97,29 @@ def test_bad_tables_name_column_and_row(tmp_path, text, needles):
     assert str(p) in str(e.value)
 
 
-@pytest.mark.skipif(any(o in ethlink.scenario.VERBS for o in R.LOADSTORE_OPS),
-                    reason="Load/Store ops exist: replay accepts them")
 @pytest.mark.parametrize("op", R.LOADSTORE_OPS)
-def test_loadstore_ops_need_the_ethlink_transport(tmp_path, op):
+def test_loadstore_ops_replay_on_the_gpus_loadstore_engines(tmp_path, op):
+    """A Load/Store row goes to its GPU's Load/Store engine, not to a queue pair: the run
+    has one RDMA message and one Load/Store operation of that kind, and both complete."""
     p = tmp_path / "ls.csv"
     p.write_text(f"id,time_ps,src,dst,op,bytes,prio\n0,0,0,1,write,8,0\n1,0,0,1,{op},8,0\n")
-    with pytest.raises(ethlink.ScenarioError, match=rf"row 1: op '{op}' is a Load/Store operation.*ethlink transport"):
-        R.load_workload(p)
+    wl = R.load_workload(p)
+    assert wl.column("op").to_pylist()[1] == op
+    fabric = ethlink.Scenario.from_dict({"topology": {"kind": "star", "hosts": 2}, "flow": [
+        {"src": "h0", "dst": "h1", "size": 1}]})
+    res = ethlink.Simulation(fabric, workload=wl).run()
+    kind = ethlink.scenario.LS_KINDS.index("fadd" if op == "atomic" else op)
+    assert len(res.flows) == 1 and res.flows["complete_ps"][0] > 0
+    assert list(res.ls_ops["kind"]) == [kind] and res.ls_ops["complete_ps"][0] >= res.ls_ops["start_ps"][0] >= 0
+
+
+def test_loadstore_ops_cannot_wait_for_a_dependency(tmp_path):
+    p = tmp_path / "ls.csv"
+    p.write_text("id,time_ps,src,dst,op,bytes,prio,dep\n0,0,0,1,write,8,0,-1\n1,0,0,1,load,64,0,0\n")
+    fabric = ethlink.Scenario.from_dict({"topology": {"kind": "star", "hosts": 2}, "flow": [
+        {"src": "h0", "dst": "h1", "size": 1}]})
+    with pytest.raises(ethlink.ScenarioError, match=r"row 1 .*dep must be -1 for a Load/Store op"):
+        ethlink.Simulation(fabric, workload=R.load_workload(p))
 
 
 @pytest.mark.parametrize("content, needle", [
