@@ -90,6 +90,15 @@ class Switch:
     latency_ps: int = 300_000
     cut_through: bool = False
     ecmp: str = "flow"
+    tiers: tuple = ()                   # ((tier name, Switch), ...): per-tier settings
+
+    def tier(self, name: str) -> "Switch":
+        """The settings of switches in tier `name` (leaf, spine, agg, core)."""
+        return dict(self.tiers).get(name, self)
+
+
+TIERS = {"star": ("leaf",), "multiplane-star": ("leaf",), "ring": ("leaf",),
+         "leaf-spine": ("leaf", "spine"), "fat-tree": ("leaf", "agg", "core")}
 
 
 @dataclass(frozen=True)
@@ -455,23 +464,34 @@ def spine_count(t: Topology) -> int:
     return max(1, int(-(-need // 1)))
 
 
-def _switch(sec: _Section) -> Switch:
-    d = Switch()
+def _switch(sec: _Section, kind: str, base: Switch | None = None, allow_tiers: bool = True) -> Switch:
+    d = base or Switch()
     buf = sec.size("buffer", d.buffer_bytes, lo=MIN_BUFFER)
     s = Switch(
         buffer_bytes=buf,
         threshold=sec.choice("threshold", d.threshold, THRESHOLDS),
         alpha=sec.float("alpha", d.alpha, lo=0, hi=1024),
-        queue_limit_bytes=sec.size("queue_limit", buf, lo=MIN_BUFFER),
+        queue_limit_bytes=sec.size("queue_limit", buf if base is None or "buffer" in sec.data else d.queue_limit_bytes,
+                                   lo=MIN_BUFFER),
         latency_ps=sec.time("latency", d.latency_ps),
         cut_through=sec.bool("cut_through", d.cut_through),
         ecmp=sec.choice("ecmp", d.ecmp, ECMP_MODES),
     )
+    tiers = []
+    if allow_tiers:
+        raw = sec._get("tiers", None) or {}
+        if not isinstance(raw, dict):
+            raise ScenarioError(f"{sec.path('tiers')}: expected tables such as [switch.tiers.spine]")
+        for name, table in raw.items():
+            if name not in TIERS[kind]:
+                raise ScenarioError(f"{sec.path('tiers')}.{name}: a {kind} has switch tiers "
+                                    f"{', '.join(TIERS[kind])}, not {name!r}")
+            tiers.append((name, _switch(_Section(table, f"{sec.path('tiers')}.{name}"), kind, s, False)))
     sec.done()
     if s.queue_limit_bytes > s.buffer_bytes:
-        raise ScenarioError(f"switch.queue_limit: {s.queue_limit_bytes} B exceeds switch.buffer "
+        raise ScenarioError(f"{sec.path('queue_limit')}: {s.queue_limit_bytes} B exceeds {sec.path('buffer')} "
                             f"({s.buffer_bytes} B); a queue cannot hold more than the buffer")
-    return s
+    return Switch(**{**s.__dict__, "tiers": tuple(tiers)})
 
 
 MIN_BUFFER = 2 * 9216   # room for at least two maximum frames
@@ -797,7 +817,7 @@ def _build(data: dict) -> Scenario:
     description = top.str("description", "")
     seed = top.int("seed", 1, lo=0, hi=2**63 - 1)
     topology = _topology(_Section(top._get("topology", None), "topology"))
-    switch = _switch(_Section(top._get("switch", None), "switch"))
+    switch = _switch(_Section(top._get("switch", None), "switch"), topology.kind)
     host = _host(_Section(top._get("host", None), "host"))
     ports = _ports(_Section(top._get("ports", None), "ports"))
     run = _run(_Section(top._get("run", None), "run"))

@@ -101,13 +101,17 @@ def compile_scenario(sc: Scenario, workload=None) -> Compiled:
     nodes["host"] = -1
     nodes["host"][fabric.hosts] = np.arange(fabric.n_hosts)
     sw = kinds == SWITCH
-    nodes["latency_ps"] = np.where(sw, sc.switch.latency_ps, sc.host.latency_ps)
-    nodes["buffer_bytes"][sw] = sc.switch.buffer_bytes
-    nodes["threshold"] = THRESH[sc.switch.threshold]
-    nodes["cut_through"][sw] = int(sc.switch.cut_through)
-    nodes["alpha"] = sc.switch.alpha
-    nodes["queue_limit"] = sc.switch.queue_limit_bytes
-    nodes["ecmp"] = np.where(sw, ECMP[sc.switch.ecmp], ECMP[sc.host.ecmp])
+    nodes["latency_ps"] = sc.host.latency_ps
+    nodes["ecmp"] = ECMP[sc.host.ecmp]
+    for i in np.nonzero(sw)[0]:
+        t = sc.switch.tier(fabric.tiers[i])            # per-tier settings ([switch.tiers.X])
+        nodes["latency_ps"][i] = t.latency_ps
+        nodes["buffer_bytes"][i] = t.buffer_bytes
+        nodes["threshold"][i] = THRESH[t.threshold]
+        nodes["cut_through"][i] = int(t.cut_through)
+        nodes["alpha"][i] = t.alpha
+        nodes["queue_limit"][i] = t.queue_limit_bytes
+        nodes["ecmp"][i] = ECMP[t.ecmp]
 
     ports = np.zeros(len(pt.node), dtype=_engine.PORT_DTYPE)
     ports["node"] = pt.node
@@ -129,7 +133,9 @@ def compile_scenario(sc: Scenario, workload=None) -> Compiled:
     if sc.pfc.enabled:
         prios = list(sc.pfc.priorities)
         max_frame = sc.host.mtu + 64          # largest frame any transport sends (headers incl.)
-        hr = pfc_headroom_bytes(pt.rate_bps, pt.delay_ps, max_frame, sc.pfc.response_ps, sc.switch.latency_ps)
+        # a port's ingress bytes are counted after its own node's pipeline latency
+        hr = pfc_headroom_bytes(pt.rate_bps, pt.delay_ps, max_frame, sc.pfc.response_ps,
+                                nodes["latency_ps"][pt.node])
         for pr in prios:
             qv["xoff"][:, pr] = sc.pfc.xoff_bytes
             qv["headroom"][:, pr] = sc.pfc.headroom_bytes or hr
