@@ -53,6 +53,8 @@ def test_trace_write_throughput(benchmark, tmp_path, incast_records, compression
         path.unlink()
 
     benchmark.pedantic(write, rounds=5, iterations=1, warmup_rounds=1)
+    if benchmark.stats is None:          # --benchmark-disable: a smoke run, no timing
+        return
     best = benchmark.stats.stats.min
     benchmark.extra_info.update({
         "rows": rows,
@@ -88,6 +90,8 @@ def test_incast_trace_hop_vs_off(benchmark, tmp_path, size):
         out["rows"] = w.rows
 
     benchmark.pedantic(run_hop, setup=setup, rounds=5, iterations=1, warmup_rounds=1)
+    if benchmark.stats is None:          # --benchmark-disable: a smoke run, no timing
+        return
     hop = benchmark.stats.stats.min
 
     def timed(level, sink):

@@ -1,0 +1,14 @@
+"""Every benchmark runs once, untimed (pytest-benchmark's --benchmark-disable), as a smoke
+test: a benchmark that no longer runs fails here instead of on the day someone measures."""
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_benchmark_runs_once():
+    p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--benchmark-disable",
+                        str(ROOT / "benchmarks")], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-2000:]
+    assert " passed" in p.stdout.splitlines()[-1]
