@@ -8,6 +8,8 @@
     ethlink replay WORKLOAD --fabric SCENARIO -o OUTDIR [--seed N] [--set key=value ...] [--trace LEVEL]
     ethlink workload TRACE -o WL.arrow|WL.parquet|WL.csv
     ethlink plot TRACE -o DIR [--summary summary.json] [--top N]
+    ethlink sweep SCENARIO -o OUTDIR --grid KEY=V1,V2,... [--grid ...] [--seeds 1,2,3] [--jobs N]
+                [--metric KEY ...] [--set key=value ...] [--until T] [--trace LEVEL] [--scheduler ADDRESS]
 
 SCENARIO is a built-in name (see `ethlink list`) or a path to a TOML file. A run shows a
 progress bar (simulated time against the horizon, events/s), prints a summary table and
@@ -587,6 +589,113 @@ def plot_cmd(trace_file, outdir, summary_file, top, bins):
         raise BadInput(str(exc)) from None
     for p in paths:
         click.echo(str(p))
+
+
+# ---------------------------------------------------------------------------------------
+# Parameter sweeps.
+
+@main.command("sweep")
+@click.argument("scenario")
+@click.option("-o", "--out", "outdir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output directory (created): a folder per point, sweep.csv, sweep.parquet, traces/.")
+@click.option("--grid", "grid", multiple=True, metavar="KEY=V1,V2,...",
+              help="A swept field and its values, repeatable (points: the cartesian product). Values are "
+                   "split at commas outside brackets and quotes and each is read as --set reads it: "
+                   "--grid topology.hosts=8,16 --grid ls.header=ethlink,roce --grid loadstore.0.sizes=[64],[256].")
+@click.option("--seeds", default=None, metavar="S1,S2,...",
+              help="Run every grid point with each of these seeds (default: the scenario's seed).")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+              help="Override a field at every point, e.g. --set workload.0.size=64KiB.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None,
+              help="Worker processes (default: the number of CPUs); ignored with --scheduler.")
+@click.option("--metric", "metrics", multiple=True, metavar="KEY",
+              help="A dotted key into summary.json for sweep.csv, repeatable or comma-separated "
+                   "(e.g. ls.p99_ps,fct_ps.max,drops); default: a standard set.")
+@click.option("--until", default=None, metavar="TIME", help='Stop every point at this simulated time, e.g. "2ms".')
+@click.option("--trace", type=click.Choice(["off", "endpoints", "hop"]), default=None,
+              help="Trace level of every point (default: the scenario's run.trace); not off writes each "
+                   "point's trace.arrow and the partitioned dataset OUTDIR/traces/.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run the points on this Dask distributed scheduler (e.g. tcp://10.0.0.5:8786) instead "
+                   "of local processes; needs pip install 'ethlink[sweep]'.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no table.")
+def sweep_cmd(scenario, outdir, grid, seeds, sets, jobs, metrics, until, trace, scheduler, quiet):
+    """Run SCENARIO at every point of a grid of overrides, in parallel; writes
+    OUTDIR/<point>/summary.json per point and OUTDIR/sweep.csv + sweep.parquet."""
+    from . import sweep as S
+
+    try:
+        parsed: dict = {}
+        for item in grid:
+            key, values = S.parse_grid_item(item)
+            if key in parsed:
+                raise S.SweepError(f"--grid {key} is given twice; list all its values in one --grid")
+            parsed[key] = values
+        seed_list = None
+        if seeds is not None:
+            seed_list = [S.parse_value(v) for v in S.split_values(seeds)]
+        metric_list = [m.strip() for item in metrics for m in item.split(",")] or None
+        until_ps = units.time_ps(until) if until is not None else None
+        points = S.plan(scenario, parsed, seeds=seed_list, sets=sets)
+        metric_list = S.check_metrics(metric_list or S.DEFAULT_METRICS)
+        if scheduler:
+            S.require_dask()
+    except units.UnitError as exc:
+        raise click.BadParameter(str(exc), param_hint="--until") from None
+    except S.SweepError as exc:
+        raise click.UsageError(str(exc)) from None
+    except ScenarioError as exc:
+        raise click.UsageError(f"scenario {scenario}: {exc}") from None
+    where = f"Dask scheduler {scheduler}" if scheduler else \
+        f"{min(jobs or S._cpus(), len(points))} local process(es)"
+    console.print(f"sweep {points[0].scenario_name}: {len(points)} point(s) on {where}")
+    failed: list[str] = []
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), TextColumn("{task.fields[last]}"), console=console, disable=quiet) as bar:
+        task = bar.add_task(f"sweep {points[0].scenario_name}", total=len(points), last="")
+
+        def on_point(point, r):
+            if r["error"]:
+                failed.append(point.name)
+                console.print(f"[red]point {point.name} failed: {r['error']}[/]")
+            bar.update(task, advance=1, last=point.name)
+
+        try:
+            table = S.sweep(scenario, outdir, parsed, seeds=seed_list, sets=sets, jobs=jobs, metrics=metric_list,
+                            trace=trace, until_ps=until_ps, scheduler=scheduler, points=points, on_point=on_point)
+        except S.SweepError as exc:
+            raise click.UsageError(str(exc)) from None
+        except KeyboardInterrupt:
+            bar.stop()
+            console.print(f"[yellow]interrupted: the finished points' files are complete; "
+                          f"{outdir / 'sweep.csv'} lists them[/]")
+            sys.exit(130)
+    if not quiet:
+        _print_sweep(table, list(parsed), metric_list, scenario)
+    console.print(f"wrote {outdir / 'sweep.csv'}, {outdir / 'sweep.parquet'} ({table.num_rows} points)")
+    if (outdir / "traces").exists():
+        console.print(f"wrote {outdir / 'traces'}/ (Parquet dataset, partitioned by point)")
+    if failed:
+        console.print(f"[red]{len(failed)} point(s) failed; see the error column of sweep.csv[/]")
+        sys.exit(1)
+
+
+def _print_sweep(table, keys, metrics, scenario) -> None:
+    from .sweep import fmt_metric
+
+    t = Table(title=f"sweep of {scenario}: {table.num_rows} points")
+    rows = table.to_pylist()
+    # metrics that are empty or 0 at every point are left out here (sweep.csv has them)
+    shown = [m for m in metrics if m in table.column_names and any(r[m] not in (None, 0) for r in rows)]
+    hidden = [m for m in metrics if m in table.column_names and m not in shown]
+    for c in ["point", *keys, "seed", *shown]:
+        t.add_column(c, justify="left" if c in keys else "right", overflow="fold")
+    for r in rows:
+        t.add_row(str(r["point"]), *(str(r[k]) for k in keys), str(r["seed"]),
+                  *(fmt_metric(m, r[m]) for m in shown))
+    Console().print(t)
+    if hidden:
+        Console().print(f"0 or empty at every point (in sweep.csv, not shown): {', '.join(hidden)}")
 
 
 if __name__ == "__main__":
