@@ -7,7 +7,7 @@
 # first-in first-out, which makes runs reproducible to the byte.
 #
 # Limits: the heap and the packet pool grow by doubling (realloc); a run that holds more
-# than 2**31 packets at once is refused. All structs are plain C, readable from Python as
+# than 2**30 packets at once is refused. All structs are plain C, readable from Python as
 # numpy structured arrays (engine.pyx exposes them).
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, realloc, free
@@ -220,7 +220,9 @@ cdef struct Port:
     int32_t llr_nacked          # receiver side: 1 after a NACK until a frame is accepted
     int32_t replay_head         # sender side: frames to send again, in sequence order
     int32_t replay_tail
-    int32_t replay_go           # sender side: a NACK arrived, replay before new frames
+    int32_t replay_go           # sender side: 1 while going back N: no new frame until done
+    int32_t replay_next         # sender side: next sequence number to send again
+    int32_t replay_until        # sender side: first sequence number never sent (end of go-back)
     int32_t pad1
     int64_t llr_replays         # frames sent again from this port
     int64_t fcs_errors          # corrupted frames received on this port
@@ -317,7 +319,7 @@ cdef struct LsGpu:              # one GPU's Load/Store engine
     int32_t open_tail           # last op chained in the open frame
     int32_t open_port           # NIC port of the open frame
     int32_t next_tag            # tag numbers handed out round robin
-    int32_t pad0
+    int32_t posted              # posted stores sent but not yet at their target (fences wait)
     int64_t tag_ps              # integral of outstanding over time (tag occupancy)
     int64_t tag_since           # time of the last change of outstanding
     int64_t ops_done

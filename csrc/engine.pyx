@@ -34,7 +34,7 @@ from roce cimport (roce_next_packet, roce_has_more, roce_rx_data, roce_rx_ack, r
 from dcqcn cimport dc_on_cnp, dc_timer
 from loadstore cimport ls_rx, ls_on_tx, ls_event, ls_try_issue
 from cbfc cimport cbfc_cells, cbfc_freed, cbfc_rx
-from llr cimport llr_mark, llr_accept, replay_pop
+from llr cimport llr_mark, llr_accept, llr_nack, replay_pop
 
 cnp.import_array()
 
@@ -161,10 +161,13 @@ cdef inline void port_try_start(Sim* s, int32_t p) noexcept nogil:
         tx_start(s, p, pi, 0)
         return
     if s.ports[p].replay_go:
+        # Going back N: frames are sent again in order; no new frame until that is done.
         pi = replay_pop(s, &s.ports[p])
         if pi >= 0:
             tx_start(s, p, pi, 1)
             return
+        if s.ports[p].replay_go:
+            return                          # the next one is still on its way back
     nd = &s.nodes[s.ports[p].node]
     if nd.kind == NODE_HOST:
         host_refill(s, p)
@@ -236,6 +239,8 @@ cdef inline void switch_enqueue(Sim* s, int32_t node, int32_t pi) noexcept nogil
     else:
         reason = admit(s, nd, q, pk.size)
     if reason != DR_NONE:
+        if s.cbfc_mask & (1 << pk.prio):
+            cbfc_freed(s, pk.in_port, pk.prio, pk.size)     # a dropped frame's credits return
         drop(s, node, e, pi, reason)
         return
     if ecn_should_mark(s, &s.ports[e], q, pk):
@@ -424,6 +429,9 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
             elif not (s.pkts[ev.arg].flags & PF_ROUTED) and not llr_accept(s, ev.obj, <int32_t>ev.arg):
                 if not s.ports[s.ports[ev.obj].peer].llr:
                     s.fcs_drops += 1
+                    if s.cbfc_mask & (1 << s.pkts[ev.arg].prio):
+                        # the lost frame takes no room at the receiver: its credits return
+                        cbfc_freed(s, ev.obj, s.pkts[ev.arg].prio, s.pkts[ev.arg].size)
                     drop(s, node, -1, <int32_t>ev.arg, DR_FCS)
             elif s.nodes[node].kind == NODE_SWITCH:
                 switch_rx(s, ev.obj, <int32_t>ev.arg)
@@ -450,8 +458,7 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
         elif ev.kind == EV_LS:
             ls_event(s, ev.obj, ev.arg)
         elif ev.kind == EV_LLR_NACK:
-            s.ports[ev.obj].replay_go = 1
-            kick(s, ev.obj)
+            llr_nack(s, ev.obj, <int32_t>ev.arg)
         elif ev.kind == EV_DEADLOCK_CHECK:
             if deadlock_check(s):
                 return STOP_DEADLOCK

@@ -6,15 +6,17 @@
 # fails. Without LLR the frame is dropped (DR_FCS) and an end-to-end transport must
 # recover it. With LLR each link end numbers the frames it sends; the receiver accepts
 # only the next number, discards a corrupted or out-of-sequence frame and sends a NACK
-# (a control ordered set: no frame bytes, one propagation delay) once per gap; the sender
-# then sends again, in sequence order and before any new frame, every frame the receiver
-# discarded (go-back-N from the first lost one). Nothing is lost, so no transport above
+# (a control ordered set: no frame bytes, one propagation delay) once per gap. A NACK
+# for sequence e sends the sender back N: it sends again, in order and before any new
+# frame, every frame from e up to the last it had sent; a frame still on its way to the
+# receiver (to be discarded there) is waited for. Nothing is lost, so no transport above
 # retransmits.
 #
 # Limits: control frames (PFC, credit updates) are neither corrupted nor numbered; the
 # replay buffer is unbounded (UEC sizes it to cover the link round trip) and ACKs are not
-# modelled since they only free it; no replay limit; a cut-through switch checks the FCS
-# when it starts forwarding.
+# modelled since they only free it; no replay limit; a go-back that a late NACK starts
+# below frames already accepted skips them instead of sending duplicates; a cut-through
+# switch checks the FCS when it starts forwarding.
 from libc.math cimport expm1, log1p
 from core cimport *
 
@@ -42,16 +44,42 @@ cdef inline void llr_return(Sim* s, Port* sender, int32_t pi) noexcept nogil:
         sender.replay_head = pi
     if cur < 0:
         sender.replay_tail = pi
+    if sender.replay_go and seq == sender.replay_next:
+        kick(s, s.ports[sender.peer].peer)  # the sender was waiting for this frame
+
+
+cdef inline void llr_nack(Sim* s, int32_t port, int32_t seq) noexcept nogil:
+    # NACK(seq) at the sender: go back to seq, up to everything sent so far.
+    cdef Port* pt = &s.ports[port]
+    if not pt.replay_go or seq < pt.replay_next:
+        pt.replay_next = seq
+    pt.replay_until = pt.llr_seq
+    pt.replay_go = pt.replay_next < pt.replay_until
+    kick(s, port)
 
 
 cdef inline int32_t replay_pop(Sim* s, Port* pt) noexcept nogil:
+    # The next frame to send again, if it is back from the receiver; NO_PKT while it is
+    # still on its way (the sender waits: llr_return kicks it when it arrives).
     cdef int32_t pi = pt.replay_head
-    if pi >= 0:
-        pt.replay_head = s.pkts[pi].next
-        if pt.replay_head < 0:
-            pt.replay_tail = -1
+    cdef int32_t accepted = s.ports[pt.peer].llr_expect
+    if pt.replay_next < accepted:
+        # A NACK sent before the receiver accepted these (a second corrupted frame) went
+        # back too far: they were accepted and forwarded; skip them (a real sender would
+        # resend them and the receiver drop them as duplicates).
+        pt.replay_next = accepted
+        if pt.replay_next >= pt.replay_until:
             pt.replay_go = 0
-        s.pkts[pi].next = -1
+            return NO_PKT
+    if pi < 0 or s.pkts[pi].llr_seq != pt.replay_next:
+        return NO_PKT
+    pt.replay_head = s.pkts[pi].next
+    if pt.replay_head < 0:
+        pt.replay_tail = -1
+    s.pkts[pi].next = -1
+    pt.replay_next += 1
+    if pt.replay_next >= pt.replay_until:
+        pt.replay_go = 0
     return pi
 
 
@@ -71,6 +99,8 @@ cdef inline bint llr_accept(Sim* s, int32_t rx_port, int32_t pi) noexcept nogil:
     if not corrupt and pk.llr_seq == rx.llr_expect:
         rx.llr_expect += 1
         rx.llr_nacked = 0
+        if tx.replay_go and tx.replay_next < rx.llr_expect:
+            kick(s, rx.peer)                # a sender gone back too far skips what was accepted
         return 1
     llr_return(s, tx, pi)
     if corrupt or not rx.llr_nacked:

@@ -6,7 +6,7 @@
 # 8 B fetch-add and compare-swap, fence) in order. An operation needs one of the GPU's
 # `tags` (outstanding transactions); without a free tag it waits, so latency feeds back
 # into throughput as it does on hardware. A fence waits until every earlier operation of
-# its GPU completed. Requests and responses are transactions in ethlink v1 frames
+# its GPU completed (a posted store: until its data reached the target). Requests and responses are transactions in ethlink v1 frames
 # (ethlink/frames: Ether + 802.1Q + 8 B base header + 16 B per transaction + data + FCS);
 # transactions to the same destination may share a frame (coalescing: up to
 # ls_coalesce_bytes, waiting at most ls_coalesce_wait_ps for company). With the RoCEv2
@@ -92,7 +92,9 @@ cdef inline int32_t roce_bytes(int32_t kind, int32_t data, bint response) noexce
     # One RoCEv2 frame per operation: base + extension headers + data padded to 4 B.
     cdef int32_t ext
     if response:
-        ext = 4 if kind != LS_FADD and kind != LS_CAS else 12      # AETH (+ AtomicAckETH)
+        if kind == LS_FADD or kind == LS_CAS:
+            return RC_BASE_BYTES + 12                            # AETH + AtomicAckETH (the old value)
+        ext = 4                                                  # AETH
     elif kind == LS_FADD or kind == LS_CAS:
         ext = 28                                                 # AtomicETH
         data = 0
@@ -210,8 +212,8 @@ cdef inline void ls_try_issue(Sim* s, int32_t gi) noexcept nogil:
             schedule(s, op.issue_ps, EV_LS, gi, LE_ISSUE | (<int64_t>g.issue_gen << 8))
             return
         if op.kind == LS_FENCE:
-            if g.outstanding > 0:
-                return                       # a completion calls again
+            if g.outstanding > 0 or g.posted > 0:
+                return                       # a completion (or a posted store landing) calls again
             op.start_ps = s.now
             op.complete_ps = s.now
             trace_op(s, TE_OP_ISSUE, gi, oi, gi, gi, s.ls_prio, 0, FK_ETHLINK, <uint8_t>op.kind, -1, PF_LS)
@@ -230,6 +232,8 @@ cdef inline void ls_try_issue(Sim* s, int32_t gi) noexcept nogil:
         ls_add(s, gi, op.dst, oi, 0)
         if op.kind != LS_STORE:
             ls_arm_timeout(s, oi)
+        else:
+            g.posted += 1
 
 
 cdef inline void ls_complete(Sim* s, int32_t oi) noexcept nogil:
@@ -245,7 +249,9 @@ cdef inline void ls_complete(Sim* s, int32_t oi) noexcept nogil:
     s.ls_payload_bytes += op.size if op.kind <= LS_STORE_ACK else 8
     if op.kind != LS_STORE:
         tag_change(s, g, -1)
-        ls_try_issue(s, op.src)
+    else:
+        g.posted -= 1                        # a fence may be waiting for it
+    ls_try_issue(s, op.src)
 
 
 cdef inline void ls_on_tx(Sim* s, int32_t pi) noexcept nogil:

@@ -35,7 +35,8 @@ def _stream(w: dict, n_hosts: int, seed: int) -> dict[str, np.ndarray]:
         if w["destinations"] == "hotspot":
             hot = (rng.random(total) < w["hot_fraction"]) & (src != w["hot"])
             dst = np.where(hot, w["hot"], dst)
-    names = list(w["mix"])
+    names = [k for k in KIND if k in w["mix"]]      # LS_KINDS order: the draw must not depend on
+                                                    # the order keys were written (JSON sorts them)
     weights = np.asarray([w["mix"][k] for k in names], dtype=float)
     kind = np.asarray([KIND[k] for k in names])[rng.choice(len(names), size=total, p=weights / weights.sum())]
     size = np.asarray(w["sizes"], dtype=np.int64)[rng.integers(0, len(w["sizes"]), size=total)]

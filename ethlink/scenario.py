@@ -666,6 +666,17 @@ def _cbfc(sec: _Section) -> Cbfc:
     return c
 
 
+def _check_cbfc(c: Cbfc, host: Host) -> None:
+    frame = host.mtu + 64                   # the largest frame any transport sends
+    if c.credits_bytes and c.credits_bytes < 2 * frame:
+        raise ScenarioError(f"cbfc.credits: {c.credits_bytes} B cannot hold two maximum frames "
+                            f"({frame} B each at host.mtu {host.mtu}); the link could not keep moving. "
+                            f"Use at least {2 * frame} B, or 0 for the default")
+    if c.credits_bytes and c.update_bytes and c.update_bytes > c.credits_bytes // 2:
+        raise ScenarioError(f"cbfc.update: {c.update_bytes} B must be at most half of cbfc.credits "
+                            f"({c.credits_bytes} B), or credits would wait for an update that never comes")
+
+
 def _link(sec: _Section) -> Link:
     ber = sec.float("ber", 0.0, lo=-1e-300, hi=0.01) if "ber" in sec.data else 0.0
     if ber < 0:
@@ -845,6 +856,8 @@ def _build(data: dict) -> Scenario:
     top.done()
     if not flows and not workloads and not streams and not ls_ops:
         raise ScenarioError("the scenario has no traffic: add a [[workload]], [[flow]], [[loadstore]] or [[ls_op]] table")
+    if cbfc.enabled:
+        _check_cbfc(cbfc, host)
     if cbfc.enabled and pfc.enabled and set(cbfc.priorities) & set(pfc.priorities):
         raise ScenarioError(f"cbfc.priorities and pfc.priorities overlap ({sorted(set(cbfc.priorities) & set(pfc.priorities))}); "
                             f"a traffic class uses PFC or CBFC, not both")
