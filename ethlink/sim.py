@@ -51,8 +51,9 @@ def build_fabric(sc: Scenario) -> Fabric:
         return leaf_spine(t.leaves, t.hosts_per_leaf, spine_count(t), t.rate_bps,
                           t.uplink_rate_bps, t.delay_ps, t.fabric_delay_ps)
     if t.kind == "ring":
-        return ring(t.switches, t.hosts_per_switch, t.rate_bps, t.delay_ps, t.fabric_delay_ps)
-    return fat_tree(t.k, t.rate_bps, t.delay_ps, t.fabric_delay_ps)
+        return ring(t.switches, t.hosts_per_switch, t.rate_bps, t.delay_ps, t.fabric_delay_ps,
+                    t.uplink_rate_bps)
+    return fat_tree(t.k, t.rate_bps, t.delay_ps, t.fabric_delay_ps, t.uplink_rate_bps)
 
 
 def ser_ps(nbytes, rate_bps):

@@ -206,13 +206,13 @@ def leaf_spine(leaves: int, hosts_per_leaf: int, spines: int, host_rate_bps: int
 
 
 def ring(switches: int, hosts_per_switch: int, rate_bps: int, host_delay_ps: int,
-         fabric_delay_ps: int) -> Fabric:
+         fabric_delay_ps: int, ring_rate_bps: int | None = None) -> Fabric:
     """Switches ring0..ringN-1 joined in a ring (ring i -> ring i+1 is its first port),
     hosts h(i*hps)..h(i*hps+hps-1) on ring i."""
     f = Fabric()
     sws = [f.add_node(f"ring{i}", SWITCH, "leaf") for i in range(switches)]
     for i in range(switches):
-        f.connect(sws[i], sws[(i + 1) % switches], rate_bps, fabric_delay_ps, "fabric")
+        f.connect(sws[i], sws[(i + 1) % switches], ring_rate_bps or rate_bps, fabric_delay_ps, "fabric")
     for i in range(switches):
         for _ in range(hosts_per_switch):
             f.connect(f.add_node(f"h{len(f.hosts)}", HOST, "host"), sws[i], rate_bps, host_delay_ps, "host")
@@ -242,8 +242,11 @@ def clockwise_routes(fabric: Fabric, ports: PortTable):
     return off.astype(np.int32), flat, dist
 
 
-def fat_tree(k: int, rate_bps: int, host_delay_ps: int, fabric_delay_ps: int) -> Fabric:
-    """Three-tier fat-tree of even k: k^3/4 hosts at full bisection bandwidth."""
+def fat_tree(k: int, rate_bps: int, host_delay_ps: int, fabric_delay_ps: int,
+             fabric_rate_bps: int | None = None) -> Fabric:
+    """Three-tier fat-tree of even k: k^3/4 hosts at full bisection bandwidth (when the
+    switch-switch links run at the host rate)."""
+    fabric_rate_bps = fabric_rate_bps or rate_bps
     half = k // 2
     f = Fabric()
     cores = [f.add_node(f"core{c}", SWITCH, "core") for c in range(half * half)]
@@ -252,11 +255,11 @@ def fat_tree(k: int, rate_bps: int, host_delay_ps: int, fabric_delay_ps: int) ->
         aggs = [f.add_node(f"agg{pod}_{a}", SWITCH, "agg") for a in range(half)]
         for a, agg in enumerate(aggs):
             for c in range(half):
-                f.connect(agg, cores[a * half + c], rate_bps, fabric_delay_ps, "core")
+                f.connect(agg, cores[a * half + c], fabric_rate_bps, fabric_delay_ps, "core")
         for e in range(half):
             edge = f.add_node(f"edge{pod}_{e}", SWITCH, "leaf")
             for agg in aggs:
-                f.connect(edge, agg, rate_bps, fabric_delay_ps, "fabric")
+                f.connect(edge, agg, fabric_rate_bps, fabric_delay_ps, "fabric")
             for _ in range(half):
                 f.connect(f.add_node(f"h{host}", HOST, "host"), edge, rate_bps, host_delay_ps, "host")
                 host += 1
