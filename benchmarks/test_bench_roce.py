@@ -62,7 +62,7 @@ def test_incast_pfc_dcqcn_vs_raw(benchmark):
     info["events_per_s_ratio"] = info["dcqcn_events_per_s"] / info["raw_events_per_s"]
     if not timed:
         return
-    info["events_per_s" = counters["dcqcn"]["events"] / benchmark.stats.stats.min
+    info["events_per_s"] = counters["dcqcn"]["events"] / benchmark.stats.stats.min
     benchmark.extra_info.update(info)
     assert info["events_per_s_ratio"] >= REQUIRED_RATIO, (
         f"PFC+DCQCN incast runs {info['dcqcn_events_per_s']:.3g} events/s, raw incast "

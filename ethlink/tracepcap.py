@@ -22,12 +22,45 @@ Mapping (trace column -> frames column):
 | qp       | dqpn                                      | -                      | -                     |
 | opcode   | opcode                                    | pfc_vector             | el_opcode             |
 | payload  | payload_len                               | -                      | el_length             |
-| addr     | reth_va (RETH opcodes); roce_ack: aeth_msn | -                     | el_addr               |
+| addr     | reth_va (RETH opcodes); roce_ack: aeth_msn | -                     | el_addr; cbfc_credits |
+| flow, ntx | -                                        | -                      | el_txns (op table)    |
 | syndrome | aeth_syndrome (AETH opcodes)              | -                      | -                     |
 
 `MISSING_FIELDS` lists, per kind, the header fields the trace does not carry yet: they
 take the frame builder's defaults, so those frames are well formed but those fields are
 not the simulated ones.
+
+Load/Store frames (flags bit 4; csrc/loadstore.pxd). A trace row names only a frame's
+first transaction (`flow` = its operation index, `psn` its tag, `addr` its address,
+`opcode` its opcode) and how many it carries (`ntx`). The others, and what no column
+holds (a LOAD_REQ's length, which store wants a completion), come from the run's
+operation table (`Result.ls_ops`), wrapped in `LsFrames`:
+
+- a request frame carries its GPU's next `ntx` operations in issue order from `flow`
+  (fences carry no transaction): the engine adds transactions to the open frame as it
+  issues them, and a frame holds one destination;
+- a response frame carries the next `ntx` answers its target made, in the order the
+  requests reached it; `LsFrames(ops, table)` takes that order from the table's
+  `deliver` rows of request frames. Without them (a row alone, a filtered table) it
+  assumes the issuer's order, which strict ordering guarantees;
+- every rebuilt frame is checked against the row: transactions, data bytes and first
+  tag and address must match, else ValueError.
+
+Without an explicit table the op table is regenerated from the trace's
+`scenario_source` metadata (`LsFrames.of_trace`; operations are drawn from the scenario
+and seed, tags handed out round robin in issue order) and checked row by row. An
+ethlink row with one transaction and no op table maps its columns directly (a LOAD_REQ
+then addresses `LOAD_LENGTH_UNKNOWN` bytes). RoCEv2 Load/Store frames (`ls.header =
+"roce"`: READ_REQUEST / READ_RESPONSE_ONLY, WRITE_ONLY / ACK, FETCH_ADD, CMP_SWAP /
+ATOMIC_ACK) carry the atomic operands in AtomicETH, not as payload; the RETH DMA length
+is the operation's size; DestQP is `LS_QPN_BASE` + the sending GPU (no QP in the trace).
+cbfc rows: `addr` is the cumulative count of freed cells (the ELCredit `credits` field);
+the receiving end's `credit` row (node = the frame's `dst`) is addressed like a received
+frame. `op_issue` / `op_complete` rows are operations, not frames (ValueError).
+
+Limits of the rebuild: a retried transaction may join another frame out of issue order
+(timeouts with coalescing on): such a frame fails the check instead of being guessed.
+Atomic operands and results are not simulated (zeros).
 
 A capture point is one port and one event (by default the port's tx_start rows: what a
 tap on that port's transmit side sees); timestamps are the event times in ns
@@ -50,10 +83,11 @@ from . import frames as fr
 from .frames import fields as F
 from .trace import EVENT_NAMES, FRAME_KINDS, TraceInfo, codes
 
-__all__ = ["RX_EVENTS", "KIND_FRAMES", "MISSING_FIELDS", "frame_row", "select", "rows", "frames",
+__all__ = ["RX_EVENTS", "KIND_FRAMES", "MISSING_FIELDS", "LsFrames", "frame_row", "select", "rows", "frames",
            "write_trace_pcap"]
 
 RX_EVENTS = frozenset({"rx", "deliver", "pause_rx"})
+OP_EVENTS = frozenset({"op_issue", "op_complete"})      # operation rows: no frame (pkt -1)
 
 KIND_FRAMES: dict[str, F.FrameKind] = {
     "raw": F.FrameKind.RAW,
@@ -69,61 +103,299 @@ KIND_FRAMES: dict[str, F.FrameKind] = {
 _IP_UDP = ("udp_sport (flow entropy)", "dscp", "ttl (hops are not traced)")
 MISSING_FIELDS: dict[str, tuple[str, ...]] = {
     "raw": (),
-    "roce": _IP_UDP + ("reth_dlen", "reth_rkey", "imm", "aeth_msn of READ responses",
-                       "se, ackreq, fecn, becn, migreq, pkey (defaults)"),
+    "roce": _IP_UDP + ("reth_dlen (of Load/Store: the op's size)", "reth_rkey", "imm", "aeth_msn of READ responses",
+                       "se, ackreq, fecn, becn, migreq, pkey (defaults)", "Load/Store dqpn and atomic data"),
     "roce_ack": _IP_UDP + ("atomic_orig",),
     "cnp": _IP_UDP,
     "pfc": (),
-    "ethlink": ("el_txns (more than one transaction per frame)", "el_length of LOAD_REQ", "el_txn_flags",
-                "el_flags", "atomic_swap_add", "atomic_compare", "atomic_orig"),
-    "cbfc": ("cbfc_credits", "el_flags"),
+    "ethlink": ("el_flags", "atomic data", "without an op table: el_txns after the first, LOAD_REQ length"),
+    "cbfc": ("el_flags",),
 }
 
 _U64 = (1 << 64) - 1
+_U32 = (1 << 32) - 1
+
+# Engine enums this module reads (csrc/core.pxd PacketFlag, LsKind; csrc/loadstore.pxd).
+PF_LS, PF_RESPONSE = 4, 8
+LS_LOAD, LS_STORE, LS_STORE_ACK, LS_FADD, LS_CAS, LS_FENCE = range(6)
+LOAD_LENGTH_UNKNOWN = 64        # LOAD_REQ length when no op table is known (not in the trace)
+# Load/Store over RoCEv2 has no QP in the engine (qp -1): the rebuilt frame names the
+# target's RC QP for its issuer as LS_QPN_BASE + the sending GPU, never the management
+# QPs 0 and 1 (IBA 3.5.7; Wireshark decodes their payload as MADs).
+LS_QPN_BASE = 0x100000
+
+_EO, _RO = F.ElOpcode, F.RoceOpcode
+_EL_REQ = {LS_LOAD: _EO.LOAD_REQ, LS_STORE: _EO.STORE, LS_STORE_ACK: _EO.STORE, LS_FADD: _EO.ATOMIC_FADD,
+           LS_CAS: _EO.ATOMIC_CAS}
+_EL_RESP = {LS_LOAD: _EO.LOAD_RESP, LS_STORE_ACK: _EO.STORE_ACK, LS_FADD: _EO.ATOMIC_RESP,
+            LS_CAS: _EO.ATOMIC_RESP}
+_ATOMIC_OPS = frozenset({_EO.ATOMIC_FADD, _EO.ATOMIC_CAS, _EO.ATOMIC_RESP})
+# RoCEv2 Load/Store opcodes whose operand or result travels in a header, not as payload.
+_ROCE_ATOMIC = frozenset({_RO.FETCH_ADD, _RO.CMP_SWAP, _RO.ATOMIC_ACK})
 
 
-def _macs(event: str, port: int, info: TraceInfo) -> dict[str, int]:
+class LsFrames:
+    """The transactions of a run's Load/Store frames, rebuilt from its operation table
+    (`Result.ls_ops`, or any array with src, dst, kind, size, addr, tag, next) and, for
+    response frames, from the `deliver` rows of `table` (see the module doc)."""
+
+    def __init__(self, ls_ops: np.ndarray, table: pa.Table | None = None) -> None:
+        ops = np.asarray(ls_ops)
+        self.src = ops["src"].astype(np.int64)
+        self.dst = ops["dst"].astype(np.int64)
+        self.kind = ops["kind"].astype(np.int64)
+        self.size = ops["size"].astype(np.int64)
+        self.addr = ops["addr"].astype(np.int64)
+        self.tag = ops["tag"].astype(np.int64)
+        nxt = ops["next"].astype(np.int64)
+        # next operation of the same GPU that is not a fence (fences carry no transaction)
+        real_next = nxt.copy()
+        hop = np.nonzero(real_next >= 0)[0]
+        while len(hop):
+            hop = hop[self.kind[real_next[hop]] == LS_FENCE]
+            real_next[hop] = nxt[real_next[hop]]
+            hop = hop[real_next[hop] >= 0]
+        self._next = real_next
+        self._responses: dict[int, list[int]] = {}
+        self.implied = False            # True: regenerated from the scenario, not given
+        if table is not None:
+            self._index_responses(table)
+
+    @classmethod
+    def of_trace(cls, info: TraceInfo, table: pa.Table | None = None) -> "LsFrames | None":
+        """The op table regenerated from the trace's `scenario_source` (None if the trace
+        has none); tags are handed out round robin in issue order, as the engine does."""
+        import json
+
+        from . import _engine
+        from .loadstore import build_ops
+        from .scenario import Scenario
+
+        src = info.metadata.get("scenario_source")
+        if not src:
+            return None
+        sc = Scenario.from_dict(json.loads(src))
+        n_hosts = len(info.hosts) if info.hosts else int(sum(k == "host" for k in info.node_kinds))
+        ops, _ = build_ops(sc, n_hosts)
+        if len(ops) == 0:
+            ops = np.zeros(0, dtype=_engine.LSOP_DTYPE)
+        if table is not None and len(ops):
+            _overlay_op_rows(ops, table)
+        real = ops["kind"] != LS_FENCE
+        for g in np.unique(ops["src"]):
+            idx = np.nonzero((ops["src"] == g) & real)[0]
+            ops["tag"][idx] = np.arange(len(idx)) % sc.ls.tags
+        out = cls(ops, table)
+        out.implied = True
+        return out
+
+    def _index_responses(self, table: pa.Table) -> None:
+        """Members of every response frame in `table`: each target answers in the order
+        the requests reached it (deliver rows), and a frame takes the next `ntx` answers."""
+        ev, kind = codes(table, "event"), codes(table, "kind")
+        flags = table["flags"].to_numpy()
+        ls = ((kind == FRAME_KINDS.index("ethlink")) | (kind == FRAME_KINDS.index("roce"))) & (flags & PF_LS != 0)
+        resp = ls & (flags & PF_RESPONSE != 0)
+        sel = np.nonzero(ls & ~resp & (ev == EVENT_NAMES.index("deliver")))[0]
+        flow, ntx, dst = (table[c].to_numpy() for c in ("flow", "ntx", "dst"))
+        answers: dict[int, list[int]] = {}
+        for i in sel.tolist():
+            for op in self._chain(int(flow[i]), max(int(ntx[i]), 1)):
+                if self.kind[op] != LS_STORE:
+                    answers.setdefault(int(self.dst[op]), []).append(op)
+        ri = np.nonzero(resp)[0]
+        if not len(ri):
+            return
+        pkt = table["pkt"].to_numpy()[ri]
+        uids, first = np.unique(pkt, return_index=True)          # creation order
+        rows = ri[first]
+        src = table["src"].to_numpy()
+        pos: dict[int, int] = {}
+        where: dict[int, dict[int, list[int]]] = {}
+        for target, seq in answers.items():
+            idx: dict[int, list[int]] = {}
+            for k, op in enumerate(seq):
+                idx.setdefault(op, []).append(k)
+            where[target] = idx
+        for uid, i in zip(uids.tolist(), rows.tolist()):
+            target, f, n = int(src[i]), int(flow[i]), max(int(ntx[i]), 1)
+            seq = answers.get(target)
+            if seq is None or f not in where[target]:
+                continue
+            start = pos.get(target, 0)
+            cand = [k for k in where[target][f] if k >= start]
+            if not cand:
+                continue
+            k = cand[0]
+            self._responses[uid] = seq[k:k + n]
+            pos[target] = k + n
+
+    def _chain(self, first: int, n: int) -> list[int]:
+        out = [first]
+        while len(out) < n and out[-1] >= 0:
+            out.append(int(self._next[out[-1]]))
+        return [o for o in out if o >= 0]
+
+    def members(self, row: Mapping[str, Any]) -> list[int]:
+        """Operation indices of the transactions in the row's frame, in frame order."""
+        first, n = int(row["flow"]), max(int(row.get("ntx", 1) or 1), 1)
+        if not 0 <= first < len(self.kind):
+            raise ValueError(f"Load/Store row: flow={first} is not an operation of the op table "
+                             f"({len(self.kind)} operations)")
+        if n == 1:
+            return [first]
+        if int(row["flags"]) & PF_RESPONSE:
+            got = self._responses.get(int(row["pkt"]))
+            if got is not None:
+                return got
+            # No deliver rows: assume the issuer's order (strict ordering keeps it).
+            out, op = [first], first
+            while len(out) < n:
+                op = int(self._next[op])
+                if op < 0:
+                    break
+                if self.kind[op] != LS_STORE and self.dst[op] == self.dst[first]:
+                    out.append(op)
+            return out
+        return self._chain(first, n)
+
+    def txns(self, row: Mapping[str, Any]) -> list[dict[str, int]]:
+        """`el_txns` of an ethlink row, checked against its ntx, payload, tag and address."""
+        response = bool(int(row["flags"]) & PF_RESPONSE)
+        ops = self.members(row)
+        out, data = [], 0
+        for op in ops:
+            k = int(self.kind[op])
+            table = _EL_RESP if response else _EL_REQ
+            if k not in table:
+                raise ValueError(f"Load/Store row pkt {row['pkt']}: operation {op} ({k}) has no "
+                                 f"{'response' if response else 'request'} transaction")
+            code = table[k]
+            length = 8 if code in _ATOMIC_OPS else int(self.size[op])
+            flags = int(F.ElTxnFlags.WANT_COMPLETION) if (not response and k == LS_STORE_ACK) else 0
+            out.append({"opcode": int(code), "flags": flags, "tag": int(self.tag[op]) & 0xFFFF,
+                        "length": length, "addr": int(self.addr[op]) & _U64})
+            data += F.el_data_len(code, length)
+        want = max(int(row.get("ntx", 1) or 1), 1)
+        first = out[0] if out else {}
+        if (len(out) != want or data != int(row["payload"]) or first.get("tag") != int(row["psn"]) & 0xFFFF
+                or first.get("addr") != int(row["addr"]) & _U64):
+            raise ValueError(
+                f"Load/Store row pkt {row['pkt']}: cannot rebuild its {want} transactions from the op table "
+                f"(rebuilt {len(out)} with {data} B of data, the row says {row['payload']} B; first tag/addr "
+                f"{first.get('tag')}/{first.get('addr')} vs {int(row['psn']) & 0xFFFF}/{int(row['addr']) & _U64}): "
+                f"the trace does not say which operations share a frame")
+        return out
+
+    def size_of(self, row: Mapping[str, Any]) -> int:
+        """Bytes the operation of a single-transaction row addresses."""
+        return int(self.size[int(row["flow"])])
+
+
+def _overlay_op_rows(ops: np.ndarray, table: pa.Table) -> None:
+    """Kind, size and destination of every operation the table has an op_issue row for
+    (the engine's own record beats the regenerated draw)."""
+    sel = np.nonzero((codes(table, "event") == EVENT_NAMES.index("op_issue"))
+                     & (codes(table, "kind") == FRAME_KINDS.index("ethlink"))
+                     & (table["flags"].to_numpy() & PF_LS != 0))[0]
+    if not len(sel):
+        return
+    flow = table["flow"].to_numpy()[sel]
+    ok = (flow >= 0) & (flow < len(ops))
+    flow = flow[ok]
+    sel = sel[ok]
+    ops["kind"][flow] = table["opcode"].to_numpy()[sel]
+    ops["size"][flow] = table["payload"].to_numpy()[sel]
+    real = ops["kind"][flow] != LS_FENCE
+    ops["dst"][flow[real]] = table["dst"].to_numpy()[sel][real]
+
+
+def _macs(event: str, port: int, info: TraceInfo, received: bool = False) -> dict[str, int]:
     if port < 0:
         return {}
     peer = int(info.port_peer[port])
-    if event in RX_EVENTS:
+    if received or event in RX_EVENTS:
         return {"src_mac": fr.mac_of_port(peer), "dst_mac": fr.mac_of_port(port)}
     return {"src_mac": fr.mac_of_port(port), "dst_mac": fr.mac_of_port(peer)}
 
 
-def frame_row(row: Mapping[str, Any], info: TraceInfo) -> dict[str, Any]:
+def _ls_of(info: TraceInfo, ls: "LsFrames | np.ndarray | None") -> "LsFrames | None":
+    if isinstance(ls, LsFrames):
+        return ls
+    if ls is not None:
+        return LsFrames(ls)
+    cached = info.__dict__.get("_ls_frames", False)
+    if cached is False:
+        try:
+            cached = LsFrames.of_trace(info)
+        except Exception:        # an older or foreign scenario source: map rows directly
+            cached = None
+        info.__dict__["_ls_frames"] = cached
+    return cached
+
+
+def frame_row(row: Mapping[str, Any], info: TraceInfo, *, ls: "LsFrames | np.ndarray | None" = None) -> dict[str, Any]:
     """The `ethlink.frames` row of one trace row (a mapping of trace columns, enums as
-    names); `frames.build_frame` turns it into wire bytes."""
+    names); `frames.build_frame` turns it into wire bytes. `ls` (an `LsFrames`, or
+    `Result.ls_ops`) rebuilds the transactions of Load/Store frames; by default they are
+    regenerated from the trace's scenario (see the module doc)."""
     kind = row["kind"]
+    if row["event"] in OP_EVENTS:
+        raise ValueError(f"trace row: {row['event']} rows are operations (flow {row['flow']}), not frames")
     try:
         fk = KIND_FRAMES[kind]
     except KeyError:
         raise ValueError(f"trace row: kind {kind!r} has no frame format") from None
     out: dict[str, Any] = {"frame_kind": fk.value, "frame_bytes": int(row["size"]), "pcp": int(row["prio"])}
-    out.update(_macs(row["event"], int(row["port"]), info))
     src, dst, opcode = int(row["src"]), int(row["dst"]), int(row["opcode"])
+    # A credit row at the update's receiver (node = its dst) is addressed as received.
+    received = kind == "cbfc" and row["event"] == "credit" and int(row["node"]) == dst
+    out.update(_macs(row["event"], int(row["port"]), info, received))
+    is_ls = bool(int(row.get("flags", 0)) & PF_LS)
     if kind in ("roce", "roce_ack", "cnp"):
         out.update(ip_src=fr.ip_of_host(src), ip_dst=fr.ip_of_host(dst), ecn=int(row["ecn"]),
                    psn=int(row["psn"]) & 0xFFFFFF)
         if int(row.get("qp", -1)) >= 0:
             out["dqpn"] = int(row["qp"]) & 0xFFFFFF
+        elif is_ls:
+            out["dqpn"] = (LS_QPN_BASE + src) & 0xFFFFFF
         if kind != "cnp":
-            out.update(_roce_fields(kind, opcode, row))
+            out.update(_roce_fields(kind, opcode, row, _ls_of(info, ls) if is_ls else None, is_ls))
     elif kind == "pfc":
         # One class per frame: opcode holds the class-enable vector, psn its pause time.
         vector = opcode or 1 << int(row["prio"])
         quanta = int(row["psn"])
         out.update(pfc_vector=vector, pfc_times=[quanta if vector >> c & 1 else 0 for c in range(F.PFC_CLASSES)])
     elif kind == "ethlink":
-        out.update(el_src=src, el_dst=dst, ecn=int(row["ecn"]), el_opcode=opcode, el_tag=int(row["psn"]) & 0xFFFF,
-                   el_addr=int(row["addr"]) & _U64, el_length=int(row["payload"]))
+        out.update(el_src=src, el_dst=dst, ecn=int(row["ecn"]))
+        lsf = _ls_of(info, ls)
+        if lsf is not None and int(row.get("flow", -1)) >= 0:
+            try:
+                out["el_txns"] = lsf.txns(row)
+            except ValueError:
+                # An op table regenerated from the scenario that does not match the row:
+                # a single transaction still maps from the row's own columns.
+                if not lsf.implied or int(row.get("ntx", 1) or 1) > 1:
+                    raise
+        if "el_txns" not in out:
+            payload = int(row["payload"])
+            length = payload
+            if opcode == _EO.LOAD_REQ:
+                length = LOAD_LENGTH_UNKNOWN
+            elif opcode in _ATOMIC_OPS:
+                length = 8
+            out.update(el_opcode=opcode, el_tag=int(row["psn"]) & 0xFFFF, el_addr=int(row["addr"]) & _U64,
+                       el_length=length)
     elif kind == "cbfc":
-        out.update(el_src=src, el_dst=dst, cbfc_vc=int(row["prio"]))
+        out.update(el_src=src, el_dst=dst, cbfc_vc=int(row["prio"]), cbfc_credits=int(row["addr"]) & _U32)
     return out
 
 
-def _roce_fields(kind: str, opcode: int, row: Mapping[str, Any]) -> dict[str, Any]:
+def _roce_fields(kind: str, opcode: int, row: Mapping[str, Any], lsf: "LsFrames | None" = None,
+                 is_ls: bool = False) -> dict[str, Any]:
     payload = int(row["payload"])
+    if is_ls and opcode in _ROCE_ATOMIC:
+        payload = 0                       # operand / original value travel in AtomicETH / AtomicAckETH
     out: dict[str, Any] = {"opcode": opcode, "payload_len": payload}
     try:
         fmt = F.ROCE_OPCODES[F.RoceOpcode(opcode)]
@@ -135,6 +407,11 @@ def _roce_fields(kind: str, opcode: int, row: Mapping[str, Any]) -> dict[str, An
         out["pad_cnt"] = pad
     if F.RETH in fmt.headers:
         out["reth_va"] = int(row["addr"]) & _U64
+        if is_ls:
+            # One Load/Store operation per RoCE frame: the DMA length is its size.
+            out["reth_dlen"] = lsf.size_of(row) if lsf is not None else payload
+    if F.ATOMIC_ETH in fmt.headers and is_ls:
+        out["atomic_va"] = int(row["addr"]) & _U64
     if F.AETH in fmt.headers:
         out["aeth_syndrome"] = int(row.get("syndrome", 0))
         if kind == "roce_ack":
@@ -170,12 +447,27 @@ def rows(table: pa.Table, chunk: int = 4096) -> Iterator[dict[str, Any]]:
         yield from table.slice(lo, chunk).to_pylist()
 
 
-def frames(table: pa.Table, info: TraceInfo) -> Iterator[tuple[int, bytes]]:
-    """(time_ps, wire bytes without FCS) of every row of `table`."""
+def frames(table: pa.Table, info: TraceInfo, *, ls_ops: np.ndarray | None = None,
+           context: pa.Table | None = None) -> Iterator[tuple[int, bytes]]:
+    """(time_ps, wire bytes without FCS) of every row of `table`. Load/Store frames are
+    rebuilt from `ls_ops` (`Result.ls_ops`; default: regenerated from the trace's
+    scenario) with response membership from the deliver rows of `context` (the whole
+    trace `table` was selected from; default `table`)."""
     cache: dict[tuple, bytes] = {}
+    ls: LsFrames | None = None
+    kinds = set(kinds_in(table)) if table.num_rows else set()
+    if kinds & {"ethlink", "roce"}:
+        whole = context if context is not None else table
+        if ls_ops is not None:
+            ls = LsFrames(ls_ops, whole)
+        else:
+            try:
+                ls = LsFrames.of_trace(info, whole)
+            except Exception:
+                ls = None
     for r in rows(table):
-        fr_row = frame_row(r, info)
-        key = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(fr_row.items()))
+        fr_row = frame_row(r, info, ls=ls) if ls is not None else frame_row(r, info)
+        key = tuple((k, _hashable(v)) for k, v in sorted(fr_row.items()))
         raw = cache.get(key)
         if raw is None:
             raw = fr.build_frame(fr_row)
@@ -185,14 +477,23 @@ def frames(table: pa.Table, info: TraceInfo) -> Iterator[tuple[int, bytes]]:
         yield int(r["time_ps"]), raw
 
 
+def _hashable(v: Any) -> Any:
+    if isinstance(v, list):
+        return tuple(_hashable(x) for x in v)
+    if isinstance(v, dict):
+        return tuple(sorted((k, _hashable(x)) for k, x in v.items()))
+    return v
+
+
 def write_trace_pcap(table: pa.Table, info: TraceInfo, out: str | os.PathLike[str], *, port: int,
-                     event: str = "tx_start", flows: Iterable[int] = (), limit: int | None = None) -> int:
+                     event: str = "tx_start", flows: Iterable[int] = (), limit: int | None = None,
+                     ls_ops: np.ndarray | None = None) -> int:
     """Write the frames of one capture point (`event` rows at `port`) to a nanosecond
-    pcap at `out`; returns the frame count."""
+    pcap at `out`; returns the frame count. `ls_ops`: see `frames`."""
     if not 0 <= port < info.n_ports:
         raise ValueError(f"port {port}: this trace has ports 0..{info.n_ports - 1}")
     sel, _ = select(table, ports=[port], events=[event], flows=flows, limit=limit)
-    return fr.write_pcap(Path(out), frames(sel, info))
+    return fr.write_pcap(Path(out), frames(sel, info, ls_ops=ls_ops, context=table))
 
 
 def kinds_in(table: pa.Table) -> list[str]:
