@@ -46,8 +46,9 @@ DuckDB reads the trace straight from Arrow (no copy), e.g. the deepest queues:
 Or any table of this module: `fl = A.flows(path); duckdb.sql("SELECT op, avg(slowdown)
 FROM fl GROUP BY op")`.
 
-Limits: Load/Store operations are not traced by the engine yet (issue 4): their latency
-percentiles come from `latency_percentiles` once they are ops of the workload. The
+Limits: Load/Store latency percentiles are in summary.json (`ls`, computed by the engine);
+the trace has their op_issue/op_complete rows (kind ethlink) but this module does not
+tabulate them yet. The
 acceptance replay is a Python loop over RoCE deliver rows (about 1 s per million rows).
 """
 from __future__ import annotations

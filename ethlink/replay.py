@@ -35,9 +35,9 @@ replaying them on the same fabric and seed gives the same trace:
 So a replay of an extracted workload on the same fabric writes exactly the file `ethlink
 run` wrote (no `workload` key: the workload is the scenario's own), byte for byte.
 
-Limits: the engine does not trace operation issue/completion yet (TE_OP_ISSUE and
-TE_OP_COMPLETE are declared in csrc/core.pxd but not emitted), so a trace whose metadata
-lacks both `workload` and `scenario_source` cannot be turned into a workload. The ops of
+Limits: extraction rebuilds the table from the metadata (`workload` or
+`scenario_source`); the trace's op_issue/op_complete rows are used as a check, not as the
+source, so a trace whose metadata lacks both cannot be turned into a workload. The ops of
 an interrupted run are all the ops it had, posted or not. Load/Store operations (load,
 store, store_ack, fadd, cas, fence; `atomic` means fadd) go to the GPUs' Load/Store
 engines: they issue in table order per GPU at time_ps and cannot carry a dependency;

@@ -47,7 +47,8 @@ when complete); `rows` and `batches` (in the finished file only). Everything is 
 function of the scenario, seed and options, so the same run gives a byte-identical file.
 
 Batches are compressed (Arrow IPC body compression) with zstd by default, or lz4, or
-not at all: a hop-level trace takes about 1-3 B per row with zstd, 5 with lz4, 76 raw.
+not at all: the ethlink-mixed demo's hop-level trace took about 17 B per row with zstd
+(104 MB for 6.2 M rows); uncompressed rows are the record size.
 
 Files and interruptions: an Arrow IPC file is the 8 B file head, an IPC stream (schema,
 dictionaries, batches, end marker) and a footer. While a run goes, the writer writes the
