@@ -144,52 +144,9 @@ def run_cmd(scenario, outdir, seed, sets, until, trace, trace_compression, trace
         sim = Simulation(sc, trace=trace)
     except (ScenarioError, TopologyError) as exc:
         raise click.UsageError(f"scenario {scenario}: {exc}") from None
-    horizon = until_ps or sc.run.until_ps
     outdir.mkdir(parents=True, exist_ok=True)
     writer = _trace_writer(sim, outdir, trace_compression, trace_nodes, trace_flows, trace_events)
-    t0 = time.perf_counter()
-    interrupted = False
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                  TextColumn("{task.fields[simt]}"), TextColumn("{task.fields[rate]}"),
-                  TimeElapsedColumn(), console=console, disable=quiet, transient=False) as bar:
-        task = bar.add_task(sc.name, total=horizon or None, simt="", rate="")
-        stop = _StopRequest()
-
-        def progress(now, _h, events):
-            el = time.perf_counter() - t0
-            bar.update(task, completed=now if horizon else None,
-                       simt=f"sim {units.fmt_time(now)}",
-                       rate=f"{events / el / 1e6:.1f} M events/s" if el > 0 else "")
-            stop.check()
-
-        def sink(recs):
-            writer.write(recs)
-            stop.check()
-
-        try:
-            with stop:
-                result = sim.run(until_ps, progress=progress, trace_sink=sink if writer else None)
-        except KeyboardInterrupt:
-            interrupted = True
-            from .sim import Result
-            result = Result(sim, sim.wall_s, "interrupted")
-        except BaseException as exc:
-            if writer is not None:
-                writer.close(False, f"{type(exc).__name__}: {exc}")
-            raise
-        bar.update(task, completed=horizon or 1, total=horizon or 1)
-    summary = _clean_nan(result.summary)
-    write_json_atomic(outdir / "summary.json", summary)
-    if not quiet:
-        _print_summary(summary)
-    console.print(f"wrote {outdir / 'summary.json'}")
-    if writer is not None:
-        path = writer.close(not interrupted, "interrupted (SIGINT)" if interrupted else "")
-        console.print(f"wrote {path} ({writer.rows:,} rows, {path.stat().st_size / 1e6:.1f} MB"
-                      f"{', complete=false' if interrupted else ''})")
-    if interrupted:
-        console.print("[yellow]interrupted: summary.json holds the results so far[/]")
-        sys.exit(130)
+    _run_to_outdir(sim, outdir, until_ps, writer, quiet, sc.name)
 
 
 class _StopRequest:
