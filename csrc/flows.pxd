@@ -42,13 +42,21 @@ cdef inline int32_t raw_make_packet(Sim* s, int32_t qi, int32_t f) noexcept nogi
     return pi
 
 
-cdef inline void raw_deliver(Sim* s, int32_t pi) noexcept nogil:
-    cdef Packet* p = &s.pkts[pi]
-    cdef Flow* fl = &s.flows[p.flow]
-    fl.delivered += p.payload
-    s.bytes_delivered += p.payload
+cdef inline bint deliver_payload(Sim* s, int32_t f, int32_t payload) noexcept nogil:
+    # A receiver accepted `payload` bytes of message f (any transport); true when that
+    # was its last byte (finish_ps is then set).
+    cdef Flow* fl = &s.flows[f]
+    fl.delivered += payload
+    s.bytes_delivered += payload
     s.pkts_delivered += 1
     if fl.delivered == fl.size and fl.finish_ps < 0:
         fl.finish_ps = s.now
         s.flows_done += 1
-        complete_message(s, p.flow)
+        return 1
+    return 0
+
+
+cdef inline void raw_deliver(Sim* s, int32_t pi) noexcept nogil:
+    # Raw messages have no acknowledgement: delivery of the last byte is the completion.
+    if deliver_payload(s, s.pkts[pi].flow, s.pkts[pi].payload):
+        complete_message(s, s.pkts[pi].flow)

@@ -32,6 +32,7 @@
 from core cimport *
 from nic cimport qp_activate, nic_send
 from dcqcn cimport dc_on_bytes
+from flows cimport deliver_payload
 
 cdef enum RoceOp:               # BTH opcodes, RC (IBA table 41)
     OP_SEND_FIRST = 0x00
@@ -360,15 +361,6 @@ cdef inline void send_ack(Sim* s, int32_t qi, int32_t psn, uint8_t syndrome, int
     nic_send(s, qi, pi)
 
 
-cdef inline void accept_payload(Sim* s, Flow* fl, Packet* pk) noexcept nogil:
-    fl.delivered += pk.payload
-    s.bytes_delivered += pk.payload
-    s.pkts_delivered += 1
-    if fl.delivered == fl.size and fl.finish_ps < 0:
-        fl.finish_ps = s.now
-        s.flows_done += 1
-
-
 cdef inline void roce_rx_data(Sim* s, int32_t pi) noexcept nogil:
     # A BTH data or request frame arrived for endpoint pk.qp. Returns with pi consumed
     # by the caller (freed there).
@@ -383,7 +375,7 @@ cdef inline void roce_rx_data(Sim* s, int32_t pi) noexcept nogil:
         # READ responses at the requester: in order at snd_una, else re-issue the READ.
         if pk.psn == q.snd_una:
             q.nak_sent = 0
-            accept_payload(s, fl, pk)
+            deliver_payload(s, pk.flow, pk.payload)
             roce_advance_una(s, qi, pk.psn + 1)
         elif pk.psn > q.snd_una:
             s.pkts_discarded += 1
@@ -406,7 +398,7 @@ cdef inline void roce_rx_data(Sim* s, int32_t pi) noexcept nogil:
             qp_activate(s, qi)
             return
         q.epsn += 1
-        accept_payload(s, fl, pk)
+        deliver_payload(s, pk.flow, pk.payload)
         q.unacked += 1
         if pk.flags & PF_LAST:
             q.msn += 1
