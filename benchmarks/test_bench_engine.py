@@ -29,26 +29,14 @@ import subprocess
 import sys
 
 from ethlink import _engine, scenarios
-from ethlink.sim import Result, Simulation
+from ethlink.sim import Simulation
+from timing import time_engine
 import ethlink
 
 
 def _bench(benchmark, make_sim, rounds, warmup=0):
     """Time the event loop of a fresh, compiled Simulation per round; fill extra_info."""
-    last = {}
-
-    def setup():
-        sim = make_sim()
-        last["sim"] = sim
-        return (sim,), {}
-
-    def run(sim):
-        last["stop"] = sim.engine.run()
-
-    benchmark.pedantic(run, setup=setup, rounds=rounds, iterations=1, warmup_rounds=warmup)
-    # With --benchmark-disable (a smoke run) there are no timings: report counts only.
-    best = benchmark.stats.stats.min if benchmark.stats else None
-    res = Result(last["sim"], best or 0.0, last["stop"])
+    res, best = time_engine(benchmark, make_sim, rounds, warmup)
     s, c = res.summary, res.counters
     packet_events = 2 * s["packet_hops"]
     benchmark.extra_info.update({

@@ -18,23 +18,12 @@ Run with `.venv/bin/python -m pytest -q benchmarks/test_bench_ethlink.py --bench
 from __future__ import annotations
 
 from ethlink import scenarios
-from ethlink.sim import Result, Simulation
+from ethlink.sim import Simulation
+from timing import time_engine
 
 
 def _bench(benchmark, make_sim, rounds, warmup=0):
-    last = {}
-
-    def setup():
-        sim = make_sim()
-        last["sim"] = sim
-        return (sim,), {}
-
-    def run(sim):
-        last["stop"] = sim.engine.run()
-
-    benchmark.pedantic(run, setup=setup, rounds=rounds, iterations=1, warmup_rounds=warmup)
-    best = benchmark.stats.stats.min if benchmark.stats else None
-    res = Result(last["sim"], best or 0.0, last["stop"])
+    res, best = time_engine(benchmark, make_sim, rounds, warmup)
     s = res.summary
     ls = s["ls"] or {}
     benchmark.extra_info.update({
