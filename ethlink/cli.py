@@ -120,7 +120,7 @@ def load_scenario(name: str, seed: int | None, sets: tuple[str, ...]):
               help='Stop at this simulated time, e.g. "2ms" (default: the scenario\'s run.until, else until idle).')
 @click.option("--trace", type=click.Choice(["off", "endpoints", "hop"]), default=None,
               help="Trace level (default: the scenario's run.trace); not off writes OUTDIR/trace.arrow.")
-@click.option("--trace-compression", type=click.Choice(["zstd", "lz4", "none"]), default="zstd",
+@click.option("--trace-compression", type=click.Choice(["zstd", "lz4", "none"]), default="lz4",
               show_default=True, help="Compression of the trace's record batches.")
 @click.option("--trace-node", "trace_nodes", multiple=True, metavar="NAME",
               help="Keep only trace rows at this node (repeatable).")
@@ -463,7 +463,7 @@ def _run_to_outdir(sim, outdir: Path, until_ps, writer, quiet: bool, title: str)
 @click.option("--until", default=None, metavar="TIME", help='Stop at this simulated time, e.g. "2ms".')
 @click.option("--trace", type=click.Choice(["off", "endpoints", "hop"]), default=None,
               help="Trace level (default: the fabric scenario's run.trace).")
-@click.option("--trace-compression", type=click.Choice(["zstd", "lz4", "none"]), default="zstd",
+@click.option("--trace-compression", type=click.Choice(["zstd", "lz4", "none"]), default="lz4",
               show_default=True, help="Compression of the trace's record batches.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no table.")
 def replay_cmd(workload_file, fabric, outdir, seed, sets, until, trace, trace_compression, quiet):

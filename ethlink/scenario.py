@@ -120,7 +120,7 @@ class Run:
     until_ps: int = 0                   # 0: until no event is left
     ttl: int = 64
     trace: str = "off"
-    trace_capacity: int = 1 << 16       # records per drain
+    trace_capacity: int = 1 << 14       # records per drain (a batch of the trace file)
 
 
 @dataclass(frozen=True)

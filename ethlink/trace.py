@@ -1,10 +1,13 @@
 """Trace files: the engine's trace records as one Arrow schema, streamed to an IPC file.
 
 What it models: a row per packet event at one node (and port), as the engine's one trace
-point (`trace_pkt` in csrc/core.pxd) writes it into a fixed-size `TraceRec`. The engine
-drains its ring in numpy record batches; `TraceWriter.write` turns each batch into a
-`pa.RecordBatch` column by column (a vectorised copy of each strided field into a
-contiguous array that Arrow then wraps: no Python object per row) and streams it out.
+point (`trace_pkt` in csrc/core.pxd) writes it into a fixed-size `TraceRec` in a C ring.
+When the ring is full (`run.trace_capacity` rows, 16384 by default) the loop returns and
+`Engine.take_trace` copies it out with one memcpy. `TraceWriter.write` hands the records to
+its worker thread, which splits them into contiguous columns in one pass without the GIL
+(`_engine.trace_columns`), wraps each column as an Arrow array without a copy (no Python
+object per row), compresses and streams the batch, while the engine, which runs without
+the GIL, fills the ring again. One batch is in flight at most.
 
 Schema (`TRACE_SCHEMA`, version `SCHEMA_VERSION`; every column non-null):
 
@@ -46,9 +49,11 @@ delay_ps); `filters` (JSON: nodes, flows, events kept; empty lists keep all);
 when complete); `rows` and `batches` (in the finished file only). Everything is a
 function of the scenario, seed and options, so the same run gives a byte-identical file.
 
-Batches are compressed (Arrow IPC body compression) with zstd by default, or lz4, or
-not at all: the ethlink-mixed demo's hop-level trace took about 17 B per row with zstd
-(104 MB for 6.2 M rows); uncompressed rows are the record size.
+Batches are compressed (Arrow IPC body compression) with lz4 by default, or zstd, or not
+at all. The ethlink-mixed demo's hop-level trace (6.2 M rows) takes 35 B per row with lz4
+(221 MB), 17 B with zstd (106 MB), 80 B uncompressed. zstd costs more time: on the 64:1
+incast-dcqcn, hop-level tracing slows the run 1.3x uncompressed, 1.6x with lz4 and 2.1x
+with zstd (benchmarks/README.md).
 
 Files and interruptions: an Arrow IPC file is the 8 B file head, an IPC stream (schema,
 dictionaries, batches, end marker) and a footer. While a run goes, the writer writes the
@@ -57,8 +62,9 @@ user-space buffer), its schema saying complete=false. So even a hard kill (SIGKI
 power cut may lose what the OS had not flushed) leaves every batch written before it:
 `read_trace("trace.arrow.partial")` returns the whole ones. On close, normal or on an
 exception or Ctrl-C, the writer appends the footer, whose schema copy carries the final
-metadata (complete true or false, rows, batches), fsyncs, and renames the file to
-`trace.arrow`; nothing is re-read or re-encoded (see `_finish_file`). File readers use
+metadata (complete true or false, rows, batches), and renames the file to
+`trace.arrow` (no fsync: a killed process never leaves a torn `trace.arrow`, a power
+cut may); nothing is re-read or re-encoded (see `_finish_file`). File readers use
 the footer's schema; the stream's copy at the head keeps the metadata the run started
 with. Ctrl-C during a batch write is held until the batch is written, so a batch is in
 the file whole and counted, or not at all.
@@ -82,6 +88,7 @@ import signal
 import struct
 import threading
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +97,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from . import _engine
 from .topology import HOST
 
 __all__ = [
@@ -162,23 +170,18 @@ def partial_path(path: str | os.PathLike[str]) -> Path:
 # numpy records -> Arrow
 
 def records_to_batch(recs: np.ndarray) -> pa.RecordBatch:
-    """One RecordBatch from engine trace records (a numpy structured array with the
-    TraceRec fields). Each field is copied once into a contiguous array that Arrow wraps."""
-    n = len(recs)
-    cols = {name: np.empty(n, dtype=np.uint8 if typ == ENUM_TYPE else _NUMPY_TYPES[name])
-            for name, typ, _ in COLUMNS}
-    # NOTE: copied a block of records at a time, so a block stays in cache while each of
-    # its fields is picked out (one pass over memory instead of one per column: ~1.5x).
-    for lo in range(0, n, _BLOCK_ROWS):
-        block = recs[lo:lo + _BLOCK_ROWS]
-        for name, col in cols.items():
-            col[lo:lo + _BLOCK_ROWS] = block[name]
+    """One RecordBatch from engine trace records (a numpy structured array of
+    `_engine.TRACE_DTYPE`). The engine splits them into contiguous columns in one pass
+    (`_engine.trace_columns`, without the GIL); Arrow wraps each column without a copy."""
+    recs = np.ascontiguousarray(recs)
+    if recs.dtype != _engine.TRACE_DTYPE:
+        raise TraceError(f"trace records: dtype {recs.dtype} is not the engine's TraceRec "
+                         f"({_engine.TRACE_DTYPE})")
     arrays: list[pa.Array] = []
-    for name, typ, _ in COLUMNS:
-        col = cols[name]
+    for (name, typ, _), col in zip(COLUMNS, _engine.trace_columns(recs)):
         if typ == ENUM_TYPE:
             names = ENUMS[name]
-            if n and int(col.max()) >= len(names):
+            if len(col) and int(col.max()) >= len(names):
                 raise TraceError(f"trace records: {name}={int(col.max())} has no name (known: {len(names)}; "
                                  f"ethlink/trace.py and csrc/core.pxd disagree)")
             arrays.append(pa.DictionaryArray.from_arrays(pa.array(col.view(np.int8)), _DICTIONARIES[name],
@@ -186,9 +189,6 @@ def records_to_batch(recs: np.ndarray) -> pa.RecordBatch:
         else:
             arrays.append(pa.array(col))
     return pa.RecordBatch.from_arrays(arrays, schema=TRACE_SCHEMA)
-
-
-_BLOCK_ROWS = 4096          # 4096 records (80 B each): well inside a core's L2 cache
 
 
 # ---------------------------------------------------------------------------------------
@@ -342,7 +342,7 @@ def _ipc_options(compression: str | None) -> pa.ipc.IpcWriteOptions:
     c = compression or "none"
     if c not in COMPRESSIONS:
         raise ValueError(f"trace compression {c!r}: choose one of {', '.join(COMPRESSIONS)}")
-    return pa.ipc.IpcWriteOptions(compression=None if c == "none" else c)
+    return pa.ipc.IpcWriteOptions(compression=None if c == "none" else c, use_threads=False)
 
 
 class TraceWriter:
@@ -358,8 +358,8 @@ class TraceWriter:
     """
 
     def __init__(self, path: str | os.PathLike[str], metadata: Mapping[str, str], *,
-                 compression: str | None = "zstd", trace_filter: TraceFilter | None = None,
-                 engine: Any = None) -> None:
+                 compression: str | None = "lz4", trace_filter: TraceFilter | None = None,
+                 engine: Any = None, background: bool = True) -> None:
         self.path = Path(path)
         self.partial = partial_path(self.path)
         self.compression = compression or "none"
@@ -375,6 +375,10 @@ class TraceWriter:
         self.batches = 0
         self.closed = False
         self._pending: np.ndarray | None = None
+        # NOTE: one worker thread converts, compresses and writes a batch while the engine
+        # (which runs without the GIL) fills the next; one batch in flight at most.
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ethlink-trace") if background else None
+        self._inflight: Future | None = None
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.unlink(missing_ok=True)
         self._sink = pa.OSFile(str(self.partial), "wb")
@@ -387,7 +391,7 @@ class TraceWriter:
             raise
 
     @classmethod
-    def for_simulation(cls, sim: Any, path: str | os.PathLike[str], *, compression: str | None = "zstd",
+    def for_simulation(cls, sim: Any, path: str | os.PathLike[str], *, compression: str | None = "lz4",
                        trace_filter: TraceFilter | None = None) -> "TraceWriter":
         """A writer whose metadata describes `sim`; on close it also drains records the
         engine still holds (a run interrupted between two drains)."""
@@ -395,15 +399,33 @@ class TraceWriter:
                    engine=sim.engine)
 
     def write(self, recs: np.ndarray) -> None:
-        """Append a batch of engine trace records (Simulation.run's trace_sink)."""
+        """Append a batch of engine trace records (Simulation.run's trace_sink). With
+        `background` (the default) the batch is written by the writer's thread; this
+        returns once the previous batch is written and this one handed over. `recs` must
+        not change afterwards (the engine's `take_trace` gives a fresh copy each time)."""
         if self.closed:
             raise TraceError(f"{self.path}: the trace writer is closed")
-        # Kept until written: an interrupt before the write leaves it for close(); one
-        # during the write waits for its end, so a batch is written and counted, or neither.
+        # Kept until handed over: an interrupt before that leaves it for close(); one
+        # during it waits for its end, so a batch is written and counted, or neither.
         self._pending = recs
         with _sigint_deferred():
-            self._write(recs)
+            self._settle()
+            if self._pool is None:
+                self._write(recs)
+            else:
+                self._inflight = self._pool.submit(self._write, recs)
             self._pending = None
+
+    def flush(self) -> None:
+        """Wait until every batch handed to `write` is in the file (in the OS's hands)."""
+        with _sigint_deferred():
+            self._settle()
+
+    def _settle(self) -> None:
+        """Wait for the batch in flight; raise what its write raised."""
+        fut, self._inflight = self._inflight, None
+        if fut is not None:
+            fut.result()
 
     def _write(self, recs: np.ndarray) -> None:
         self.records += len(recs)
@@ -421,6 +443,7 @@ class TraceWriter:
             return self.path
         self.closed = True
         try:
+            self._settle()
             if self._pending is not None:
                 recs, self._pending = self._pending, None
                 self._write(recs)
@@ -429,6 +452,8 @@ class TraceWriter:
                 if len(left):
                     self._write(left)
         finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
             self._stream.close()
             self._sink.close()
         md = dict(self._metadata, complete="true" if complete else "false",
@@ -538,7 +563,6 @@ def _finish_file(partial: Path, path: Path, metadata: dict[str, str], options: p
         f.seek(end)
         f.write(_EOS + footer + struct.pack("<i", len(footer)) + _FILE_HEAD[:6])
         f.flush()
-        os.fsync(f.fileno())
     try:
         with pa.memory_map(str(partial)) as src:
             n = pa.ipc.open_file(src).num_record_batches

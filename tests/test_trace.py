@@ -214,6 +214,40 @@ def test_compressions_hold_the_same_table(hop, tmp_path, compression):
         T.TraceWriter(tmp_path / "u.arrow", _stub_meta(), compression="gzip")
 
 
+def test_the_background_writer_writes_the_same_bytes_as_a_direct_one(hop, tmp_path):
+    """The worker thread changes when a batch is written, never what: the file is the one
+    a writer without a thread produces, batch for batch."""
+    _, _, recs, _, _ = hop
+    for name, background in (("bg.arrow", True), ("fg.arrow", False)):
+        w = T.TraceWriter(tmp_path / name, _stub_meta(), background=background)
+        for lo in range(0, len(recs), 700):
+            w.write(recs[lo:lo + 700])
+        w.close()
+    assert (tmp_path / "bg.arrow").read_bytes() == (tmp_path / "fg.arrow").read_bytes()
+
+
+def test_a_failed_background_write_is_raised_by_the_next_call(hop, tmp_path):
+    _, _, recs, _, _ = hop
+    w = T.TraceWriter(tmp_path / "t.arrow", _stub_meta())
+    bad = recs[:10].copy()
+    bad["kind"][3] = 99                     # refused by the worker's conversion
+    w.write(bad)
+    with pytest.raises(T.TraceError, match="kind=99 has no name"):
+        w.write(recs[10:20])
+    w.close(False, "test")
+    assert T.read_trace(tmp_path / "t.arrow").num_rows == 10     # the batch handed over after the error
+
+
+def test_trace_columns_split_every_field(hop):
+    _, _, recs, _, _ = hop
+    cols = _engine.trace_columns(recs)
+    assert [c.dtype for c in cols] == [recs.dtype.fields[n][0] for n in recs.dtype.names]
+    for name, col in zip(recs.dtype.names, cols):
+        assert col.flags.c_contiguous and np.array_equal(col, recs[name]), name
+    with pytest.raises(TypeError, match="contiguous"):
+        _engine.trace_columns(recs[::2])
+
+
 def _stub_meta():
     return {"schema_version": T.SCHEMA_VERSION, "scenario": "stub", "seed": "1", "ethlink_version": "0",
             "trace_level": "hop", "nodes": json.dumps([f"n{i}" for i in range(6)]),
@@ -238,7 +272,7 @@ def test_file_is_the_head_the_stream_and_a_footer_with_the_final_metadata(hop, t
     assert stream.equals(table)
     assert stream.schema.metadata[b"complete"] == b"false" and table.schema.metadata[b"complete"] == b"true"
     ref = pa.BufferOutputStream()
-    with pa.ipc.new_file(ref, table.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as w:
+    with pa.ipc.new_file(ref, table.schema, options=pa.ipc.IpcWriteOptions(compression="lz4")) as w:
         for b in table.to_batches():
             w.write_batch(b)
     ref = ref.getvalue().to_pybytes()
@@ -251,7 +285,7 @@ def test_file_is_the_head_the_stream_and_a_footer_with_the_final_metadata(hop, t
 
 def test_a_torn_last_message_is_cut_when_the_file_is_finished(hop, tmp_path):
     _, _, recs, _, _ = hop
-    w = T.TraceWriter(tmp_path / "t.arrow", _stub_meta())
+    w = T.TraceWriter(tmp_path / "t.arrow", _stub_meta(), background=False)
     w.write(recs[:500])
     w.write(recs[500:900])
     w._sink.write(b"\xff\xff\xff\xff" + (4000).to_bytes(4, "little") + bytes(100))   # as a crash mid-write
@@ -357,6 +391,7 @@ HARD_KILL = textwrap.dedent("""
         w.write(recs)
         n[0] += 1
         if n[0] == 4:
+            w.flush()
             print(w.rows, flush=True)
             os.kill(os.getpid(), signal.SIGKILL)
     sim.run(trace_sink=sink)
