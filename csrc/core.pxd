@@ -94,6 +94,7 @@ cdef enum TraceEvent:           # names in ethlink/trace.py EVENT_NAMES, same or
     TE_LLR_REPLAY = 9
     TE_OP_ISSUE = 10
     TE_OP_COMPLETE = 11
+    TE_TXN = 12                 # a Load/Store transaction joined frame `pkt` (one row each)
 
 cdef enum DropReason:           # names in ethlink/trace.py DROP_REASONS, same order
     DR_NONE = 0
@@ -111,6 +112,7 @@ cdef enum PacketFlag:
     PF_LS = 4                   # a Load/Store frame (any header profile): the LS engine's
     PF_RESPONSE = 8             # a Load/Store response (completions for the issuer)
     PF_CORRUPT = 16             # bits flipped on the wire: the receiver's FCS check fails
+    PF_TXN_ACK = 32             # trace txn rows only: a store that wants a completion
 
 cdef enum StopReason:           # why the loop returned to Python
     STOP_EMPTY = 0              # no event left
@@ -121,8 +123,9 @@ cdef enum StopReason:           # why the loop returned to Python
     STOP_DEADLOCK = 5           # PFC deadlock detected: frames queued, nothing moves
 
 cdef enum:
-    TRACE_MARGIN = 64           # records one event may write at most, besides Load/Store
-                                # transactions (Sim.trace_margin adds four per transaction)
+    TRACE_MARGIN = 64           # records one event usually writes at most, besides Load/Store
+                                # transactions (Sim.trace_margin adds four per transaction);
+                                # the ring grows if an event writes more
     CT_HEADER_BYTES = 64        # bytes a cut-through switch reads before forwarding
 
 cdef enum Sched:
@@ -522,9 +525,10 @@ cdef struct Sim:
     int64_t rate_n
     int64_t rate_cap
     # trace ring
-    TraceRec* trace
+    TraceRec* trace             # the trace ring (malloc; grows when an event overfills it)
     int64_t trace_n
-    int64_t trace_cap
+    int64_t trace_cap           # records allocated
+    int64_t trace_batch         # the loop stops for a drain when trace_n + margin passes this
     int64_t trace_margin        # rows one event may write: TRACE_MARGIN + 4 x transactions per frame
     int32_t trace_level
     int32_t error               # nonzero: the loop stopped on an internal error (see engine.pyx)
@@ -665,24 +669,39 @@ cdef inline int32_t pkt_alloc(Sim* s) noexcept nogil:
         s.pkts_live_hwm = s.pkts_live
     return i
 
+cdef inline TraceRec* trace_slot(Sim* s) noexcept nogil:
+    # The next record of the ring. The loop drains the ring before trace_batch; an event
+    # that writes past the allocation (a burst of Load/Store issues) grows it instead of
+    # losing rows. NULL (and Sim.error) only when memory runs out.
+    cdef TraceRec* grown
+    if s.trace_n >= s.trace_cap:
+        grown = <TraceRec*>realloc(s.trace, 2 * s.trace_cap * sizeof(TraceRec))
+        if grown == NULL:
+            s.error = 1
+            return NULL
+        s.trace = grown
+        s.trace_cap *= 2
+    s.trace_n += 1
+    return &s.trace[s.trace_n - 1]
+
+
 cdef inline void trace_op(Sim* s, uint8_t event, int32_t host, int32_t index, int32_t src,
-                          int32_t dst, int32_t prio, int64_t nbytes, uint8_t kind, uint8_t opcode,
-                          int32_t qp, uint8_t flags) noexcept nogil:
+                          int32_t dst, int32_t prio, int64_t nbytes, int64_t addr, uint8_t kind,
+                          uint8_t opcode, int32_t qp, uint8_t flags) noexcept nogil:
     # An operation-level row (TE_OP_ISSUE / TE_OP_COMPLETE) at the issuing host: `flow` is
-    # the message or Load/Store operation index, `payload` and `addr` its bytes, `opcode`
-    # its verb (Verb) or Load/Store kind (LsKind), `kind` FK_ROCE/FK_RAW or FK_ETHLINK.
+    # the message or Load/Store operation index, `payload` its bytes, `addr` the message's
+    # bytes (int64) or the Load/Store operation's address, `opcode` its verb (Verb) or
+    # Load/Store kind (LsKind), `kind` FK_ROCE/FK_RAW or FK_ETHLINK.
     cdef TraceRec* r
     if s.trace_level == TRACE_OFF:
         return
-    if s.trace_n >= s.trace_cap:
-        s.error = 3
+    r = trace_slot(s)
+    if r == NULL:
         return
-    r = &s.trace[s.trace_n]
-    s.trace_n += 1
     r.time_ps = s.now
     r.pkt = -1
     r.qbytes = 0
-    r.addr = nbytes
+    r.addr = addr
     r.node = s.host_node[host]
     r.port = -1
     r.flow = index
@@ -705,7 +724,7 @@ cdef inline void trace_op(Sim* s, uint8_t event, int32_t host, int32_t index, in
 
 cdef inline void trace_flow(Sim* s, uint8_t event, int32_t f) noexcept nogil:
     cdef Flow* fl = &s.flows[f]
-    trace_op(s, event, fl.src, f, fl.src, fl.dst, fl.prio, fl.size,
+    trace_op(s, event, fl.src, f, fl.src, fl.dst, fl.prio, fl.size, fl.size,
              FK_RAW if fl.verb == VERB_RAW else FK_ROCE, <uint8_t>fl.verb, fl.qp, 0)
 
 
@@ -760,11 +779,9 @@ cdef inline void trace_pkt(Sim* s, uint8_t event, int32_t node, int32_t port, in
         return
     if s.trace_level == TRACE_ENDPOINTS and s.nodes[node].kind != NODE_HOST:
         return
-    if s.trace_n >= s.trace_cap:
-        s.error = 3                         # never write past the ring (TRACE_MARGIN too small)
+    r = trace_slot(s)
+    if r == NULL:
         return
-    r = &s.trace[s.trace_n]
-    s.trace_n += 1
     p = &s.pkts[pi]
     r.time_ps = s.now
     r.pkt = p.uid

@@ -408,7 +408,7 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
             return STOP_UNTIL
         if done >= budget:
             return STOP_CHUNK
-        if s.trace_level != TRACE_OFF and s.trace_n + s.trace_margin > s.trace_cap:
+        if s.trace_level != TRACE_OFF and s.trace_n + s.trace_margin > s.trace_batch:
             return STOP_TRACE
         heap_pop(s, &ev)
         s.now = ev.time
@@ -493,8 +493,7 @@ PACKET_BYTES = sizeof(Packet)
 EVENT_BYTES = sizeof(Event)
 
 STOP_NAMES = ("empty", "until", "chunk", "trace", "error", "deadlock")
-ERROR_NAMES = {0: "", 1: "out of memory", 2: "packet pool limit (2**30 packets in flight)",
-               3: "trace ring overrun (an event wrote more than TRACE_MARGIN rows)"}
+ERROR_NAMES = {0: "", 1: "out of memory", 2: "packet pool limit (2**30 packets in flight)"}
 DROP_REASON_COUNT = 8
 
 
@@ -512,7 +511,6 @@ cdef class Engine:
     cdef readonly object nodes, ports, queues, flows, qps, ls_ops, ls_gpus
     cdef object _host_node, _route_off, _route_port, _ring_head, _ring_tail, _flow_order
     cdef object _dep_off, _dep_list
-    cdef object _trace_buf
     cdef bint started
 
     def __cinit__(self):
@@ -667,14 +665,17 @@ cdef class Engine:
         # the operation its freed tag lets start.
         s.trace_margin = TRACE_MARGIN + 4 * (ls_coalesce_bytes // 16 + 1)
         if trace_level != TRACE_OFF:
-            self._trace_buf = np.zeros(max(trace_capacity, 4 * s.trace_margin), dtype=TRACE_DTYPE)
-            s.trace = <TraceRec*>cnp.PyArray_DATA(self._trace_buf)
-            s.trace_cap = len(self._trace_buf)
+            s.trace_batch = max(trace_capacity, 4 * s.trace_margin)
+            s.trace_cap = s.trace_batch
+            s.trace = <TraceRec*>malloc(s.trace_cap * sizeof(TraceRec))
+            if s.trace == NULL:
+                raise MemoryError()
 
     def __dealloc__(self):
         free(self.s.heap)
         free(self.s.pkts)
         free(self.s.rate_log)
+        free(self.s.trace)
 
     def run(self, int64_t until_ps=9223372036854775807, int64_t max_events=9223372036854775807):
         """Process events up to `until_ps` (inclusive) or `max_events`, whichever first;
@@ -708,7 +709,7 @@ cdef class Engine:
     def take_trace(self):
         """The trace records written since the last call (a copy), and reset the ring."""
         cdef cnp.ndarray out
-        if self._trace_buf is None:
+        if self.s.trace == NULL:
             return np.zeros(0, dtype=TRACE_DTYPE)
         # NOTE: one memcpy; numpy's own copy of a structured array goes field by field
         # and is ~60x slower.

@@ -144,6 +144,44 @@ cdef inline int32_t ls_port(Sim* s, int32_t gi, int32_t dst) noexcept nogil:
     return host_port(s, gi, dst, <uint64_t>gi * <uint64_t>s.n_hosts + <uint64_t>dst)
 
 
+cdef inline void trace_txn(Sim* s, int32_t gi, int32_t pi, int32_t oi, bint response) noexcept nogil:
+    # A TE_TXN row: transaction `oi` joined frame `pi` (built at GPU gi) as its
+    # (ntx - 1)-th: tag, address, length (`size`: the bytes the transaction addresses,
+    # 8 for atomics), data it carries (`payload`) and its own opcode. With these rows a
+    # coalesced frame is rebuilt exactly, retries and reordering included.
+    cdef TraceRec* r
+    cdef Packet* pk = &s.pkts[pi]
+    cdef LsOp* op = &s.ls_ops[oi]
+    if s.trace_level == TRACE_OFF:
+        return
+    r = trace_slot(s)
+    if r == NULL:
+        return
+    r.time_ps = s.now
+    r.pkt = pk.uid
+    r.qbytes = 0
+    r.addr = op.addr
+    r.node = s.host_node[gi]
+    r.port = pk.egress
+    r.flow = oi
+    r.src = pk.src
+    r.dst = pk.dst
+    r.size = 8 if op.kind == LS_FADD or op.kind == LS_CAS else op.size
+    r.payload = txn_data(op.kind, op.size, response)
+    r.psn = op.tag
+    r.qp = -1
+    r.ntx = pk.ntx - 1
+    r.event = TE_TXN
+    r.kind = pk.kind
+    r.prio = pk.prio
+    r.ecn = 0
+    r.reason = DR_NONE
+    r.opcode = <uint8_t>(resp_opcode(op.kind, s.ls_header == 1) if response
+                         else req_opcode(op.kind, s.ls_header == 1))
+    r.flags = PF_LS | (PF_RESPONSE if response else 0) | (PF_TXN_ACK if not response and op.kind == LS_STORE_ACK else 0)
+    r.syndrome = 0
+
+
 cdef inline void ls_add(Sim* s, int32_t gi, int32_t dst, int32_t oi, bint response) noexcept nogil:
     # Put transaction `oi` (request or response) from GPU gi to GPU dst into a frame.
     cdef LsGpu* g = &s.ls_gpus[gi]
@@ -164,6 +202,7 @@ cdef inline void ls_add(Sim* s, int32_t gi, int32_t dst, int32_t oi, bint respon
             pk.size += add
             pk.payload += data
             pk.ntx += 1
+            trace_txn(s, gi, g.open_pi, oi, response)
             if pk.size + EL_TXN_BYTES > s.ls_coalesce_bytes:
                 ls_flush(s, gi)
             return
@@ -184,6 +223,7 @@ cdef inline void ls_add(Sim* s, int32_t gi, int32_t dst, int32_t oi, bint respon
     pk.opcode = <uint8_t>(resp_opcode(op.kind, roce) if response else req_opcode(op.kind, roce))
     pk.size = roce_bytes(op.kind, data, response) if roce else EL_BASE_BYTES + add
     pk.egress = op.port if not response else ls_port(s, gi, dst)
+    trace_txn(s, gi, pi, oi, response)
     if roce or s.ls_coalesce_bytes == 0 or pk.size + EL_TXN_BYTES > s.ls_coalesce_bytes:
         ls_emit(s, pi)
         return
@@ -216,14 +256,15 @@ cdef inline void ls_try_issue(Sim* s, int32_t gi) noexcept nogil:
                 return                       # a completion (or a posted store landing) calls again
             op.start_ps = s.now
             op.complete_ps = s.now
-            trace_op(s, TE_OP_ISSUE, gi, oi, gi, gi, s.ls_prio, 0, FK_ETHLINK, <uint8_t>op.kind, -1, PF_LS)
-            trace_op(s, TE_OP_COMPLETE, gi, oi, gi, gi, s.ls_prio, 0, FK_ETHLINK, <uint8_t>op.kind, -1, PF_LS)
+            trace_op(s, TE_OP_ISSUE, gi, oi, gi, gi, s.ls_prio, 0, 0, FK_ETHLINK, <uint8_t>op.kind, -1, PF_LS)
+            trace_op(s, TE_OP_COMPLETE, gi, oi, gi, gi, s.ls_prio, 0, 0, FK_ETHLINK, <uint8_t>op.kind, -1, PF_LS)
             g.pend = op.next
             continue
         if g.outstanding >= g.tags:
             return
         op.start_ps = s.now
-        trace_op(s, TE_OP_ISSUE, gi, oi, gi, op.dst, s.ls_prio, op.size, FK_ETHLINK, <uint8_t>op.kind, -1, PF_LS)
+        trace_op(s, TE_OP_ISSUE, gi, oi, gi, op.dst, s.ls_prio, op.size, op.addr, FK_ETHLINK, <uint8_t>op.kind,
+                 -1, PF_LS)
         op.tag = g.next_tag
         g.next_tag = (g.next_tag + 1) % g.tags
         tag_change(s, g, 1)
@@ -242,7 +283,7 @@ cdef inline void ls_complete(Sim* s, int32_t oi) noexcept nogil:
     if op.complete_ps >= 0:
         return                               # a duplicate after a retry
     op.complete_ps = s.now
-    trace_op(s, TE_OP_COMPLETE, op.src, oi, op.src, op.dst, s.ls_prio, op.size, FK_ETHLINK,
+    trace_op(s, TE_OP_COMPLETE, op.src, oi, op.src, op.dst, s.ls_prio, op.size, op.addr, FK_ETHLINK,
              <uint8_t>op.kind, -1, PF_LS)
     op.gen += 1                              # cancels its timeout
     g.ops_done += 1

@@ -282,7 +282,7 @@ def pcap_cmd(trace_file, out, port, node, port_index, event, flows, limit):
             console.print(f"[yellow]{kind} frames: the trace lacks {', '.join(tracepcap.MISSING_FIELDS[kind])}; "
                           f"those fields take default values[/]")
     try:
-        n = write_pcap(out, tracepcap.frames(sel, info))
+        n = write_pcap(out, tracepcap.frames(sel, info, context=table))
     except ValueError as exc:
         raise click.ClickException(f"building frames: {exc}") from None
     console.print(f"wrote {out} ({n:,} frames, {event} at {info.describe_port(port)})")
@@ -328,10 +328,12 @@ def show_cmd(trace_file, row, nodes, ports, events, flows, pkts, limit, brief):
                                     pkts=pkts, limit=limit)
     if sel.num_rows == 0:
         raise click.ClickException("no rows match")
+    # Load/Store frames are rebuilt from the whole trace (txn rows, deliver order), once.
+    ls = tracepcap.ls_frames(info, table) if {"ethlink", "roce"} & set(tracepcap.kinds_in(sel)) else None
     for i, r in zip(idx.tolist(), tracepcap.rows(sel)):
         head = _row_line(i, r, info)
         try:
-            pkt = decode(build_frame(tracepcap.frame_row(r, info)))
+            pkt = decode(build_frame(tracepcap.frame_row(r, info, ls=ls)))
         except ValueError as exc:
             click.echo(f"{head}\n  (frame not rebuilt: {exc})")
             continue

@@ -33,8 +33,19 @@ Schema (`TRACE_SCHEMA`, version `SCHEMA_VERSION`; every column non-null):
 | ecn      | uint8                    | 0..3          | IP ECN codepoint, RFC 3168: 0 Not-ECT, 1 ECT(1), 2 ECT(0), 3 CE | roce, cnp, ethlink |
 | reason   | dictionary<int8, string> | DROP_REASONS  | why a drop happened; "none" for every other event | all (drop rows) |
 | opcode   | uint8                    | code          | BTH opcode (roce, roce_ack, cnp); pfc: class-enable vector; EthLink opcode; 0 for raw | roce, roce_ack, cnp, pfc, ethlink |
-| flags    | uint8                    | bits          | engine packet flags: 1 last packet of its flow/message, 4 Load/Store frame, 8 Load/Store response, 16 corrupted on the wire (cleared by the receiver's FCS check) | all |
+| flags    | uint8                    | bits          | engine packet flags: 1 last packet of its flow/message, 4 Load/Store frame, 8 Load/Store response, 16 corrupted on the wire (cleared by the receiver's FCS check); txn rows: 32 a store that wants a completion | all |
 | syndrome | uint8                    | code          | AETH syndrome: 0x1F ACK, 0x60 NAK (PSN sequence error), ...; 0 otherwise | roce_ack |
+
+Rows without a frame: `op_issue` / `op_complete` (pkt -1) at the issuing host: `flow` the
+message or Load/Store operation, `payload` its bytes, `addr` the message's bytes (int64)
+or the Load/Store operation's address, `opcode` its verb (RoCE/raw) or LsKind (Load/Store:
+0 load, 1 store, 2 store with completion, 3 fetch-add, 4 compare-swap, 5 fence). `txn`
+rows: a Load/Store transaction joined frame `pkt` at the GPU (`node`) that builds it:
+`flow` the operation, `psn` its tag, `addr` its address, `size` its length field (bytes
+it addresses, 8 for atomics), `payload` the data it carries, `opcode` its own opcode
+(EthLink ElOpcode, or BTH with the RoCE header profile), `ntx` its place in the frame
+(0-based), `port` the frame's egress port, flags 4 | 8 (response) | 32 (a store that
+wants a completion). A frame's transactions are its txn rows in ntx order.
 
 The dictionaries are the whole names tables (the same in every batch, so the IPC file
 holds each once); a column's index is the engine's enum value.
@@ -110,7 +121,7 @@ SCHEMA_VERSION = "1"
 
 # Names of the engine's enums, in the order of csrc/core.pxd (index = enum value).
 EVENT_NAMES = ("enqueue", "tx_start", "rx", "drop", "mark", "deliver", "pause_tx", "pause_rx",
-               "credit", "llr_replay", "op_issue", "op_complete")              # TraceEvent TE_*
+               "credit", "llr_replay", "op_issue", "op_complete", "txn")       # TraceEvent TE_*
 FRAME_KINDS = ("raw", "roce", "roce_ack", "cnp", "pfc", "ethlink", "cbfc")     # FrameKind FK_*
 DROP_REASONS = ("none", "buffer_full", "queue_limit", "no_route", "fcs", "watchdog", "ttl",
                 "headroom")                                                     # DropReason DR_*

@@ -30,37 +30,38 @@ Mapping (trace column -> frames column):
 take the frame builder's defaults, so those frames are well formed but those fields are
 not the simulated ones.
 
-Load/Store frames (flags bit 4; csrc/loadstore.pxd). A trace row names only a frame's
-first transaction (`flow` = its operation index, `psn` its tag, `addr` its address,
-`opcode` its opcode) and how many it carries (`ntx`). The others, and what no column
-holds (a LOAD_REQ's length, which store wants a completion), come from the run's
-operation table (`Result.ls_ops`), wrapped in `LsFrames`:
+Load/Store frames (flags bit 4; csrc/loadstore.pxd). A frame row names only its first
+transaction (`flow` = its operation index, `psn` its tag, `addr` its address, `opcode`
+its opcode) and how many it carries (`ntx`). Every transaction also has a `txn` row
+(written when it joined the frame: `pkt` the frame, `ntx` its place, tag, address,
+length, data bytes, opcode, and flag 32 for a store that wants a completion), so the
+frame's transactions are its txn rows in place order: exact, retries and relaxed
+reordering included. `ls_frames(info, table)` (and `frames(..., context=table)`, and the
+`pcap` and `show` commands, which pass the whole trace) use them whenever the table has
+txn rows. A table without them (a trace filtered by event or node, or written before
+txn rows existed) falls back to the run's operation table (`Result.ls_ops`, or one
+regenerated from the trace's `scenario_source`, corrected by its op_issue rows),
+wrapped in `LsFrames`:
 
 - a request frame carries its GPU's next `ntx` operations in issue order from `flow`
-  (fences carry no transaction): the engine adds transactions to the open frame as it
-  issues them, and a frame holds one destination;
+  (fences carry no transaction);
 - a response frame carries the next `ntx` answers its target made, in the order the
-  requests reached it; `LsFrames(ops, table)` takes that order from the table's
-  `deliver` rows of request frames. Without them (a row alone, a filtered table) it
-  assumes the issuer's order, which strict ordering guarantees;
-- every rebuilt frame is checked against the row: transactions, data bytes and first
-  tag and address must match, else ValueError.
+  requests reached it (the table's `deliver` rows of request frames; without them the
+  issuer's order, which strict ordering guarantees);
+- a retried transaction may join another frame out of issue order (timeouts with
+  coalescing on): such a frame fails the check below instead of being guessed.
 
-Without an explicit table the op table is regenerated from the trace's
-`scenario_source` metadata (`LsFrames.of_trace`; operations are drawn from the scenario
-and seed, tags handed out round robin in issue order) and checked row by row. An
-ethlink row with one transaction and no op table maps its columns directly (a LOAD_REQ
-then addresses `LOAD_LENGTH_UNKNOWN` bytes). RoCEv2 Load/Store frames (`ls.header =
-"roce"`: READ_REQUEST / READ_RESPONSE_ONLY, WRITE_ONLY / ACK, FETCH_ADD, CMP_SWAP /
-ATOMIC_ACK) carry the atomic operands in AtomicETH, not as payload; the RETH DMA length
-is the operation's size; DestQP is `LS_QPN_BASE` + the sending GPU (no QP in the trace).
-cbfc rows: `addr` is the cumulative count of freed cells (the ELCredit `credits` field);
-the receiving end's `credit` row (node = the frame's `dst`) is addressed like a received
-frame. `op_issue` / `op_complete` rows are operations, not frames (ValueError).
-
-Limits of the rebuild: a retried transaction may join another frame out of issue order
-(timeouts with coalescing on): such a frame fails the check instead of being guessed.
-Atomic operands and results are not simulated (zeros).
+Every rebuilt frame is checked against its row: transactions, data bytes and first tag
+and address must match, else ValueError. An ethlink row with one transaction and nothing
+else to go on maps its columns directly (a LOAD_REQ then addresses
+`LOAD_LENGTH_UNKNOWN` bytes). RoCEv2 Load/Store frames (`ls.header = "roce"`:
+READ_REQUEST / READ_RESPONSE_ONLY, WRITE_ONLY / ACK, FETCH_ADD, CMP_SWAP / ATOMIC_ACK)
+carry the atomic operands in AtomicETH, not as payload; the RETH DMA length is the
+operation's size (its txn row's length); DestQP is `LS_QPN_BASE` + the sending GPU (no
+QP in the trace). cbfc rows: `addr` is the cumulative count of freed cells (the ELCredit
+`credits` field); the receiving end's `credit` row (node = the frame's `dst`) is
+addressed like a received frame. `op_issue`, `op_complete` and `txn` rows are not
+frames (ValueError). Atomic operands and results are not simulated (zeros).
 
 A capture point is one port and one event (by default the port's tx_start rows: what a
 tap on that port's transmit side sees); timestamps are the event times in ns
@@ -83,11 +84,12 @@ from . import frames as fr
 from .frames import fields as F
 from .trace import EVENT_NAMES, FRAME_KINDS, TraceInfo, codes
 
-__all__ = ["RX_EVENTS", "KIND_FRAMES", "MISSING_FIELDS", "LsFrames", "frame_row", "select", "rows", "frames",
-           "write_trace_pcap"]
+__all__ = ["RX_EVENTS", "KIND_FRAMES", "MISSING_FIELDS", "LsFrames", "ls_frames", "frame_row", "select", "rows",
+           "frames", "write_trace_pcap"]
 
 RX_EVENTS = frozenset({"rx", "deliver", "pause_rx"})
 OP_EVENTS = frozenset({"op_issue", "op_complete"})      # operation rows: no frame (pkt -1)
+TXN_EVENT = "txn"                                       # a transaction joining a frame: not a frame
 
 KIND_FRAMES: dict[str, F.FrameKind] = {
     "raw": F.FrameKind.RAW,
@@ -108,7 +110,7 @@ MISSING_FIELDS: dict[str, tuple[str, ...]] = {
     "roce_ack": _IP_UDP + ("atomic_orig",),
     "cnp": _IP_UDP,
     "pfc": (),
-    "ethlink": ("el_flags", "atomic data", "without an op table: el_txns after the first, LOAD_REQ length"),
+    "ethlink": ("el_flags", "atomic data", "without txn rows or an op table: el_txns after the first, LOAD_REQ length"),
     "cbfc": ("el_flags",),
 }
 
@@ -116,7 +118,7 @@ _U64 = (1 << 64) - 1
 _U32 = (1 << 32) - 1
 
 # Engine enums this module reads (csrc/core.pxd PacketFlag, LsKind; csrc/loadstore.pxd).
-PF_LS, PF_RESPONSE = 4, 8
+PF_LS, PF_RESPONSE, PF_TXN_ACK = 4, 8, 32
 LS_LOAD, LS_STORE, LS_STORE_ACK, LS_FADD, LS_CAS, LS_FENCE = range(6)
 LOAD_LENGTH_UNKNOWN = 64        # LOAD_REQ length when no op table is known (not in the trace)
 # Load/Store over RoCEv2 has no QP in the engine (qp -1): the rebuilt frame names the
@@ -139,7 +141,15 @@ class LsFrames:
     (`Result.ls_ops`, or any array with src, dst, kind, size, addr, tag, next) and, for
     response frames, from the `deliver` rows of `table` (see the module doc)."""
 
-    def __init__(self, ls_ops: np.ndarray, table: pa.Table | None = None) -> None:
+    def __init__(self, ls_ops: np.ndarray | None, table: pa.Table | None = None) -> None:
+        self._tx_pkt = np.zeros(0, dtype=np.int64)      # txn rows, sorted by (pkt, ntx)
+        self._tx: dict[str, np.ndarray] = {}
+        self._responses: dict[int, list[int]] = {}
+        self.implied = False            # True: regenerated from the scenario, not given
+        if table is not None:
+            self._index_txns(table)
+        if ls_ops is None:
+            ls_ops = np.zeros(0, dtype=[(c, np.int64) for c in ("src", "dst", "kind", "size", "addr", "tag", "next")])
         ops = np.asarray(ls_ops)
         self.src = ops["src"].astype(np.int64)
         self.dst = ops["dst"].astype(np.int64)
@@ -156,10 +166,34 @@ class LsFrames:
             real_next[hop] = nxt[real_next[hop]]
             hop = hop[real_next[hop] >= 0]
         self._next = real_next
-        self._responses: dict[int, list[int]] = {}
-        self.implied = False            # True: regenerated from the scenario, not given
-        if table is not None:
+        if table is not None and len(ops):
             self._index_responses(table)
+
+    @property
+    def exact(self) -> bool:
+        """True when the table had txn rows: frames are rebuilt from them alone."""
+        return len(self._tx_pkt) > 0
+
+    def _index_txns(self, table: pa.Table) -> None:
+        sel = np.nonzero(codes(table, "event") == EVENT_NAMES.index("txn"))[0]
+        if not len(sel):
+            return
+        cols = {c: table[c].to_numpy()[sel] for c in ("pkt", "ntx", "opcode", "flags", "psn", "size", "addr", "payload")}
+        order = np.lexsort((cols["ntx"], cols["pkt"]))
+        self._tx = {c: v[order] for c, v in cols.items()}
+        self._tx_pkt = self._tx["pkt"]
+
+    def _exact_txns(self, pkt: int) -> list[dict[str, int]] | None:
+        """The transactions of frame `pkt` from its txn rows, in frame order; None if the
+        table has none for it."""
+        lo, hi = np.searchsorted(self._tx_pkt, [pkt, pkt + 1])
+        if lo == hi:
+            return None
+        t = self._tx
+        return [{"opcode": int(t["opcode"][i]),
+                 "flags": int(F.ElTxnFlags.WANT_COMPLETION) if int(t["flags"][i]) & PF_TXN_ACK else 0,
+                 "tag": int(t["psn"][i]) & 0xFFFF, "length": int(t["size"][i]), "addr": int(t["addr"][i]) & _U64}
+                for i in range(lo, hi)]
 
     @classmethod
     def of_trace(cls, info: TraceInfo, table: pa.Table | None = None) -> "LsFrames | None":
@@ -195,6 +229,7 @@ class LsFrames:
         ev, kind = codes(table, "event"), codes(table, "kind")
         flags = table["flags"].to_numpy()
         ls = ((kind == FRAME_KINDS.index("ethlink")) | (kind == FRAME_KINDS.index("roce"))) & (flags & PF_LS != 0)
+        ls &= ev != EVENT_NAMES.index("txn")
         resp = ls & (flags & PF_RESPONSE != 0)
         sel = np.nonzero(ls & ~resp & (ev == EVENT_NAMES.index("deliver")))[0]
         flow, ntx, dst = (table[c].to_numpy() for c in ("flow", "ntx", "dst"))
@@ -260,8 +295,16 @@ class LsFrames:
         return self._chain(first, n)
 
     def txns(self, row: Mapping[str, Any]) -> list[dict[str, int]]:
-        """`el_txns` of an ethlink row, checked against its ntx, payload, tag and address."""
+        """`el_txns` of an ethlink row (from its frame's txn rows, else from the op table),
+        checked against its ntx, payload, tag and address."""
         response = bool(int(row["flags"]) & PF_RESPONSE)
+        exact = self._exact_txns(int(row["pkt"]))
+        if exact is not None:
+            return self._checked(row, exact, sum(F.el_data_len(t["opcode"], t["length"]) for t in exact),
+                                 "its txn rows")
+        if not len(self.kind):
+            raise ValueError(f"Load/Store row pkt {row['pkt']}: the table has no txn rows for this frame "
+                             f"and no op table was given")
         ops = self.members(row)
         out, data = [], 0
         for op in ops:
@@ -276,12 +319,16 @@ class LsFrames:
             out.append({"opcode": int(code), "flags": flags, "tag": int(self.tag[op]) & 0xFFFF,
                         "length": length, "addr": int(self.addr[op]) & _U64})
             data += F.el_data_len(code, length)
+        return self._checked(row, out, data, "the op table")
+
+    @staticmethod
+    def _checked(row: Mapping[str, Any], out: list[dict[str, int]], data: int, source: str) -> list[dict[str, int]]:
         want = max(int(row.get("ntx", 1) or 1), 1)
         first = out[0] if out else {}
         if (len(out) != want or data != int(row["payload"]) or first.get("tag") != int(row["psn"]) & 0xFFFF
                 or first.get("addr") != int(row["addr"]) & _U64):
             raise ValueError(
-                f"Load/Store row pkt {row['pkt']}: cannot rebuild its {want} transactions from the op table "
+                f"Load/Store row pkt {row['pkt']}: cannot rebuild its {want} transactions from {source} "
                 f"(rebuilt {len(out)} with {data} B of data, the row says {row['payload']} B; first tag/addr "
                 f"{first.get('tag')}/{first.get('addr')} vs {int(row['psn']) & 0xFFFF}/{int(row['addr']) & _U64}): "
                 f"the trace does not say which operations share a frame")
@@ -289,6 +336,9 @@ class LsFrames:
 
     def size_of(self, row: Mapping[str, Any]) -> int:
         """Bytes the operation of a single-transaction row addresses."""
+        lo, hi = np.searchsorted(self._tx_pkt, [int(row["pkt"]), int(row["pkt"]) + 1])
+        if lo < hi:
+            return int(self._tx["size"][lo])
         return int(self.size[int(row["flow"])])
 
 
@@ -342,6 +392,9 @@ def frame_row(row: Mapping[str, Any], info: TraceInfo, *, ls: "LsFrames | np.nda
     kind = row["kind"]
     if row["event"] in OP_EVENTS:
         raise ValueError(f"trace row: {row['event']} rows are operations (flow {row['flow']}), not frames")
+    if row["event"] == TXN_EVENT:
+        raise ValueError(f"trace row: txn rows are transactions (operation {row['flow']}) of frame pkt "
+                         f"{row['pkt']}, not frames; show one of that packet's other rows")
     try:
         fk = KIND_FRAMES[kind]
     except KeyError:
@@ -457,14 +510,7 @@ def frames(table: pa.Table, info: TraceInfo, *, ls_ops: np.ndarray | None = None
     ls: LsFrames | None = None
     kinds = set(kinds_in(table)) if table.num_rows else set()
     if kinds & {"ethlink", "roce"}:
-        whole = context if context is not None else table
-        if ls_ops is not None:
-            ls = LsFrames(ls_ops, whole)
-        else:
-            try:
-                ls = LsFrames.of_trace(info, whole)
-            except Exception:
-                ls = None
+        ls = ls_frames(info, context if context is not None else table, ls_ops)
     for r in rows(table):
         fr_row = frame_row(r, info, ls=ls) if ls is not None else frame_row(r, info)
         key = tuple((k, _hashable(v)) for k, v in sorted(fr_row.items()))
@@ -475,6 +521,20 @@ def frames(table: pa.Table, info: TraceInfo, *, ls_ops: np.ndarray | None = None
                 cache.clear()
             cache[key] = raw
         yield int(r["time_ps"]), raw
+
+
+def ls_frames(info: TraceInfo, table: pa.Table, ls_ops: np.ndarray | None = None) -> "LsFrames | None":
+    """What rebuilds the Load/Store frames of `table` (a whole trace, or what a selection
+    was taken from): its txn rows when it has them (exact), else `ls_ops`, else the op
+    table regenerated from the trace's scenario; None when nothing applies."""
+    if ls_ops is not None:
+        return LsFrames(ls_ops, table)
+    if table.num_rows and bool(np.any(codes(table, "event") == EVENT_NAMES.index(TXN_EVENT))):
+        return LsFrames(None, table)
+    try:
+        return LsFrames.of_trace(info, table)
+    except Exception:        # an older or foreign scenario source: rows map directly
+        return None
 
 
 def _hashable(v: Any) -> Any:

@@ -342,6 +342,7 @@ def _frames_once(table: pa.Table, kinds: set[str], ls_only: bool = False) -> pa.
     kind = T.codes(table, "kind")
     pkt = table["pkt"].to_numpy()
     keep = (pkt >= 0) & np.isin(kind, [T.FRAME_KINDS.index(k) for k in kinds])
+    keep &= T.codes(table, "event") != T.EVENT_NAMES.index("txn")         # transactions, not frames
     if ls_only:
         keep &= (table["flags"].to_numpy() & TP.PF_LS) != 0
     idx = np.nonzero(keep)[0]
@@ -389,19 +390,121 @@ def test_every_ls_cbfc_and_roce_frame_of_a_traced_run_rebuilds(mixed_trace):
     assert counts.get("ethlink", 0) > 100 and counts.get("cbfc", 0) > 0 and counts.get("roce", 0) > 0
     assert coalesced > 0
     # every ethlink row (request and response, at every hop) names a rebuildable frame
-    kinds = T.codes(table, "kind")
-    assert (table["ntx"].to_numpy()[(kinds == T.FRAME_KINDS.index("ethlink"))
-                                    & (table["pkt"].to_numpy() >= 0)] >= 1).all()
+    kinds, events = T.codes(table, "kind"), T.codes(table, "event")
+    assert (table["ntx"].to_numpy()[(kinds == T.FRAME_KINDS.index("ethlink")) & (table["pkt"].to_numpy() >= 0)
+                                    & (events != T.EVENT_NAMES.index("txn"))] >= 1).all()
+
+
+def _without_txn_rows(table: pa.Table) -> pa.Table:
+    return table.filter(pa.array(T.codes(table, "event") != T.EVENT_NAMES.index("txn")))
 
 
 def test_ls_frames_rebuild_from_the_trace_alone(mixed_trace):
-    """Without Result.ls_ops: the op table regenerated from the trace's scenario_source,
-    corrected by its op_issue rows, rebuilds the same bytes."""
+    """Three independent ways to the same bytes: the frames' txn rows; the engine's op
+    table (Result.ls_ops) with response order from deliver rows; the op table regenerated
+    from the trace's scenario_source, corrected by its op_issue rows."""
     _, table, info, res = mixed_trace
     sel = _frames_once(table, {"ethlink"})
-    given = [raw for _, raw in TP.frames(sel, info, ls_ops=res.ls_ops, context=table)]
-    alone = [raw for _, raw in TP.frames(sel, info, context=table)]
-    assert len(given) == sel.num_rows > 0 and alone == given
+    plain = _without_txn_rows(table)
+    by_txn = [raw for _, raw in TP.frames(sel, info, context=table)]
+    by_ops = [raw for _, raw in TP.frames(sel, info, ls_ops=res.ls_ops, context=plain)]
+    regenerated = [raw for _, raw in TP.frames(sel, info, context=plain)]
+    assert len(by_txn) == sel.num_rows > 0 and by_ops == by_txn and regenerated == by_txn
+
+
+def test_every_frame_has_one_txn_row_per_transaction(mixed_trace):
+    _, table, _, res = mixed_trace
+    ev = T.codes(table, "event")
+    txn = table.filter(pa.array(ev == T.EVENT_NAMES.index("txn"))).to_pandas()
+    frames = _frames_once(table, {"ethlink"}).to_pandas().set_index("pkt")
+    per = txn.groupby("pkt").agg(n=("ntx", "size"), first=("ntx", "min"), last=("ntx", "max"),
+                                 data=("payload", "sum"))
+    per = per.loc[frames.index]
+    assert (per["n"] == frames["ntx"]).all() and (per["first"] == 0).all() and (per["last"] == frames["ntx"] - 1).all()
+    assert (per["data"] == frames["payload"]).all()
+    ops = res.ls_ops
+    assert (txn["psn"].to_numpy() == ops["tag"][txn["flow"]]).all()
+    assert (txn["addr"].to_numpy() == ops["addr"][txn["flow"]]).all()
+
+
+def test_cli_pcap_and_show_rebuild_relaxed_coalesced_frames(mixed_trace, tmp_path):
+    """`ethlink pcap` at a switch port of the relaxed, coalesced pod: every frame it
+    writes decodes (scapy) to the transactions of that frame's txn rows; `show --pkt`
+    prints a coalesced response frame with all its transactions."""
+    from click.testing import CliRunner
+    from scapy.utils import rdpcap
+
+    from ethlink.cli import main
+
+    path, table, info, _ = mixed_trace
+    ev, kind = T.codes(table, "event"), T.codes(table, "kind")
+    tx = (ev == T.EVENT_NAMES.index("tx_start")) & (kind == T.FRAME_KINDS.index("ethlink"))
+    ports, counts = np.unique(table["port"].to_numpy()[tx], return_counts=True)
+    sw_ports = [p for p in ports if info.node_kinds[int(info.port_node[p])] == "switch"]
+    port = int(max(sw_ports, key=lambda p: counts[list(ports).index(p)]))
+    out = tmp_path / "sw.pcap"
+    res = CliRunner().invoke(main, ["pcap", str(path), "-o", str(out), "--port", str(port)])
+    assert res.exit_code == 0, res.output
+    sel, _ = TP.select(table, ports=[port], events=["tx_start"])
+    txn = table.filter(pa.array(ev == T.EVENT_NAMES.index("txn"))).to_pandas().sort_values(["pkt", "ntx"])
+    by_pkt = {k: list(zip(g["psn"], g["addr"])) for k, g in txn.groupby("pkt")}
+    n_ls = 0
+    for r, frame in zip(TP.rows(sel), rdpcap(str(out))):
+        if r["kind"] != "ethlink":
+            continue
+        layer, got = frame[fr.ELBase].payload, []
+        while isinstance(layer, fr.ELTxn):
+            got.append((layer.tag, layer.addr))
+            layer = layer.payload
+        assert got == by_pkt[r["pkt"]]
+        n_ls += 1
+    assert n_ls == int(counts[list(ports).index(port)]) > 0
+    resp = (T.codes(table, "event") == T.EVENT_NAMES.index("tx_start")) & (table["ntx"].to_numpy() > 1) \
+        & ((table["flags"].to_numpy() & TP.PF_RESPONSE) != 0)
+    pkt = int(table["pkt"].to_numpy()[resp][0])
+    res = CliRunner().invoke(main, ["show", str(path), "--pkt", str(pkt), "--event", "tx_start", "--limit", "1"])
+    assert res.exit_code == 0 and "not rebuilt" not in res.output, res.output
+    assert res.output.count("ELTxn") == len(by_pkt[pkt]) > 1
+
+
+@pytest.fixture(scope="module")
+def retry_trace(tmp_path_factory):
+    """Coalescing with end-to-end retries: bit errors, no LLR, a short timeout."""
+    path = tmp_path_factory.mktemp("retry") / "trace.arrow"
+    sc = scenarios.load("llr-ber", ["link.llr=false", "link.ber=2e-5", "topology.hosts=4", 'workload.0.size="256KiB"',
+                                    "loadstore.0.ops=400", 'ls.coalesce="512B"', 'ls.coalesce_wait="200ns"',
+                                    'ls.timeout="3us"', "loadstore.0.mix={load=0.5, store_ack=0.3, fadd=0.1, cas=0.1}"])
+    sim = Simulation(sc, trace="endpoints")
+    with T.TraceWriter.for_simulation(sim, path) as w:
+        res = sim.run(trace_sink=w.write)
+    table = T.read_trace(path)
+    return table, T.TraceInfo.of(table), res
+
+
+def test_coalesced_frames_with_retries_rebuild_exactly_from_txn_rows(retry_trace):
+    """A retried transaction joins whatever frame is open: only the txn rows say which.
+    Every frame decodes to the transactions its txn rows name, each the op table's own."""
+    table, info, res = retry_trace
+    assert res.summary["ls"]["retries"] > 0 and res.summary["ls"]["count"] == res.summary["ls"]["total"]
+    ev = T.codes(table, "event")
+    txn = table.filter(pa.array(ev == T.EVENT_NAMES.index("txn")))
+    t_pkt, t_op, t_pos = (txn[c].to_numpy() for c in ("pkt", "flow", "ntx"))
+    retried = {op for op, n in zip(*np.unique(t_op, return_counts=True)) if n > 1}
+    sel = _frames_once(table, {"ethlink"})
+    ls = TP.ls_frames(info, table)
+    assert ls is not None and ls.exact
+    mixed_frames = 0
+    for r in TP.rows(sel):
+        raw = fr.build_frame(TP.frame_row(r, info, ls=ls))
+        assert len(raw) + F.FCS_BYTES == r["size"]
+        layer, got = fr.decode(raw)[fr.ELBase].payload, []
+        while isinstance(layer, fr.ELTxn):
+            got.append((layer.tag, layer.addr))
+            layer = layer.payload
+        ops = t_op[t_pkt == r["pkt"]][np.argsort(t_pos[t_pkt == r["pkt"]])]
+        assert got == [(int(res.ls_ops["tag"][o]), int(res.ls_ops["addr"][o])) for o in ops]
+        mixed_frames += len(ops) > 1 and bool(retried & set(ops.tolist()))
+    assert mixed_frames > 0          # a coalesced frame carrying a retried transaction
 
 
 @pytest.fixture(scope="module")
