@@ -462,3 +462,22 @@ def test_cli_ctrl_c_finishes_the_trace_incomplete_and_writes_the_summary(tmp_pat
     # The trace holds every event up to the interrupt: it agrees with the summary.
     assert ev(t, "tx_start").sum() == summary["packet_hops"] > 0
     assert ev(t, "deliver").sum() == summary["packets_delivered"]
+
+
+def test_an_event_that_writes_more_than_the_margin_grows_the_ring(tmp_path):
+    """8 GPUs with 600 tags start 600 loads each in their first event: 1800 rows (issue,
+    txn, enqueue) per event against a 1024-row ring. No row is lost and the batches keep
+    the configured size except where one event overfilled it."""
+    sc = ethlink.scenarios.load("ls-efficiency", ["ls.tags=600", "loadstore.0.ops=700", "run.trace_capacity=1024",
+                                                  "loadstore.0.mix={load=1.0}"])
+    sim = ethlink.Simulation(sc, trace="endpoints")
+    sizes = []
+    with T.TraceWriter.for_simulation(sim, tmp_path / "t.arrow") as w:
+        res = sim.run(trace_sink=lambda r: (sizes.append(len(r)), w.write(r)))
+    t = T.read_trace(tmp_path / "t.arrow")
+    ev = T.codes(t, "event")
+    assert res.summary["ls"]["count"] == 8 * 700
+    for name in ("op_issue", "op_complete"):
+        assert int((ev == T.EVENT_NAMES.index(name)).sum()) == 8 * 700
+    assert int((ev == T.EVENT_NAMES.index("txn")).sum()) == 2 * 8 * 700       # request and response
+    assert max(sizes) >= 1800 > 1024 and t.num_rows == sum(sizes)
