@@ -7,6 +7,8 @@ to each queue and to each link, as Arrow tables (`.to_pandas()` for pandas).
     A.queue_depth("out/run/trace.arrow")         # qbytes per (port, prio) over time
     A.pause_intervals(...), A.pause_time(...)    # PFC pauses per port and priority
     A.latency_percentiles(fl)                    # completion-time percentiles per op
+    ops = A.ls_ops("out/run/trace.arrow")        # per Load/Store operation: issue, completion, latency
+    A.ls_latency(ops, by="kind")                 # Load/Store latency percentiles per kind (src, or None)
 
 How each quantity follows from the trace (csrc/engine.pyx, roce.pxd, pfc.pxd):
 
@@ -28,9 +30,18 @@ How each quantity follows from the trace (csrc/engine.pyx, roce.pxd, pfc.pxd):
   that priority until t + ceil(q * 512 bits / rate) (a later one extends it), quanta 0
   resumes at t; intervals still open at the end are closed at the run's end. Their sums
   equal summary.json's ports[].paused_ps. `pause_tx` rows count the frames a port sent.
+- Load/Store operations: each issued operation has an `op_issue` row when it took a tag
+  and an `op_complete` row when it completed (both at the issuing GPU, flag 4 PF_LS, kind
+  ethlink with either header profile, flow = operation index, opcode = kind, payload =
+  bytes); one never completed (the run ended first) has no `op_complete` row, one never
+  issued has no row at all. Latency is complete - issue, as summary.json's `ls` (the
+  engine's complete_ps - start_ps); fences issue and complete at once and are left out of
+  the latency figures, as there.
 
 Filtered traces (`run --trace-node/--trace-flow/--trace-event`) lack rows these need:
-`flows` then takes the per-message times from summary.json (given or beside the trace).
+`flows` then takes the per-message times from summary.json (given or beside the trace);
+`ls_ops` and `ls_latency` need the op_issue and op_complete rows (a TraceError says which
+are missing) and see the operations of the GPUs kept.
 
 DuckDB reads the trace straight from Arrow (no copy), e.g. the deepest queues:
 
@@ -46,10 +57,9 @@ DuckDB reads the trace straight from Arrow (no copy), e.g. the deepest queues:
 Or any table of this module: `fl = A.flows(path); duckdb.sql("SELECT op, avg(slowdown)
 FROM fl GROUP BY op")`.
 
-Limits: Load/Store latency percentiles are in summary.json (`ls`, computed by the engine);
-the trace has their op_issue/op_complete rows (kind ethlink) but this module does not
-tabulate them yet. The
-acceptance replay is a Python loop over RoCE deliver rows (about 1 s per million rows).
+Limits: the acceptance replay is a Python loop over RoCE deliver rows (about 1 s per
+million rows). A Load/Store operation's scheduled time (before it waited for a tag) is not
+in the trace, only when it took its tag.
 """
 from __future__ import annotations
 
@@ -62,10 +72,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .scenario import LS_KINDS
 from .trace import EVENT_NAMES, FRAME_KINDS, TraceError, TraceInfo, codes, read_trace
 
 __all__ = ["TraceRun", "open_run", "flows", "goodput", "flow_throughput", "queue_depth", "top_queues",
-           "pause_intervals", "pause_time", "latency_percentiles", "accepted_rows"]
+           "pause_intervals", "pause_time", "latency_percentiles", "accepted_rows", "ls_ops", "ls_latency"]
 
 PS = 10**12
 QUANTUM_BITS = 512                  # one PFC pause quantum (802.1Qbb 36.1.3.3)
@@ -74,6 +85,8 @@ _FK = {n: i for i, n in enumerate(FRAME_KINDS)}
 _TRACED_OPS = ("raw", "write", "send", "read", "write_imm", "send_imm")   # receivers replayed here
 SYN_NAK_SEQ = 0x60                  # AETH NAK, PSN sequence error (csrc/roce.pxd)
 OP_READ_REQUEST, OP_READ_RESP_FIRST, OP_READ_RESP_ONLY = 0x0C, 0x0D, 0x10
+PF_LS = 4                           # packet flag of Load/Store frames and op rows (csrc/core.pxd)
+LS_FENCE = LS_KINDS.index("fence")  # LS_KINDS: the engine's LsKind names, in enum order
 
 
 @dataclass
@@ -525,7 +538,7 @@ def latency_percentiles(flows_table: pa.Table | Any, *, by: str = "op",
     """Completion-latency percentiles (ps) of the messages that completed, per `by`
     (op, or prio, src, dst): count, then p50, p90, p99, p99.9 (linear interpolation), max
     of complete_ps - start_ps. `flows_table`: flows(...) or a trace (then flows(trace)).
-    Load/Store ops (issue 4) get their rows here once they are ops of the workload."""
+    Load/Store operations: ls_latency."""
     fl = flows_table if isinstance(flows_table, pa.Table) and "complete_ps" in flows_table.column_names \
         else flows(flows_table)
     c, s = fl["complete_ps"].to_numpy(zero_copy_only=False), fl["start_ps"].to_numpy(zero_copy_only=False)
@@ -544,3 +557,157 @@ def latency_percentiles(flows_table: pa.Table | Any, *, by: str = "op",
             out[nm].append(float(np.percentile(x, p)))
         out["max_ps"].append(int(x.max()))
     return pa.table(out)
+
+
+# ---------------------------------------------------------------------------------------
+# Load/Store operations
+
+_LS_SCHEMA = pa.schema([
+    ("op", pa.int64()), ("src", pa.string()), ("dst", pa.string()), ("src_index", pa.int32()),
+    ("dst_index", pa.int32()), ("kind", pa.string()), ("bytes", pa.int64()),
+    ("issue_ps", pa.int64()), ("complete_ps", pa.int64()), ("latency_ps", pa.int64()),
+])
+_LS_EVENTS = ("op_issue", "op_complete")
+
+
+def ls_ops(trace, summary=None) -> pa.Table:
+    """One row per Load/Store operation in the trace (operation index order): op (its
+    index in the engine's LsOp table, the rows' `flow`), src and dst (host names, from the
+    metadata `nodes` and `hosts`; fence: src == dst), src_index and dst_index (host
+    indices), kind (ethlink.scenario.LS_KINDS: load, store, store_ack, fadd, cas, fence),
+    bytes (the rows' payload; atomics 8, fence 0), issue_ps (its op_issue row: when it
+    took a tag, the engine's start_ps), complete_ps (its op_complete row; for a posted
+    store, when the engine counts it complete) and latency_ps (complete_ps - issue_ps, as
+    summary.json's `ls`); the last two are null for an operation that did not complete
+    (the run ended first). Operations never issued are not in the trace, so not here.
+
+    Vectorised over the op rows (event op_issue/op_complete with flag PF_LS). A trace
+    filtered by node or flow has the operations of those issuing hosts or indices only;
+    one filtered by event must keep both op_issue and op_complete (else TraceError)."""
+    run = open_run(trace, summary)
+    kept = run.info.filters.get("events") or []
+    missing = [e for e in _LS_EVENTS if kept and e not in kept]
+    if missing:
+        raise TraceError(f"{run.path}: the trace has no {' or '.join(missing)} rows, which Load/Store "
+                         f"latency needs: it was filtered to events {', '.join(kept)} (keep op_issue and "
+                         f"op_complete; summary.json's `ls` has the engine's own figures)")
+    ev = run.col("event")
+    rows = np.nonzero((ev == _EV["op_issue"]) | (ev == _EV["op_complete"]))[0]
+    rows = rows[(_take(run, "flags", rows) & PF_LS) != 0]     # Load/Store, not message, op rows
+    if len(rows) == 0 and run.filtered:
+        raise TraceError(f"{run.path}: no Load/Store op_issue/op_complete rows in this trace: it is "
+                         f"filtered ({run.info.filters}); keep the issuing GPUs' nodes and the "
+                         f"op_issue and op_complete events")
+    issue_row = ev[rows] == _EV["op_issue"]
+    op = _take(run, "flow", rows).astype(np.int64)
+    t = _take(run, "time_ps", rows)
+    # operation indices are dense (the engine's LsOp table): group by direct indexing
+    size = int(op.max()) + 1 if len(op) else 0
+    if len(op) and op.min() < 0:
+        raise TraceError(f"{run.path}: Load/Store op rows with a negative operation index")
+    uops = np.nonzero(np.bincount(op, minlength=size))[0]
+    issue = _group_min(op[issue_row], t[issue_row], size)[uops]
+    complete = _group_min(op[~issue_row], t[~issue_row], size)[uops]
+    n = len(uops)
+    at = rows[_group_min(op, np.arange(len(op)), size)[uops]]    # each operation's first row
+    src, dst, kind = (_take(run, c, at) for c in ("src", "dst", "opcode"))
+    hosts = np.asarray(run.info.nodes, dtype=object)[np.asarray(run.info.hosts, dtype=np.int64)] \
+        if run.info.hosts else np.zeros(0, dtype=object)
+    for name, a, limit in (("src", src, len(hosts)), ("dst", dst, len(hosts)), ("opcode", kind, len(LS_KINDS))):
+        if n and (a.min() < 0 or a.max() >= limit):
+            raise TraceError(f"{run.path}: Load/Store op rows with {name} {int(a.max())} out of range "
+                             f"(0..{limit - 1})")
+    done = (issue >= 0) & (complete >= 0)
+    host_names = pa.array(hosts.tolist(), pa.string())
+    return pa.table({
+        "op": uops, "src": _names(src, host_names), "dst": _names(dst, host_names),
+        "src_index": src.astype(np.int32), "dst_index": dst.astype(np.int32),
+        "kind": _names(kind, pa.array(LS_KINDS, pa.string())),
+        "bytes": _take(run, "payload", at).astype(np.int64),
+        "issue_ps": _nullable(issue), "complete_ps": _nullable(complete),
+        "latency_ps": _nullable(np.where(done, complete - issue, -1)),
+    }, schema=_LS_SCHEMA)
+
+
+def _take(run: TraceRun, name: str, rows: np.ndarray) -> np.ndarray:
+    """Column `name` at `rows` (taken in Arrow: the rest of the column is not converted)."""
+    return run.table[name].take(pa.array(rows, pa.int64())).to_numpy()
+
+
+def _names(codes_: np.ndarray, names: pa.Array) -> pa.Array:
+    """Names of integer codes as a plain string array (decoded in Arrow, no Python
+    object per row)."""
+    return pa.DictionaryArray.from_arrays(pa.array(codes_.astype(np.int32)), names).dictionary_decode()
+
+
+def ls_latency(trace, summary=None, *, by: str | None = "kind",
+               percentiles: tuple[float, ...] = (50, 90, 99, 99.9)) -> pa.Table:
+    """Load/Store latency (ps) per group: issued (operations), completed, mean_ps,
+    the percentiles (p50_ps, p90_ps, p99_ps, p99_9_ps by default), min_ps and max_ps of
+    latency_ps over the completed ones; fences left out, as in summary.json's `ls`.
+    `trace`: a trace (path, table or TraceRun) or an ls_ops(...) table.
+
+    `by`: "kind" (one row per kind issued, in LS_KINDS order), "src" (per issuing GPU,
+    host index order) or "dst" (per target GPU), each followed by an "all" row; None: the
+    "all" row alone, without a group column. Percentiles are numpy's with method="lower"
+    (the lower value at a rank: an actual latency), the mean that of the latencies in
+    operation order: the figures equal summary.json's where both exist, i.e. its `ls`
+    count, issued, p50_ps, p99_ps, p999_ps, mean_ps, min_ps, max_ps are the "all" row's
+    completed, issued, p50_ps, p99_ps, p99_9_ps, mean_ps, min_ps, max_ps, and by_kind[k]'s
+    count, p50_ps, p99_ps, max_ps those of row k (for a complete, unfiltered trace).
+    Statistics of a group with nothing completed are null."""
+    if by not in ("kind", "src", "dst", None):
+        raise ValueError(f"by {by!r}: choose kind, src, dst or None")
+    ops = trace if isinstance(trace, pa.Table) and "latency_ps" in trace.column_names else ls_ops(trace, summary)
+    kind = _kind_codes(ops["kind"])
+    real = kind != LS_FENCE
+    lat = ops["latency_ps"].fill_null(-1).to_numpy()[real]      # -1: not completed
+    rows: list[tuple[str, np.ndarray]] = []
+    if by is not None:
+        if by == "kind":
+            key, label = kind[real], np.asarray(LS_KINDS, dtype=object)
+        else:
+            key = ops[f"{by}_index"].to_numpy().astype(np.int64)[real]
+            label = np.zeros(int(key.max()) + 1 if len(key) else 0, dtype=object)
+            label[key] = ops[by].filter(pa.array(real)).to_numpy(zero_copy_only=False)
+        order = np.argsort(key, kind="stable")      # stable: operation order within a group
+        groups, starts = np.unique(key[order], return_index=True)
+        bounds = np.r_[starts, len(key)]
+        for g, lo, hi in zip(groups.tolist(), bounds[:-1].tolist(), bounds[1:].tolist()):
+            rows.append((label[g], lat[order[lo:hi]]))
+    rows.append(("all", lat))
+    pnames = [f"p{p:g}".replace(".", "_") + "_ps" for p in percentiles]
+    out: dict[str, list] = {"issued": [], "completed": [], "mean_ps": []}
+    for nm in pnames + ["min_ps", "max_ps"]:
+        out[nm] = []
+    for _, x in rows:
+        done = x[x >= 0]
+        out["issued"].append(len(x))
+        out["completed"].append(len(done))
+        out["mean_ps"].append(float(done.mean()) if len(done) else None)
+        for nm, p in zip(pnames, percentiles):
+            out[nm].append(int(np.percentile(done, p, method="lower")) if len(done) else None)
+        out["min_ps"].append(int(done.min()) if len(done) else None)
+        out["max_ps"].append(int(done.max()) if len(done) else None)
+    cols: dict[str, pa.Array] = {}
+    if by is not None:
+        cols[by] = pa.array([r[0] for r in rows], pa.string())
+    cols["issued"] = pa.array(out["issued"], pa.int64())
+    cols["completed"] = pa.array(out["completed"], pa.int64())
+    cols["mean_ps"] = pa.array(out["mean_ps"], pa.float64())
+    for nm in pnames + ["min_ps", "max_ps"]:
+        cols[nm] = pa.array(out[nm], pa.int64())
+    return pa.table(cols)
+
+
+def _kind_codes(kind: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """LsKind code (index in LS_KINDS) of each kind name, looked up per distinct name."""
+    enc = pa.chunked_array(kind).combine_chunks().dictionary_encode() if len(kind) else None
+    if enc is None:
+        return np.zeros(0, dtype=np.int64)
+    pos = {nm: i for i, nm in enumerate(LS_KINDS)}
+    bad = [nm for nm in enc.dictionary.to_pylist() if nm not in pos]
+    if bad:
+        raise ValueError(f"Load/Store kinds {bad}: not among {', '.join(LS_KINDS)}")
+    lut = np.asarray([pos[nm] for nm in enc.dictionary.to_pylist()], dtype=np.int64)
+    return lut[enc.indices.to_numpy(zero_copy_only=False)]

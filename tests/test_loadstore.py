@@ -225,8 +225,7 @@ def test_every_operation_completes_exactly_once():
     # the engine's own operation rows: one issue and one completion per op
     for name, field in (("op_issue", "start_ps"), ("op_complete", "complete_ps")):
         rows = np.nonzero((col(table, "event") == ev(name)) & (col(table, "kind") == kind_code("ethlink")))[0]
-        if len(rows) == 0:
-            pytest.skip("the engine traces no operation rows")
+        assert len(rows) > 0
         f = col(table, "flow")[rows]
         assert (np.bincount(f, minlength=len(ops)) == 1).all()
         assert (col(table, "time_ps")[rows] == ops[field][f]).all()
