@@ -25,7 +25,7 @@ Schema (`TRACE_SCHEMA`, version `SCHEMA_VERSION`; every column non-null):
 | size     | int32                    | bytes         | Ethernet frame length, FCS included, preamble and IFG excluded; >= 64 | all |
 | payload  | int32                    | bytes         | payload carried (raw data bytes, RoCE payload, EthLink data); 0 for control frames | raw, roce, ethlink |
 | psn      | int32                    | count         | raw: frame number within its flow; roce, roce_ack, cnp: PSN (not wrapped at 2**24); pfc: pause time of the enabled class, quanta of 512 bit times (0 resumes); ethlink: transaction tag | all |
-| qp       | int32                    | QP endpoint   | QP endpoint the frame is addressed to (RoCE BTH DestQP); -1 none | roce, roce_ack, cnp |
+| qp       | int32                    | QP endpoint   | QP endpoint the frame is addressed to (RoCE BTH DestQP on the wire: `frames.qpn_of_endpoint(qp)` = 0x100 + qp); -1 none | roce, roce_ack, cnp |
 | ntx      | int32                    | count         | Load/Store transactions carried in the frame (coalesced ethlink frames carry several; `flow` is the first operation's index, `psn` its tag, `addr` its address); 0 for other frames | ethlink (and roce with the Load/Store flag) |
 | event    | dictionary<int8, string> | EVENT_NAMES   | what happened (enqueue, tx_start, rx, drop, mark, deliver, pause_tx, pause_rx, ...) | all |
 | kind     | dictionary<int8, string> | FRAME_KINDS   | frame kind | all |

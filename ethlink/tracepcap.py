@@ -19,7 +19,7 @@ Mapping (trace column -> frames column):
 | src, dst | ip_src, ip_dst (roce, cnp)                | -                      | el_src, el_dst        |
 | ecn      | ecn (IPv4 TOS)                            | -                      | ecn                   |
 | psn      | psn (24 bits)                             | pfc_times of the class | el_tag (16 bits)      |
-| qp       | dqpn                                      | -                      | -                     |
+| qp       | dqpn = `frames.qpn_of_endpoint(qp)` (0x100 + qp) | -               | -                     |
 | opcode   | opcode                                    | pfc_vector             | el_opcode             |
 | payload  | payload_len                               | -                      | el_length             |
 | addr     | reth_va (RETH opcodes); roce_ack: aeth_msn | -                     | el_addr; cbfc_credits |
@@ -409,7 +409,7 @@ def frame_row(row: Mapping[str, Any], info: TraceInfo, *, ls: "LsFrames | np.nda
         out.update(ip_src=fr.ip_of_host(src), ip_dst=fr.ip_of_host(dst), ecn=int(row["ecn"]),
                    psn=int(row["psn"]) & 0xFFFFFF)
         if int(row.get("qp", -1)) >= 0:
-            out["dqpn"] = int(row["qp"]) & 0xFFFFFF
+            out["dqpn"] = fr.qpn_of_endpoint(int(row["qp"]))
         elif is_ls:
             out["dqpn"] = (LS_QPN_BASE + src) & 0xFFFFFF
         if kind != "cnp":

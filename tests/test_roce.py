@@ -236,7 +236,8 @@ def test_every_traced_frame_rebuilds_as_real_bytes():
             assert getattr(body, f"c{row['prio']}_enabled") == 1
         else:
             bth = pkt[fr.BTH]
-            assert (bth.opcode, bth.psn, bth.dqpn) == (row["opcode"], row["psn"], row["qp"])
+            assert (bth.opcode, bth.psn, bth.dqpn) == (row["opcode"], row["psn"], fr.QPN_BASE + row["qp"])
+            assert bth.dqpn > 1                  # never a management QP (Wireshark: MAD)
             if row["kind"] == "cnp":
                 assert bth.opcode == CNP and bth.becn == 1 and row["size"] == BASE + 16
             elif row["kind"] == "roce_ack":

@@ -301,7 +301,7 @@ def test_engine_frames_of_every_kind_and_opcode_rebuild_at_their_traced_size(roc
             assert getattr(pfc, f"c{r['prio']}_pause_time") == r["psn"]
             continue
         bth = pkt[fr.BTH]
-        assert (bth.psn, bth.dqpn) == (r["psn"] & 0xFFFFFF, r["qp"])
+        assert (bth.psn, bth.dqpn) == (r["psn"] & 0xFFFFFF, fr.QPN_BASE + r["qp"])
         assert (pkt[IP].src, pkt[IP].dst) == (f"10.0.0.{r['src'] + 1}", f"10.0.0.{r['dst'] + 1}")
         if r["kind"] == "roce_ack":
             assert (pkt[fr.AETH].syndrome, pkt[fr.AETH].msn) == (r["syndrome"], r["addr"])
@@ -326,3 +326,22 @@ def test_tshark_decodes_a_roce_and_pfc_capture(roce_run, tmp_path):
     want = ["eth:ethertype:macc" if k == "pfc" else "eth:ethertype:vlan:ethertype:ip:udp:infiniband"
             for k in rows["kind"].to_pylist()]
     assert [protos for protos, _ in lines] == want
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+def test_qp_endpoints_0_and_1_are_data_qps_on_the_wire(roce_run, tmp_path):
+    """QP endpoints 0 and 1 go out as DestQP 0x100 and 0x101: on QPs 0 and 1 (the
+    management QPs) Wireshark would decode the payload as MADs."""
+    _, table, info = roce_run
+    sel, _ = TP.select(table, events=["tx_start"])
+    sel = sel.filter(pa.array(np.isin(sel["qp"].to_numpy(), [0, 1])
+                              & np.isin(T.codes(sel, "kind"), [T.FRAME_KINDS.index(k) for k in ("roce", "roce_ack")])))
+    assert set(sel["qp"].to_pylist()) == {0, 1}
+    out = tmp_path / "qp01.pcap"
+    fr.write_pcap(out, TP.frames(sel, info, context=table))
+    p = subprocess.run(["tshark", "-r", str(out), "-T", "fields", "-e", "infiniband.bth.destqp",
+                        "-e", "frame.protocols", "-e", "_ws.malformed"], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    lines = [ln.split("\t") for ln in p.stdout.splitlines()]
+    assert [int(q, 0) for q, _, _ in lines] == [fr.QPN_BASE + q for q in sel["qp"].to_pylist()]
+    assert all(protos.endswith(":infiniband") and m == "" for _, protos, m in lines)

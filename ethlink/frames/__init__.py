@@ -8,7 +8,7 @@ CBFC credit frames. Field tables live in `fields`, scapy layers in `layers`.
 
 Limits: see each module; in short IPv4 only, RC transport only, synthesised payload bytes.
 """
-from .addresses import ip_of_host, mac_of_port
+from .addresses import QPN_BASE, ip_of_host, mac_of_port, qpn_of_endpoint
 from .build import Row, build_frame, decode, fcs, to_scapy
 from .fields import (
     COLUMNS,
@@ -31,7 +31,8 @@ from .layers import AETH, BTH, RETH, AtomicAckETH, AtomicETH, CNPPadding, ELBase
 from .pcap import write_pcap
 
 __all__ = [
-    "build_frame", "to_scapy", "decode", "fcs", "write_pcap", "mac_of_port", "ip_of_host", "Row",
+    "build_frame", "to_scapy", "decode", "fcs", "write_pcap", "mac_of_port", "ip_of_host", "qpn_of_endpoint",
+    "QPN_BASE", "Row",
     "COLUMNS", "ROCE_OPCODES", "HeaderFormat", "FieldSpec", "el_data_len", "ethlink_frame_bytes",
     "roce_frame_bytes", "FrameKind", "EtherType", "Ecn", "RoceOpcode", "AethSyndrome", "ElOpcode",
     "ElFlags", "ElTxnFlags", "BTH", "AETH", "CNPPadding", "RETH", "ImmDt", "AtomicETH", "AtomicAckETH",
