@@ -7,7 +7,7 @@
   between write() and close().
 - test_incast_trace_hop_vs_off[COMPRESSION-SCENARIO]: `sim.run()` of the 64:1 incast
   (`incast-dcqcn` as shipped, 225 k rows; `incast-raw` with 16 MiB per sender, where fixed
-  costs matter less) with trace=hop streaming into a TraceWriter and closed, against the
+  costs matter less; and the demo, `ethlink-mixed`) with trace=hop streaming into a TraceWriter and closed, against the
   same run with tracing off. extra_info: slowdown (hop / off, fastest rounds; the issue's
   goal is under 2x), the same without the writer (engine and drain only), rows,
   rows_per_s and the file's bytes per row.
@@ -76,7 +76,7 @@ def _fastest(fn, rounds: int) -> float:
     return best
 
 
-INCASTS = {"incast-dcqcn": [], "incast-raw-16MiB": ["workload.0.size=16MiB"]}
+INCASTS = {"incast-dcqcn": [], "incast-raw-16MiB": ["workload.0.size=16MiB"], "ethlink-mixed": []}
 
 
 @pytest.mark.parametrize("scenario", list(INCASTS))

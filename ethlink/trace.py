@@ -61,10 +61,10 @@ when complete); `rows` and `batches` (in the finished file only). Everything is 
 function of the scenario, seed and options, so the same run gives a byte-identical file.
 
 Batches are compressed (Arrow IPC body compression) with lz4 by default, or zstd, or not
-at all. The ethlink-mixed demo's hop-level trace (6.2 M rows) takes 35 B per row with lz4
-(221 MB), 17 B with zstd (106 MB), 80 B uncompressed. zstd costs more time: on the 64:1
-incast-dcqcn, hop-level tracing slows the run 1.3x uncompressed, 1.6x with lz4 and 2.1x
-with zstd (benchmarks/README.md).
+at all. The ethlink-mixed demo's hop-level trace (6.46 M rows) takes 35 B per row with lz4
+(228 MB), 17 B with zstd (110 MB), 80 B uncompressed (517 MB). zstd costs more time: on the 64:1
+incast-dcqcn, hop-level tracing slows the run 1.4x uncompressed, 1.4x to 1.9x with lz4
+and 1.8x to 2.1x with zstd (benchmarks/README.md).
 
 Files and interruptions: an Arrow IPC file is the 8 B file head, an IPC stream (schema,
 dictionaries, batches, end marker) and a footer. While a run goes, the writer writes the
