@@ -672,8 +672,10 @@ cdef inline int32_t pkt_alloc(Sim* s) noexcept nogil:
 cdef inline TraceRec* trace_slot(Sim* s) noexcept nogil:
     # The next record of the ring. The loop drains the ring before trace_batch; an event
     # that writes past the allocation (a burst of Load/Store issues) grows it instead of
-    # losing rows. NULL (and Sim.error) only when memory runs out.
+    # losing rows. NULL when tracing is off, or (with Sim.error) when memory runs out.
     cdef TraceRec* grown
+    if s.trace_level == TRACE_OFF:
+        return NULL
     if s.trace_n >= s.trace_cap:
         grown = <TraceRec*>realloc(s.trace, 2 * s.trace_cap * sizeof(TraceRec))
         if grown == NULL:
@@ -692,10 +694,7 @@ cdef inline void trace_op(Sim* s, uint8_t event, int32_t host, int32_t index, in
     # the message or Load/Store operation index, `payload` its bytes, `addr` the message's
     # bytes (int64) or the Load/Store operation's address, `opcode` its verb (Verb) or
     # Load/Store kind (LsKind), `kind` FK_ROCE/FK_RAW or FK_ETHLINK.
-    cdef TraceRec* r
-    if s.trace_level == TRACE_OFF:
-        return
-    r = trace_slot(s)
+    cdef TraceRec* r = trace_slot(s)
     if r == NULL:
         return
     r.time_ps = s.now

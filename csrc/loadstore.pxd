@@ -149,12 +149,9 @@ cdef inline void trace_txn(Sim* s, int32_t gi, int32_t pi, int32_t oi, bint resp
     # (ntx - 1)-th: tag, address, length (`size`: the bytes the transaction addresses,
     # 8 for atomics), data it carries (`payload`) and its own opcode. With these rows a
     # coalesced frame is rebuilt exactly, retries and reordering included.
-    cdef TraceRec* r
+    cdef TraceRec* r = trace_slot(s)
     cdef Packet* pk = &s.pkts[pi]
     cdef LsOp* op = &s.ls_ops[oi]
-    if s.trace_level == TRACE_OFF:
-        return
-    r = trace_slot(s)
     if r == NULL:
         return
     r.time_ps = s.now
