@@ -774,8 +774,6 @@ cdef inline void trace_pkt(Sim* s, uint8_t event, int32_t node, int32_t port, in
                            int64_t qbytes, uint8_t reason) noexcept nogil:
     cdef TraceRec* r
     cdef Packet* p
-    if s.trace_level == TRACE_OFF:
-        return
     if s.trace_level == TRACE_ENDPOINTS and s.nodes[node].kind != NODE_HOST:
         return
     r = trace_slot(s)

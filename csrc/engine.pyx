@@ -660,9 +660,10 @@ cdef class Engine:
         s.pkts[s.pkt_cap - 1].next = -1
         s.free_head = 0
         s.trace_level = trace_level
-        # A coalesced Load/Store frame completes (or answers) every transaction it carries
-        # in one event: per transaction a completion row, and the issue and enqueue rows of
-        # the operation its freed tag lets start.
+        # The loop drains the ring before an event could overfill it (the ring grows if one
+        # does): a coalesced Load/Store frame completes (or answers) every transaction it
+        # carries in one event: per transaction a completion (or txn) row, and the issue,
+        # txn and enqueue rows of the operation its freed tag lets start.
         s.trace_margin = TRACE_MARGIN + 4 * (ls_coalesce_bytes // 16 + 1)
         if trace_level != TRACE_OFF:
             s.trace_batch = max(trace_capacity, 4 * s.trace_margin)

@@ -73,7 +73,7 @@ import numpy as np
 import pyarrow as pa
 
 from .scenario import LS_KINDS
-from .trace import EVENT_NAMES, FRAME_KINDS, TraceError, TraceInfo, codes, read_trace
+from .trace import EVENT_NAMES, FRAME_KINDS, PF_LS, TraceError, TraceInfo, codes, read_trace
 
 __all__ = ["TraceRun", "open_run", "flows", "goodput", "flow_throughput", "queue_depth", "top_queues",
            "pause_intervals", "pause_time", "latency_percentiles", "accepted_rows", "ls_ops", "ls_latency"]
@@ -85,7 +85,6 @@ _FK = {n: i for i, n in enumerate(FRAME_KINDS)}
 _TRACED_OPS = ("raw", "write", "send", "read", "write_imm", "send_imm")   # receivers replayed here
 SYN_NAK_SEQ = 0x60                  # AETH NAK, PSN sequence error (csrc/roce.pxd)
 OP_READ_REQUEST, OP_READ_RESP_FIRST, OP_READ_RESP_ONLY = 0x0C, 0x0D, 0x10
-PF_LS = 4                           # packet flag of Load/Store frames and op rows (csrc/core.pxd)
 LS_FENCE = LS_KINDS.index("fence")  # LS_KINDS: the engine's LsKind names, in enum order
 
 

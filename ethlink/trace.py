@@ -113,6 +113,7 @@ from .topology import HOST
 
 __all__ = [
     "SCHEMA_VERSION", "TRACE_SCHEMA", "EVENT_NAMES", "FRAME_KINDS", "DROP_REASONS", "LEVELS",
+    "PF_LAST", "PF_LS", "PF_RESPONSE", "PF_CORRUPT", "PF_TXN_ACK",
     "COMPRESSIONS", "TraceError", "TraceFilter", "TraceWriter", "TraceInfo", "records_to_batch",
     "read_trace", "simulation_metadata", "partial_path",
 ]
@@ -125,6 +126,9 @@ EVENT_NAMES = ("enqueue", "tx_start", "rx", "drop", "mark", "deliver", "pause_tx
 FRAME_KINDS = ("raw", "roce", "roce_ack", "cnp", "pfc", "ethlink", "cbfc")     # FrameKind FK_*
 DROP_REASONS = ("none", "buffer_full", "queue_limit", "no_route", "fcs", "watchdog", "ttl",
                 "headroom")                                                     # DropReason DR_*
+
+# Bits of the `flags` column (csrc/core.pxd PacketFlag; PF_ROUTED never reaches a trace).
+PF_LAST, PF_LS, PF_RESPONSE, PF_CORRUPT, PF_TXN_ACK = 1, 4, 8, 16, 32
 
 LEVELS = ("off", "endpoints", "hop")
 COMPRESSIONS = ("none", "zstd", "lz4")
@@ -160,7 +164,6 @@ COLUMNS: tuple[tuple[str, pa.DataType, str], ...] = (
 )
 
 TRACE_SCHEMA = pa.schema([pa.field(n, t, nullable=False, metadata={"unit": u}) for n, t, u in COLUMNS])
-_NUMPY_TYPES = {n: np.dtype(t.to_pandas_dtype()) for n, t, _ in COLUMNS if t != ENUM_TYPE}
 
 # Metadata every trace carries (the writer adds filters, complete, rows, batches, reason).
 REQUIRED_METADATA = ("schema_version", "scenario", "seed", "ethlink_version", "trace_level",

@@ -82,7 +82,8 @@ import pyarrow as pa
 
 from . import frames as fr
 from .frames import fields as F
-from .trace import EVENT_NAMES, FRAME_KINDS, TraceInfo, codes
+from .scenario import LS_KINDS
+from .trace import EVENT_NAMES, FRAME_KINDS, PF_LS, PF_RESPONSE, PF_TXN_ACK, TraceInfo, codes
 
 __all__ = ["RX_EVENTS", "KIND_FRAMES", "MISSING_FIELDS", "LsFrames", "ls_frames", "frame_row", "select", "rows",
            "frames", "write_trace_pcap"]
@@ -117,9 +118,9 @@ MISSING_FIELDS: dict[str, tuple[str, ...]] = {
 _U64 = (1 << 64) - 1
 _U32 = (1 << 32) - 1
 
-# Engine enums this module reads (csrc/core.pxd PacketFlag, LsKind; csrc/loadstore.pxd).
-PF_LS, PF_RESPONSE, PF_TXN_ACK = 4, 8, 32
-LS_LOAD, LS_STORE, LS_STORE_ACK, LS_FADD, LS_CAS, LS_FENCE = range(6)
+# Load/Store kinds (csrc/core.pxd LsKind, named in scenario.LS_KINDS).
+LS_LOAD, LS_STORE, LS_STORE_ACK, LS_FADD, LS_CAS, LS_FENCE = (
+    LS_KINDS.index(k) for k in ("load", "store", "store_ack", "fadd", "cas", "fence"))
 LOAD_LENGTH_UNKNOWN = 64        # LOAD_REQ length when no op table is known (not in the trace)
 # Load/Store over RoCEv2 has no QP in the engine (qp -1): the rebuilt frame names the
 # target's RC QP for its issuer as LS_QPN_BASE + the sending GPU, never the management

@@ -88,6 +88,14 @@ def test_names_tables_follow_core_pxd(enum, prefix, names):
     assert [n.removeprefix(prefix).lower() for n, _ in members] == list(names)
 
 
+def test_flag_bits_follow_core_pxd():
+    text = (ROOT / "csrc" / "core.pxd").read_text()
+    block = re.search(r"^cdef enum PacketFlag:.*?\n((?:[ \t]+\w+ = \d+.*\n)+)", text, re.M)
+    pxd = {m[1]: int(m[2]) for m in re.finditer(r"^\s+(\w+) = (\d+)", block[1], re.M)}
+    ours = {n: getattr(T, n) for n in T.__all__ if n.startswith("PF_")}
+    assert ours and all(pxd[n] == v for n, v in ours.items()) and set(pxd) - set(ours) == {"PF_ROUTED"}
+
+
 def test_schema_columns_are_the_trace_records_fields():
     fields = [n for n in _engine.TRACE_DTYPE.names if not n.startswith("pad")]
     assert T.TRACE_SCHEMA.names == fields
