@@ -232,6 +232,10 @@ class LsFrames:
         ls = ((kind == FRAME_KINDS.index("ethlink")) | (kind == FRAME_KINDS.index("roce"))) & (flags & PF_LS != 0)
         ls &= ev != EVENT_NAMES.index("txn")
         resp = ls & (flags & PF_RESPONSE != 0)
+        ri = np.nonzero(resp)[0]
+        ri = ri[~np.isin(table["pkt"].to_numpy()[ri], self._tx_pkt)]     # frames without txn rows
+        if not len(ri):
+            return
         sel = np.nonzero(ls & ~resp & (ev == EVENT_NAMES.index("deliver")))[0]
         flow, ntx, dst = (table[c].to_numpy() for c in ("flow", "ntx", "dst"))
         answers: dict[int, list[int]] = {}
@@ -239,9 +243,6 @@ class LsFrames:
             for op in self._chain(int(flow[i]), max(int(ntx[i]), 1)):
                 if self.kind[op] != LS_STORE:
                     answers.setdefault(int(self.dst[op]), []).append(op)
-        ri = np.nonzero(resp)[0]
-        if not len(ri):
-            return
         pkt = table["pkt"].to_numpy()[ri]
         uids, first = np.unique(pkt, return_index=True)          # creation order
         rows = ri[first]
