@@ -39,6 +39,9 @@ from . import scenarios, units
 from .scenario import ScenarioError
 from .topology import TopologyError
 
+# Mirrors of ethlink.trace (which imports pyarrow: not at start-up); a test checks them.
+TRACE_COMPRESSIONS, TRACE_DEFAULT_COMPRESSION = ("none", "zstd", "lz4"), "lz4"
+
 console = Console(stderr=True)
 
 
@@ -120,7 +123,7 @@ def load_scenario(name: str, seed: int | None, sets: tuple[str, ...]):
               help='Stop at this simulated time, e.g. "2ms" (default: the scenario\'s run.until, else until idle).')
 @click.option("--trace", type=click.Choice(["off", "endpoints", "hop"]), default=None,
               help="Trace level (default: the scenario's run.trace); not off writes OUTDIR/trace.arrow.")
-@click.option("--trace-compression", type=click.Choice(["zstd", "lz4", "none"]), default="lz4",
+@click.option("--trace-compression", type=click.Choice(TRACE_COMPRESSIONS), default=TRACE_DEFAULT_COMPRESSION,
               show_default=True, help="Compression of the trace's record batches.")
 @click.option("--trace-node", "trace_nodes", multiple=True, metavar="NAME",
               help="Keep only trace rows at this node (repeatable).")
@@ -465,7 +468,7 @@ def _run_to_outdir(sim, outdir: Path, until_ps, writer, quiet: bool, title: str)
 @click.option("--until", default=None, metavar="TIME", help='Stop at this simulated time, e.g. "2ms".')
 @click.option("--trace", type=click.Choice(["off", "endpoints", "hop"]), default=None,
               help="Trace level (default: the fabric scenario's run.trace).")
-@click.option("--trace-compression", type=click.Choice(["zstd", "lz4", "none"]), default="lz4",
+@click.option("--trace-compression", type=click.Choice(TRACE_COMPRESSIONS), default=TRACE_DEFAULT_COMPRESSION,
               show_default=True, help="Compression of the trace's record batches.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no table.")
 def replay_cmd(workload_file, fabric, outdir, seed, sets, until, trace, trace_compression, quiet):

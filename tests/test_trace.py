@@ -256,6 +256,11 @@ def test_trace_columns_split_every_field(hop):
         _engine.trace_columns(recs[::2])
 
 
+def test_the_cli_offers_the_writers_compressions_and_default():
+    from ethlink import cli
+    assert cli.TRACE_COMPRESSIONS == T.COMPRESSIONS and cli.TRACE_DEFAULT_COMPRESSION == T.DEFAULT_COMPRESSION
+
+
 def _stub_meta():
     return {"schema_version": T.SCHEMA_VERSION, "scenario": "stub", "seed": "1", "ethlink_version": "0",
             "trace_level": "hop", "nodes": json.dumps([f"n{i}" for i in range(6)]),
