@@ -1,14 +1,14 @@
 """Trace speed: writing throughput, and the cost of per-hop tracing on the 64:1 incast.
 
 - test_trace_write_throughput[COMPRESSION]: TraceWriter.write of real incast records (a
-  hop-level trace, drained at the default ring capacity) plus close(), which re-encodes
-  the stream into the final Arrow file. extra_info: rows_per_s, records_mb_per_s (input,
+  hop-level trace, drained at the default ring capacity) plus close(), which waits for
+  the writer's thread and appends the file's footer (nothing is re-encoded). extra_info: rows_per_s, records_mb_per_s (input,
   one TraceRec per row), file_mb_per_s (output), file_bytes_per_row, and the split
   between write() and close().
 - test_incast_trace_hop_vs_off[COMPRESSION-SCENARIO]: `sim.run()` of the 64:1 incast
   (`incast-dcqcn` as shipped, 225 k rows; `incast-raw` with 16 MiB per sender, where fixed
-  costs matter less; and the demo, `ethlink-mixed`) with trace=hop streaming into a TraceWriter and closed, against the
-  same run with tracing off. extra_info: slowdown (hop / off, fastest rounds; the issue's
+  costs matter less; and the demo, `ethlink-mixed`) with trace=hop streaming into a
+  TraceWriter and closed, against the same run with tracing off. extra_info: slowdown (hop / off, fastest rounds; the issue's
   goal is under 2x), the same without the writer (engine and drain only), rows,
   rows_per_s and the file's bytes per row.
 
