@@ -12,20 +12,20 @@
                 [--metric KEY ...] [--set key=value ...] [--until T] [--trace LEVEL] [--scheduler ADDRESS]
 
 SCENARIO is a built-in name (see `ethlink list`) or a path to a TOML file. A run shows a
-progress bar (simulated time against the horizon, events/s), prints a summary table and
-writes OUTDIR/summary.json (keys documented in README.md) and, when the trace level is not
-off, OUTDIR/trace.arrow (schema in ethlink/trace.py). Scenario errors are reported before
+progress bar naming its phase (compile and its step; run: simulated time against the
+horizon, events/s; write: each file), prints a summary table and writes
+OUTDIR/flows.parquet, qps.parquet, ports.parquet, then OUTDIR/summary.json (aggregates;
+keys and columns documented in README.md) and, when the trace level is not off,
+OUTDIR/trace.arrow (schema in ethlink/trace.py). Scenario errors are reported before
 anything runs, naming the field; the exit status is 2 for bad input (scenario, options,
-trace file) and 130 after Ctrl-C (summary.json and trace.arrow then hold the results so
-far; the trace says complete=false).
+trace file) and 130 after Ctrl-C (the files then hold the results so far; the trace says
+complete=false).
 """
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -47,19 +47,14 @@ console = Console(stderr=True)
 
 def write_json_atomic(path: Path, obj) -> None:
     """Write JSON to a temporary file beside `path`, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
+    from .tables import replace_atomic
+
+    def write(tmp):
+        with open(tmp, "w") as f:
             json.dump(obj, f, indent=1, allow_nan=False, default=_json_default)
             f.write("\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)           # mkstemp makes it 0600; a result is for reading
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+
+    replace_atomic(path, write)
 
 
 def _json_default(o):
@@ -115,7 +110,7 @@ def load_scenario(name: str, seed: int | None, sets: tuple[str, ...]):
 @main.command("run")
 @click.argument("scenario")
 @click.option("-o", "--out", "outdir", type=click.Path(file_okay=False, path_type=Path),
-              required=True, help="Output directory (created); summary.json is written there.")
+              required=True, help="Output directory (created); summary.json and the Parquet tables are written there.")
 @click.option("--seed", type=int, default=None, help="Override the scenario's seed.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a scenario field, e.g. --set topology.hosts=16 --set workload.0.size=2MiB.")
@@ -134,8 +129,8 @@ def load_scenario(name: str, seed: int | None, sets: tuple[str, ...]):
 @click.option("--quiet", is_flag=True, help="No progress bar and no table.")
 def run_cmd(scenario, outdir, seed, sets, until, trace, trace_compression, trace_nodes, trace_flows,
             trace_events, quiet):
-    """Run SCENARIO (a built-in name or a TOML file) and write OUTDIR/summary.json
-    (and OUTDIR/trace.arrow when tracing)."""
+    """Run SCENARIO (a built-in name or a TOML file) and write OUTDIR/summary.json,
+    flows.parquet, qps.parquet, ports.parquet (and OUTDIR/trace.arrow when tracing)."""
     from .sim import Simulation
 
     sc = load_scenario(scenario, seed, sets)
@@ -143,13 +138,15 @@ def run_cmd(scenario, outdir, seed, sets, until, trace, trace_compression, trace
         until_ps = units.time_ps(until) if until is not None else None
     except units.UnitError as exc:
         raise click.BadParameter(str(exc), param_hint="--until") from None
-    try:
-        sim = Simulation(sc, trace=trace)
-    except (ScenarioError, TopologyError) as exc:
-        raise click.UsageError(f"scenario {scenario}: {exc}") from None
-    outdir.mkdir(parents=True, exist_ok=True)
-    writer = _trace_writer(sim, outdir, trace_compression, trace_nodes, trace_flows, trace_events)
-    _run_to_outdir(sim, outdir, until_ps, writer, quiet, sc.name)
+    with _Phases(sc.name, quiet) as phases:
+        phases.phase("compile")
+        try:
+            sim = Simulation(sc, trace=trace, on_step=phases.step)
+        except (ScenarioError, TopologyError) as exc:
+            raise click.UsageError(f"scenario {scenario}: {exc}") from None
+        outdir.mkdir(parents=True, exist_ok=True)
+        writer = _trace_writer(sim, outdir, trace_compression, trace_nodes, trace_flows, trace_events)
+        _run_to_outdir(sim, outdir, until_ps, writer, phases)
 
 
 class _StopRequest:
@@ -182,12 +179,10 @@ class _StopRequest:
 
 
 def _trace_writer(sim, outdir: Path, compression: str, nodes, flows, events):
-    """The trace writer of a run, or None when the level is off."""
-    from .trace import TraceFilter, TraceWriter
-
-    filt = TraceFilter(tuple(nodes), tuple(flows), tuple(events))
+    """The trace writer of a run, or None when the level is off (then ethlink.trace, and
+    with it pyarrow, is not imported)."""
     if sim.trace_level == "off":
-        if filt:
+        if nodes or flows or events:
             raise click.UsageError("--trace-node/--trace-flow/--trace-event need a trace level: "
                                    "add --trace endpoints or --trace hop")
         stale = [p for p in (outdir / "trace.arrow", outdir / "trace.arrow.partial") if p.exists()]
@@ -195,6 +190,9 @@ def _trace_writer(sim, outdir: Path, compression: str, nodes, flows, events):
             p.unlink()
             console.print(f"removed {p}: an earlier run's trace (this run does not trace)")
         return None
+    from .trace import TraceFilter, TraceWriter
+
+    filt = TraceFilter(tuple(nodes), tuple(flows), tuple(events))
     n_flows = len(sim.compiled.flows)
     bad = [f for f in flows if not 0 <= f < n_flows]
     if bad:
@@ -409,51 +407,103 @@ def _print_summary(s: dict) -> None:
 # ---------------------------------------------------------------------------------------
 # Replay, workload extraction and plots.
 
-def _run_to_outdir(sim, outdir: Path, until_ps, writer, quiet: bool, title: str) -> None:
-    """Run `sim` as `run` does: progress bar, Ctrl-C stops at a safe point, then
-    OUTDIR/summary.json and the trace (closed complete=false after an interruption)."""
+class _Phases:
+    """The progress display of a run, one bar whose label names the phase: compile (and
+    its step), run (simulated time against the horizon, events/s), write (each file)."""
+
+    def __init__(self, title: str, quiet: bool) -> None:
+        self.title, self.quiet = title, quiet
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                            TextColumn("{task.fields[simt]}"), TextColumn("{task.fields[rate]}"),
+                            TimeElapsedColumn(), console=console, disable=quiet, transient=False)
+        self.task = None
+        self.name = ""
+
+    def __enter__(self) -> "_Phases":
+        self.bar.__enter__()
+        self.task = self.bar.add_task(self.title, total=None, simt="", rate="")
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.bar.__exit__(*exc)
+        return False
+
+    def phase(self, name: str, total: float | None = None) -> None:
+        """Start a phase: the bar restarts (pulsing when `total` is None)."""
+        self.name = name
+        self.bar.update(self.task, description=f"{self.title}: {name}", total=total, completed=0, simt="", rate="")
+
+    def step(self, what: str) -> None:
+        """Name the step within the current phase (e.g. compile: routes)."""
+        self.bar.update(self.task, description=f"{self.title}: {self.name}: {what}")
+
+    def update(self, **fields) -> None:
+        self.bar.update(self.task, **fields)
+
+    def close(self) -> None:
+        """Stop the live display (before printing the summary table under it)."""
+        self.bar.stop()
+
+
+def _run_to_outdir(sim, outdir: Path, until_ps, writer, phases: _Phases) -> None:
+    """Run `sim` as `run` does: progress bar, Ctrl-C stops at a safe point, then the
+    trace (closed complete=false after an interruption), OUTDIR/flows.parquet,
+    qps.parquet, ports.parquet and, last, summary.json."""
     horizon = until_ps or sim.scenario.run.until_ps
     t0 = time.perf_counter()
     interrupted = False
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                  TextColumn("{task.fields[simt]}"), TextColumn("{task.fields[rate]}"),
-                  TimeElapsedColumn(), console=console, disable=quiet, transient=False) as bar:
-        task = bar.add_task(title, total=horizon or None, simt="", rate="")
-        stop = _StopRequest()
+    phases.phase("run", total=horizon or None)
+    stop = _StopRequest()
 
-        def progress(now, _h, events):
-            el = time.perf_counter() - t0
-            bar.update(task, completed=now if horizon else None, simt=f"sim {units.fmt_time(now)}",
-                       rate=f"{events / el / 1e6:.1f} M events/s" if el > 0 else "")
-            stop.check()
+    def progress(now, _h, events):
+        el = time.perf_counter() - t0
+        phases.update(completed=now if horizon else None, simt=f"sim {units.fmt_time(now)}",
+                      rate=f"{events / el / 1e6:.1f} M events/s" if el > 0 else "")
+        stop.check()
 
-        def sink(recs):
-            writer.write(recs)
-            stop.check()
+    def sink(recs):
+        writer.write(recs)
+        stop.check()
 
-        try:
-            with stop:
-                result = sim.run(until_ps, progress=progress, trace_sink=sink if writer else None)
-        except KeyboardInterrupt:
-            interrupted = True
-            from .sim import Result
-            result = Result(sim, sim.wall_s, "interrupted")
-        except BaseException as exc:
-            if writer is not None:
-                writer.close(False, f"{type(exc).__name__}: {exc}")
-            raise
-        bar.update(task, completed=horizon or 1, total=horizon or 1)
+    try:
+        with stop:
+            result = sim.run(until_ps, progress=progress, trace_sink=sink if writer else None)
+    except KeyboardInterrupt:
+        interrupted = True
+        from .sim import Result
+        result = Result(sim, sim.wall_s, "interrupted")
+    except BaseException as exc:
+        if writer is not None:
+            writer.close(False, f"{type(exc).__name__}: {exc}")
+        raise
+    phases.update(completed=horizon or 1, total=horizon or 1)
+    n_files = 4 + (writer is not None)
+    phases.phase("write", total=n_files)
+    trace_path = None
+    if writer is not None:
+        phases.step("trace.arrow")
+        trace_path = writer.close(not interrupted, "interrupted (SIGINT)" if interrupted else "")
+        phases.update(advance=1)
+
+    def on_table(name):
+        phases.step(f"{name}.parquet")
+        phases.update(completed=n_files - 4 + ("flows", "qps", "ports").index(name))
+
+    tables = result.write_tables(outdir, on_table=on_table)
+    phases.step("summary.json")
+    phases.update(completed=n_files - 1)
     summary = _clean_nan(result.summary)
     write_json_atomic(outdir / "summary.json", summary)
-    if not quiet:
+    phases.update(completed=n_files)
+    phases.close()
+    if not phases.quiet:
         _print_summary(summary)
-    console.print(f"wrote {outdir / 'summary.json'}")
-    if writer is not None:
-        path = writer.close(not interrupted, "interrupted (SIGINT)" if interrupted else "")
-        console.print(f"wrote {path} ({writer.rows:,} rows, {path.stat().st_size / 1e6:.1f} MB"
+    console.print(f"wrote {outdir / 'summary.json'} and {', '.join(p.name for p in tables)}")
+    if trace_path is not None:
+        console.print(f"wrote {trace_path} ({writer.rows:,} rows, {trace_path.stat().st_size / 1e6:.1f} MB"
                       f"{', complete=false' if interrupted else ''})")
     if interrupted:
-        console.print("[yellow]interrupted: summary.json holds the results so far[/]")
+        console.print("[yellow]interrupted: summary.json and the tables hold the results so far[/]")
         sys.exit(130)
 
 
@@ -490,21 +540,23 @@ def replay_cmd(workload_file, fabric, outdir, seed, sets, until, trace, trace_co
         until_ps = units.time_ps(until) if until is not None else None
     except units.UnitError as exc:
         raise click.BadParameter(str(exc), param_hint="--until") from None
-    try:
-        sim = replay_simulation(wl, sc, trace=trace)
-    except (ScenarioError, TopologyError) as exc:
-        raise BadInput(f"{workload_file} on {fabric}: {exc}") from None
-    outdir.mkdir(parents=True, exist_ok=True)
-    writer = None
-    if sim.trace_level != "off":
-        writer = TraceWriter(outdir / "trace.arrow", replay_metadata(sim, wl), compression=trace_compression,
-                             engine=sim.engine)
-    else:
-        for p in (outdir / "trace.arrow", outdir / "trace.arrow.partial"):
-            if p.exists():
-                p.unlink()
-                console.print(f"removed {p}: an earlier run's trace (this run does not trace)")
-    _run_to_outdir(sim, outdir, until_ps, writer, quiet, f"{sc.name} <- {Path(workload_file).name}")
+    with _Phases(f"{sc.name} <- {Path(workload_file).name}", quiet) as phases:
+        phases.phase("compile")
+        try:
+            sim = replay_simulation(wl, sc, trace=trace, on_step=phases.step)
+        except (ScenarioError, TopologyError) as exc:
+            raise BadInput(f"{workload_file} on {fabric}: {exc}") from None
+        outdir.mkdir(parents=True, exist_ok=True)
+        writer = None
+        if sim.trace_level != "off":
+            writer = TraceWriter(outdir / "trace.arrow", replay_metadata(sim, wl), compression=trace_compression,
+                                 engine=sim.engine)
+        else:
+            for p in (outdir / "trace.arrow", outdir / "trace.arrow.partial"):
+                if p.exists():
+                    p.unlink()
+                    console.print(f"removed {p}: an earlier run's trace (this run does not trace)")
+        _run_to_outdir(sim, outdir, until_ps, writer, phases)
 
 
 @main.command("workload")

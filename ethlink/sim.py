@@ -2,7 +2,9 @@
 
     sim = ethlink.Simulation(ethlink.Scenario.from_toml("incast.toml"))
     result = sim.run()                  # until no event is left, or run.until
-    result.summary["flows"][0]["slowdown"]
+    result.summary["slowdown"]["p99"]   # aggregates: what summary.json holds
+    result.flows_table()                # per-flow rows (Arrow; flows_df() for pandas)
+    result.write_tables("out")          # out/flows.parquet, qps.parquet, ports.parquet
 
 compile() flattens the scenario into numpy structured arrays whose dtypes the engine
 exports (one row per node, port, queue, flow) plus the CSR routing table; the engine
@@ -84,16 +86,21 @@ class Compiled:
     ls_gpus: np.ndarray
 
 
-def compile_scenario(sc: Scenario, workload=None) -> Compiled:
+def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None] | None = None) -> Compiled:
     """Flatten a scenario into engine tables; `workload` (an operation table, see
-    ethlink.workloads.from_table) replaces the scenario's own flows and workloads."""
+    ethlink.workloads.from_table) replaces the scenario's own flows and workloads;
+    `on_step(name)` is told each step (fabric, routes, ports, flows, ideal FCTs)."""
+    step = on_step or (lambda name: None)
+    step("fabric")
     fabric = build_fabric(sc)
+    step("routes")
     pt = fabric.ports()
     if sc.topology.kind == "ring" and sc.topology.routing == "clockwise":
         route_off, route_port, dist = clockwise_routes(fabric, pt)
     else:
         route_off, route_port, dist = route(fabric, pt)
 
+    step("ports")
     nodes = np.zeros(fabric.n_nodes, dtype=_engine.NODE_DTYPE)
     kinds = np.asarray(fabric.kinds)
     nodes["kind"] = kinds
@@ -152,6 +159,7 @@ def compile_scenario(sc: Scenario, workload=None) -> Compiled:
             qv["kmax"][sw_port, pr] = sc.ecn.kmax_bytes
             qv["pmax"][sw_port, pr] = sc.ecn.pmax
 
+    step("flows")
     cols = expand(sc) if workload is None else from_table(workload, fabric.n_hosts, sc.ls.max_size)
     if workload is not None and np.any(cols["verb"] != V_RAW) and sc.host.mtu not in (256, 512, 1024, 2048, 4096):
         raise ScenarioError(f"host.mtu: RoCE operations need an IB path MTU, got {sc.host.mtu}")
@@ -173,6 +181,7 @@ def compile_scenario(sc: Scenario, workload=None) -> Compiled:
     np.cumsum(np.bincount(dep[waiting], minlength=len(flows)), out=dep_off[1:])
     qps = build_qps(flows, sc, pt, host_node, nodes, cols.get("qp_key"))
     ls_ops, ls_gpus = loadstore.build_ops(sc, fabric.n_hosts, cols.get("ls"))
+    step("ideal FCTs")
     ideal = ideal_fct_ps(flows, sc, nodes, ports, host_node, route_off, route_port, fabric.n_hosts)
     return Compiled(fabric, pt, nodes, ports, queues, flows, qps, host_node, route_off, route_port,
                     dist, ideal, (dep_off.astype(np.int32), by_parent.astype(np.int32)), ls_ops, ls_gpus)
@@ -409,8 +418,11 @@ def _pipeline(frame, path) -> int:
 
 
 class Result:
-    """What a run produced: `summary` (the dict written to summary.json) and the engine's
-    tables as numpy structured arrays (`flows`, `ports`, `queues`, `nodes`)."""
+    """What a run produced: `summary` (the aggregates written to summary.json), the
+    per-flow, per-QP and per-port results as Arrow tables (`table(name)`,
+    `flows_table()`...; pandas with `flows_df()`...; Parquet with `write_tables`), and
+    the engine's own records as numpy structured arrays (`flows`, `qps`, `ports`,
+    `queues`, `nodes`)."""
 
     def __init__(self, sim: "Simulation", wall_s: float, stop: str):
         eng, comp = sim.engine, sim.compiled
@@ -475,10 +487,64 @@ class Result:
             "goodput_bps": (c["bytes_delivered"] * 8 / sim_s) if sim_s > 0 else 0.0,
             "buffer_hwm_bytes": {names[i]: int(v) for i, v in enumerate(self.nodes["buffer_hwm"])
                                  if self.nodes["kind"][i] == SWITCH},
-            "ports": self._ports(names, sim.compiled.port_table, sim_s),
-            "qps": self._qps(),
-            "flows": self._flows(),
         }
+        self._names, self._port_table, self._sim_s = names, sim.compiled.port_table, sim_s
+        self._tables: dict = {}
+
+    # Per-flow, per-QP and per-port results: Arrow tables (ethlink.tables), Parquet files.
+    def table(self, name: str):
+        """The run's `flows`, `qps` or `ports` rows as an Arrow table (built once); the
+        columns are README's flows.parquet, qps.parquet and ports.parquet."""
+        if name not in self._tables:
+            from . import tables
+            if name == "flows":
+                self._tables[name] = tables.table(self._flows(), nulls=FLOW_NULLABLE)
+            elif name == "qps":
+                self._tables[name] = tables.rows_table(self._qps(), keys=("qp", "host", "peer"))
+            elif name == "ports":
+                self._tables[name] = tables.rows_table(self._ports(self._names, self._port_table, self._sim_s),
+                                                       keys=("port", "node", "peer"))
+            else:
+                raise ValueError(f"table {name!r}: choose one of {', '.join(tables.TABLE_NAMES)}")
+        return self._tables[name]
+
+    def flows_table(self):
+        """Per flow (message), as an Arrow table."""
+        return self.table("flows")
+
+    def qps_table(self):
+        """Per active RoCE QP endpoint, as an Arrow table."""
+        return self.table("qps")
+
+    def ports_table(self):
+        """Per port that sent or dropped a frame, as an Arrow table."""
+        return self.table("ports")
+
+    def flows_df(self):
+        """flows_table() as a pandas DataFrame (imports pandas)."""
+        return self.table("flows").to_pandas()
+
+    def qps_df(self):
+        """qps_table() as a pandas DataFrame (imports pandas)."""
+        return self.table("qps").to_pandas()
+
+    def ports_df(self):
+        """ports_table() as a pandas DataFrame (imports pandas)."""
+        return self.table("ports").to_pandas()
+
+    def write_tables(self, outdir, on_table: Callable[[str], None] | None = None) -> list:
+        """Write OUTDIR/flows.parquet, qps.parquet and ports.parquet, each atomically;
+        `on_table(name)` is called before each. Returns the paths."""
+        from pathlib import Path
+        from . import tables
+        paths = []
+        for name in tables.TABLE_NAMES:
+            if on_table is not None:
+                on_table(name)
+            path = Path(outdir) / f"{name}.parquet"
+            tables.write_parquet_atomic(path, self.table(name))
+            paths.append(path)
+        return paths
 
     def _paused_ps(self):
         """Paused time per queue (port x 8 priorities), open pauses closed at now."""
@@ -516,9 +582,12 @@ class Result:
         q = self.qps
         active = (q["transport"] == 1) & ((q["psn_end"] > 0) | (q["cnps_tx"] > 0) | (q["acks_rx"] > 0))
         samples = self.rate_samples
+        # NOTE: samples grouped by QP once (stable: time order kept), not filtered per QP.
+        by_qp = samples[np.argsort(samples[:, 1], kind="stable")] if len(samples) else samples
+        bounds = np.searchsorted(by_qp[:, 1], np.arange(len(q) + 1)) if len(samples) else np.zeros(len(q) + 1, int)
         out = []
         for i in np.nonzero(active)[0]:
-            mine = samples[samples[:, 1] == i] if len(samples) else samples
+            mine = by_qp[bounds[i]:bounds[i + 1]]
             out.append({
                 "qp": int(i), "host": int(q["host"][i]), "peer": int(q["peer"][i]),
                 "retransmitted_packets": int(q["retx_pkts"][i]), "timeouts": int(q["timeouts"][i]),
@@ -526,28 +595,24 @@ class Result:
                 "cnps_sent": int(q["cnps_tx"][i]),
                 "rate_min_bps": int(mine[:, 2].min()) if len(mine) else int(q["line_bps"][i]),
                 "rate_final_bps": int(q["rate_bps"][i]), "rate_samples": int(len(mine)),
-                # every DCQCN rate change: [time_ps, rate_bps]
-                "rate_series": mine[:, [0, 2]].tolist(),
+                # every DCQCN rate change, as two parallel lists
+                "rate_series_ps": mine[:, 0].tolist(), "rate_series_bps": mine[:, 2].tolist(),
             })
         return out
 
     def _flows(self):
+        """Per-flow columns (numpy), for flows_table(); -1 in FLOW_NULLABLE columns is null."""
+        from .tables import categorical
         fl = self.flows
-        ids = np.arange(len(fl)).tolist()
-        verbs = np.asarray(VERB_NAMES, dtype=object)[fl["verb"]].tolist()
-        cols = [ids, fl["src"].tolist(), fl["dst"].tolist(), fl["size"].tolist(), verbs,
-                fl["start_ps"].tolist(), fl["finish_ps"].tolist(), fl["complete_ps"].tolist(),
-                self.fct_ps.tolist(), self.ideal_fct_ps.tolist(), self.slowdown.tolist(),
-                fl["retx"].tolist()]
-        keys = ("id", "src", "dst", "bytes", "verb", "start_ps", "finish_ps", "complete_ps", "fct_ps",
-                "ideal_fct_ps", "slowdown", "retransmitted_packets")
-        rows = [dict(zip(keys, r)) for r in zip(*cols)]
-        for r in rows:
-            if r["finish_ps"] < 0:
-                r["finish_ps"] = r["fct_ps"] = r["slowdown"] = None
-            if r["complete_ps"] < 0:
-                r["complete_ps"] = None
-        return rows
+        return {
+            "id": np.arange(len(fl)), "src": fl["src"], "dst": fl["dst"], "bytes": fl["size"],
+            "verb": categorical(fl["verb"], VERB_NAMES), "start_ps": fl["start_ps"],
+            "finish_ps": fl["finish_ps"], "complete_ps": fl["complete_ps"], "fct_ps": self.fct_ps,
+            "ideal_fct_ps": self.ideal_fct_ps, "slowdown": self.slowdown, "retransmitted_packets": fl["retx"],
+        }
+
+
+FLOW_NULLABLE = ("finish_ps", "complete_ps", "fct_ps")
 
 
 def _stats(x):
@@ -567,9 +632,13 @@ class Simulation:
     """One scenario, compiled and ready. `run()` may be called again with a later
     `until` to continue."""
 
-    def __init__(self, scenario: Scenario, *, trace: str | None = None, workload=None):
+    def __init__(self, scenario: Scenario, *, trace: str | None = None, workload=None,
+                 on_step: Callable[[str], None] | None = None):
+        """`on_step(name)` is told each step of compiling (for a progress display)."""
         self.scenario = scenario
-        self.compiled = c = compile_scenario(scenario, workload)
+        self.compiled = c = compile_scenario(scenario, workload, on_step)
+        if on_step is not None:
+            on_step("engine")
         level = trace if trace is not None else scenario.run.trace
         self.trace_level = level
         dc = scenario.dcqcn

@@ -212,5 +212,5 @@ def test_multiplane_spray_lone_flow_has_slowdown_one():
     alone in the fabric finishes at 15 W + one-frame latency (test above), so that is its
     ideal too."""
     _, res = simulate(multiplane("spray"))
-    assert res.summary["flows"][0]["slowdown"] == 1.0
+    assert res.flows_table()["slowdown"][0].as_py() == 1.0
     assert res.ideal_fct_ps[0] == res.flows["finish_ps"][0]
