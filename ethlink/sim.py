@@ -7,7 +7,7 @@
     result.write_tables("out")          # out/flows.parquet, qps.parquet, ports.parquet
 
 compile() flattens the scenario into numpy structured arrays whose dtypes the engine
-exports (one row per node, port, queue, flow) plus the CSR routing table; the engine
+exports (one row per node, port, queue, flow) plus the routing tables (topology.Routes); the engine
 updates them in place, so results are read from the same arrays without copying.
 
 Ideal completion time (the denominator of slowdown) is the exact time the flow would take
@@ -26,7 +26,7 @@ import numpy as np
 
 from . import _engine
 from .scenario import Scenario, ScenarioError, spine_count
-from .topology import (HOST, SWITCH, Fabric, PortTable, clockwise_routes, fat_tree, leaf_spine,
+from .topology import (HOST, SWITCH, Fabric, PortTable, Routes, clockwise_routes, fat_tree, leaf_spine,
                        multiplane_star, ring, route, star)
 from .workloads import expand, from_table
 from . import loadstore
@@ -77,9 +77,7 @@ class Compiled:
     flows: np.ndarray
     qps: np.ndarray
     host_node: np.ndarray
-    route_off: np.ndarray
-    route_port: np.ndarray
-    dist: np.ndarray
+    routes: Routes
     ideal_fct_ps: np.ndarray
     dependents: tuple
     ls_ops: np.ndarray
@@ -96,9 +94,9 @@ def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None]
     step("routes")
     pt = fabric.ports()
     if sc.topology.kind == "ring" and sc.topology.routing == "clockwise":
-        route_off, route_port, dist = clockwise_routes(fabric, pt)
+        routes = clockwise_routes(fabric, pt)
     else:
-        route_off, route_port, dist = route(fabric, pt)
+        routes = route(fabric, pt)
 
     step("ports")
     nodes = np.zeros(fabric.n_nodes, dtype=_engine.NODE_DTYPE)
@@ -182,9 +180,8 @@ def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None]
     qps = build_qps(flows, sc, pt, host_node, nodes, cols.get("qp_key"))
     ls_ops, ls_gpus = loadstore.build_ops(sc, fabric.n_hosts, cols.get("ls"))
     step("ideal FCTs")
-    ideal = ideal_fct_ps(flows, sc, nodes, ports, host_node, route_off, route_port, fabric.n_hosts)
-    return Compiled(fabric, pt, nodes, ports, queues, flows, qps, host_node, route_off, route_port,
-                    dist, ideal, (dep_off.astype(np.int32), by_parent.astype(np.int32)), ls_ops, ls_gpus)
+    ideal = ideal_fct_ps(flows, sc, nodes, pt, host_node, routes)
+    return Compiled(fabric, pt, nodes, ports, queues, flows, qps, host_node, routes, ideal, (dep_off.astype(np.int32), by_parent.astype(np.int32)), ls_ops, ls_gpus)
 
 
 def cbfc_credits(sc, pt, nodes, max_frame):
@@ -262,7 +259,7 @@ def pfc_headroom_bytes(rate_bps, delay_ps, max_frame, response_ps, pipeline_ps):
             + 2 * (max_frame + PREAMBLE_BYTES + IFG_BYTES) + 64 + PREAMBLE_BYTES + IFG_BYTES)
 
 
-def _paths(flows, nodes, ports, host_node, route_off, route_port, n_hosts):
+def _paths(flows, nodes, pt, host_node, routes):
     """Walk every flow's first-choice shortest path at once: per hop the link rate,
     delay, and the receiving node's latency and cut-through flag."""
     n = len(flows)
@@ -272,14 +269,14 @@ def _paths(flows, nodes, ports, host_node, route_off, route_port, n_hosts):
     hops = []
     active = np.ones(n, dtype=bool)
     while active.any():
-        key = cur * n_hosts + dst
         # finished flows sit at their destination, which has no route to itself
-        p = route_port[np.where(active, route_off[key], 0)]
-        choices = np.where(active, route_off[np.minimum(key + 1, len(route_off) - 1)] - route_off[key], 0)
-        peer_node = ports["node"][ports["peer"][p]]
+        first, choices = routes.next_hops(pt, host_node, cur, dst)
+        p = np.where(active, first, 0)
+        choices = np.where(active, choices, 0)
+        peer_node = pt.node[pt.peer[p]]
         hop = np.zeros(n, dtype=[("rate", "i8"), ("delay", "i8"), ("lat", "i8"), ("ct", "i1"), ("spray", "i1")])
-        hop["rate"] = np.where(active, ports["rate_bps"][p], 0)
-        hop["delay"] = np.where(active, ports["delay_ps"][p], 0)
+        hop["rate"] = np.where(active, pt.rate_bps[p], 0)
+        hop["delay"] = np.where(active, pt.delay_ps[p], 0)
         hop["lat"] = np.where(active, nodes["latency_ps"][peer_node], 0)
         hop["ct"] = np.where(active, nodes["cut_through"][peer_node], 0)
         # a switch spraying over several next hops: frames do not queue behind each other
@@ -351,15 +348,15 @@ def _signatures(flows, hops, extra):
     return sig
 
 
-def ideal_fct_ps(flows, sc, nodes, ports, host_node, route_off, route_port, n_hosts) -> np.ndarray:
+def ideal_fct_ps(flows, sc, nodes, pt, host_node, routes) -> np.ndarray:
     """Ideal completion per message (see module doc). A READ's data flows back from the
     responder: its ideal is the request's one-way time plus the responses' pipeline."""
     if len(flows) == 0:
         return np.zeros(0, dtype=np.int64)
-    fwd = _paths(flows, nodes, ports, host_node, route_off, route_port, n_hosts)
+    fwd = _paths(flows, nodes, pt, host_node, routes)
     rev_flows = flows.copy()
     rev_flows["src"], rev_flows["dst"] = flows["dst"], flows["src"]
-    rev = _paths(rev_flows, nodes, ports, host_node, route_off, route_port, n_hosts)
+    rev = _paths(rev_flows, nodes, pt, host_node, routes)
     depth = max(len(fwd), len(rev))
     empty = np.zeros(len(flows), dtype=fwd[0].dtype)
     fwd += [empty] * (depth - len(fwd))
@@ -371,8 +368,7 @@ def ideal_fct_ps(flows, sc, nodes, ports, host_node, route_off, route_port, n_ho
     # A host that sprays over P equal-cost ports sends frame i on port i mod P.
     src_node = host_node[np.where(is_read, flows["dst"], flows["src"])]
     dst_host = np.where(is_read, flows["src"], flows["dst"]).astype(np.int64)
-    key = src_node.astype(np.int64) * n_hosts + dst_host
-    sig["lanes"] = np.where(nodes["ecmp"][src_node] == ECMP["spray"], route_off[key + 1] - route_off[key], 1)
+    sig["lanes"] = np.where(nodes["ecmp"][src_node] == ECMP["spray"], routes.next_hops(pt, host_node, src_node, dst_host)[1], 1)
     first, inverse = unique_rows(sig)
     uniq = sig[first]
     out = np.empty(len(uniq), dtype=np.int64)
@@ -646,7 +642,7 @@ class Simulation:
         line = int(scenario.topology.rate_bps)
         rai = dc.rai_bps or line // 20
         self.engine = _engine.Engine(
-            c.nodes, c.ports, c.queues, c.flows, c.qps, c.host_node, c.route_off, c.route_port,
+            c.nodes, c.ports, c.queues, c.flows, c.qps, c.host_node, c.routes,
             seed=scenario.seed, dwrr_quantum=scenario.ports.quantum, ttl=scenario.run.ttl,
             trace_level=TRACE[level], trace_capacity=scenario.run.trace_capacity,
             lossless_mask=sum(1 << p for p in scenario.pfc.priorities) if scenario.pfc.enabled else 0,

@@ -9,9 +9,13 @@ leaf-spine with a chosen oversubscription, and a three-tier fat-tree of paramete
 
 Routing is computed, not declared: for every (node, destination host) the equal-cost
 next hops are the ports whose peer is one hop closer to the destination, by breadth-first
-search over the graph in which hosts never forward. The result is a CSR table the engine
-indexes as [node * n_hosts + dst]. The search is vectorised over destinations in chunks,
-so a 1024-host fat-tree routes in about a second.
+search over the graph in which hosts never forward. Hosts linked to the same switches
+(a leaf's hosts) are one destination class: every router's next hops towards them are
+the same, except at those switches, where they are the links to the host itself. So the
+tables (`Routes`) are per router (switch, or host with several ports) and per class,
+with each distinct set of next hops stored once: a 101,306-host fat-tree (k = 74) needs
+about 120 MB, where a dense (node x host) table would need 40 GB. The search is
+vectorised over blocks of classes.
 
 A ring of switches (hosts hanging off each) can instead be routed one way round
 (`clockwise_routes`): every frame travels clockwise, so the ring's buffers depend on each
@@ -112,58 +116,219 @@ class TopologyError(ValueError):
     """A topology that cannot be routed (disconnected hosts, a host with no link)."""
 
 
-def route(fabric: Fabric, ports: PortTable, chunk: int = 256):
-    """Equal-cost shortest-path next hops for every (node, destination host).
+UNREACHED = np.iinfo(np.int16).max
 
-    Returns (route_off, route_port, dist): route_port[route_off[k]:route_off[k+1]] are the
-    egress ports at node k // n_hosts towards host k % n_hosts; dist[node, host] is hops.
+
+@dataclass
+class Routes:
+    """Equal-cost next hops of every router (switch, or host with several ports) towards
+    every destination class (hosts attached to the same set of switches).
+
+    The next hops at node u towards host h: if u is linked to h, its links to h; else, if
+    u is a host with one port, that port; else the ports of set `table[row(u) *
+    n_classes + host_class[h]]`, i.e. `set_port[set_off[i]:set_off[i + 1]]` (-1: none).
+    Candidates are always in ascending port order (the engine picks one by index).
+    `dist[row, class]` counts hops from the router to any host of the class (1 when linked
+    to it).
     """
-    n_nodes, n_hosts = fabric.n_nodes, fabric.n_hosts
-    kinds = np.asarray(fabric.kinds, dtype=np.int8)
+
+    node_row: np.ndarray        # int32 per node: its row, -1 for a host with one port
+    host_class: np.ndarray      # int32 per host
+    n_classes: int
+    table: np.ndarray           # int32 [n_rows * n_classes] -> set index or -1
+    set_off: np.ndarray         # int32 [n_sets + 1]
+    set_port: np.ndarray        # int32, the sets' ports
+    dist: np.ndarray            # int16 [n_rows, n_classes]; UNREACHED if none
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.node_row, self.host_class, self.table, self.set_off,
+                                      self.set_port, self.dist))
+
+    def candidates(self, ports: "PortTable", host_node, node: int, dst: int) -> list[int]:
+        """Every next-hop port at `node` towards host `dst`, in the order the engine
+        indexes them."""
+        hn = int(host_node[dst])
+        linked = [int(ports.peer[p]) for p in range(ports.first[hn], ports.first[hn] + ports.count[hn])
+                  if ports.node[ports.peer[p]] == node]
+        if linked:
+            return linked
+        row = int(self.node_row[node])
+        if row < 0:
+            return [int(ports.first[node])]
+        sid = int(self.table[row * self.n_classes + self.host_class[dst]])
+        return [] if sid < 0 else self.set_port[self.set_off[sid]:self.set_off[sid + 1]].tolist()
+
+    def next_hops(self, ports: "PortTable", host_node, nodes, dsts):
+        """(first candidate port, number of candidates) at each `nodes[i]` towards host
+        `dsts[i]` (vectorised); the first port is -1 where there is none. As the engine's
+        lookup (csrc/nic.pxd route_count)."""
+        nodes = np.asarray(nodes, dtype=np.int64)
+        dsts = np.asarray(dsts, dtype=np.int64)
+        hn = np.asarray(host_node, dtype=np.int64)[dsts]
+        first = np.full(len(nodes), -1, dtype=np.int64)
+        count = np.zeros(len(nodes), dtype=np.int64)
+        # linked to the destination: its links to it, in port order
+        for j in range(int(ports.count[hn].max()) if len(hn) else 0):
+            has = j < ports.count[hn]
+            pp = ports.peer[np.where(has, ports.first[hn] + j, 0)]
+            adj = has & (ports.node[pp] == nodes)
+            first = np.where(adj & (count == 0), pp, first)
+            count += adj
+        row = self.node_row[nodes]
+        single = (count == 0) & (row < 0)
+        first = np.where(single, ports.first[nodes], first)
+        count = np.where(single, 1, count)
+        via = (count == 0) & (row >= 0)
+        sid = np.where(via, self.table[np.where(via, row, 0) * self.n_classes + self.host_class[dsts]], -1)
+        ends = np.append(self.set_off, self.set_off[-1])         # so that sid + 1 exists even with no set
+        off = ends[np.maximum(sid, 0)]
+        n = np.where(sid >= 0, ends[np.maximum(sid, 0) + 1] - off, 0)
+        sp = np.append(self.set_port, -1)
+        first = np.where(via & (n > 0), sp[np.minimum(off, len(sp) - 1)], first)
+        count = np.where(via, n, count)
+        return first, count
+
+
+def _attach(fabric: Fabric, ports: PortTable):
+    """Each host's class (hosts linked to the same sorted set of nodes share one) and,
+    per class, its attachment nodes padded with -1: (host_class, members)."""
     host_node = np.asarray(fabric.hosts, dtype=np.int64)
+    cnt = ports.count[host_node]
+    width = max(int(cnt.max()) if len(cnt) else 1, 1)
+    att = np.full((len(host_node), width), -1, dtype=np.int64)
+    for j in range(width):
+        has = j < cnt
+        att[has, j] = ports.node[ports.peer[ports.first[host_node[has]] + j]]
+    att.sort(axis=1)
+    att = np.where(att < 0, np.iinfo(np.int64).max, att)
+    att.sort(axis=1)
+    att = np.where(att == np.iinfo(np.int64).max, -1, att)
+    members, first, host_class = np.unique(att, axis=0, return_index=True, return_inverse=True)
+    return host_class.reshape(-1).astype(np.int32), members
+
+
+def route(fabric: Fabric, ports: PortTable, chunk_cells: int = 1 << 23) -> Routes:
+    """Equal-cost shortest-path next hops (see Routes), by breadth-first search from every
+    destination class over the graph in which hosts never forward.
+
+    NOTE: memory grows with routers x classes (for a fat-tree, switches x edge switches:
+    75 MB of table at k = 74), not nodes x hosts; the search and the next-hop sets are
+    vectorised over blocks of classes of about `chunk_cells` (port, class) cells."""
+    n_nodes = fabric.n_nodes
+    kinds = np.asarray(fabric.kinds, dtype=np.int8)
     pnode = ports.node.astype(np.int64)
-    ppeer_node = pnode[ports.peer]
-    unreached = np.iinfo(np.int16).max
-    dist = np.full((n_nodes, n_hosts), unreached, dtype=np.int16)
-    keys, outs = [], []
-    for lo in range(0, n_hosts, chunk):
-        hi = min(n_hosts, lo + chunk)
-        dsts = np.arange(lo, hi)
-        d = np.full((n_nodes, hi - lo), unreached, dtype=np.int16)
-        d[host_node[dsts], np.arange(hi - lo)] = 0
-        # A peer may be crossed if it is a switch or is the destination itself.
-        via_ok = (kinds[ppeer_node] == SWITCH)[:, None] | (ppeer_node[:, None] == host_node[dsts][None, :])
-        level = 0
-        while True:
-            frontier = (d[ppeer_node] == level) & via_ok & (d[pnode] == unreached)
+    ppeer = pnode[ports.peer]
+    host_class, members = _attach(fabric, ports)
+    n_classes = len(members)
+    router = (kinds == SWITCH) | (ports.count > 1)
+    node_row = np.full(n_nodes, -1, dtype=np.int32)
+    node_row[router] = np.arange(int(router.sum()), dtype=np.int32)
+    n_rows = int(router.sum())
+    dist = np.full((n_rows, n_classes), UNREACHED, dtype=np.int16)
+    is_sw = kinds == SWITCH
+    # switch -> switch ports drive the search
+    ff = np.nonzero(is_sw[pnode] & is_sw[ppeer])[0]
+    fu, fv = node_row[pnode[ff]], node_row[ppeer[ff]]
+    # every port of a router, in port order (so grouped by node), for the next-hop sets
+    rp = np.nonzero(router[pnode])[0]
+    ru = node_row[pnode[rp]]
+    rv = np.where(is_sw[ppeer[rp]], node_row[ppeer[rp]], -1)
+    group = np.concatenate(([0], np.nonzero(np.diff(ru))[0] + 1)) if len(rp) else np.zeros(0, dtype=np.int64)
+    group_row = ru[group] if len(rp) else np.zeros(0, dtype=np.int32)
+    rng = np.random.default_rng(0x5EED)
+    key = rng.integers(1, 2**63, size=len(rp), dtype=np.int64).astype(np.uint64)
+    hosts_rows = np.nonzero(router & ~is_sw)[0]
+    width = max(1, chunk_cells // max(len(rp), len(ff), 1))
+    hashes = np.zeros((n_rows, n_classes), dtype=np.uint64)
+    for lo in range(0, n_classes, width):
+        hi = min(n_classes, lo + width)
+        d = dist[:, lo:hi]
+        mem = members[lo:hi]
+        for j in range(mem.shape[1]):
+            m = mem[:, j] >= 0
+            m[m] &= is_sw[mem[m, j]]
+            d[node_row[mem[m, j]], np.nonzero(m)[0]] = 1
+        level = 1
+        while len(ff):
+            frontier = (d[fv] == level) & (d[fu] == UNREACHED)
             if not frontier.any():
                 break
-            p_idx, h_idx = np.nonzero(frontier)
-            d[pnode[p_idx], h_idx] = level + 1
+            p_idx, c_idx = np.nonzero(frontier)
+            d[fu[p_idx], c_idx] = level + 1
             level += 1
-        dist[:, lo:hi] = d
-        reach_peer = d[ppeer_node].astype(np.int32)
-        here = d[pnode].astype(np.int32)
-        hop = via_ok & (here != unreached) & (reach_peer == here - 1)
-        p_idx, h_idx = np.nonzero(hop)
-        keys.append(pnode[p_idx] * n_hosts + dsts[h_idx])
-        outs.append(p_idx.astype(np.int32))
-    bad = np.argwhere(dist[host_node] == unreached)
-    if len(bad):
-        a, b = bad[0]
-        raise TopologyError(
-            f"topology is disconnected: host {fabric.names[host_node[a]]} cannot reach host "
-            f"{fabric.names[host_node[b]]} ({len(bad)} unreachable pairs); check the links")
-    key = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
-    out = np.concatenate(outs) if outs else np.zeros(0, dtype=np.int32)
-    order = np.argsort(key, kind="stable")
-    key, out = key[order], out[order]
-    counts = np.bincount(key, minlength=n_nodes * n_hosts)
-    route_off = np.zeros(n_nodes * n_hosts + 1, dtype=np.int64)
-    np.cumsum(counts, out=route_off[1:])
-    if route_off[-1] >= 2**31:
+        for hn in hosts_rows:           # a host with several ports: one more than its best switch
+            pr = np.arange(ports.first[hn], ports.first[hn] + ports.count[hn])
+            peers = node_row[ppeer[pr][is_sw[ppeer[pr]]]]
+            if len(peers):
+                best = d[peers].min(axis=0)
+                d[node_row[hn]] = np.where(best == UNREACHED, UNREACHED, best + 1)
+        if len(rp):
+            here = d[ru].astype(np.int32)
+            ok = (rv[:, None] >= 0) & (here != UNREACHED) & (d[np.maximum(rv, 0)].astype(np.int32) == here - 1)
+            contrib = np.where(ok, key[:, None], np.uint64(0))
+            hashes[group_row, lo:hi] = np.bitwise_xor.reduceat(contrib, group, axis=0)
+    _check_reachable(fabric, ports, node_row, host_class, members, dist)
+    # NOTE: a next-hop set is named by the XOR of its ports' random 64-bit keys; equal
+    # hashes are taken as equal sets (a collision among ~1e6 sets has odds ~1e-8).
+    flat = hashes.reshape(-1)
+    uniq, rep, inv = np.unique(flat, return_index=True, return_inverse=True)
+    inv = inv.reshape(-1).astype(np.int64)
+    nonempty = uniq != 0
+    set_id = np.cumsum(nonempty) - 1
+    table = np.where(nonempty[inv], set_id[inv], -1).astype(np.int32)
+    rep = rep[nonempty]
+    rep_row, rep_cls = rep // n_classes, rep % n_classes
+    row_node = np.nonzero(router)[0]
+    counts, port_lists = [], []
+    pos = np.searchsorted(rp, ports.first[row_node])
+    ends = np.concatenate((pos[1:], [len(rp)]))
+    for j in range(int((ends - pos).max()) if len(pos) else 0):
+        idx = pos[rep_row] + j
+        has = idx < ends[rep_row]
+        idx = np.where(has, idx, 0)
+        v = rv[idx]
+        here = dist[rep_row, rep_cls].astype(np.int32)
+        ok = has & (v >= 0) & (dist[np.maximum(v, 0), rep_cls].astype(np.int32) == here - 1)
+        counts.append(ok)
+        port_lists.append(np.where(ok, rp[idx], -1))
+    if port_lists:
+        cand = np.stack(port_lists, axis=1)
+        ok = np.stack(counts, axis=1)
+        set_off = np.zeros(len(rep) + 1, dtype=np.int64)
+        np.cumsum(ok.sum(axis=1), out=set_off[1:])
+        set_port = cand[ok].astype(np.int32)
+    else:
+        set_off, set_port = np.zeros(1, dtype=np.int64), np.zeros(0, dtype=np.int32)
+    if set_off[-1] >= 2**31 or n_rows * n_classes >= 2**31:
         raise TopologyError("routing table too large for this engine (2**31 entries)")
-    return route_off.astype(np.int32), out, dist
+    return Routes(node_row, host_class, n_classes, table, set_off.astype(np.int32), set_port, dist)
+
+
+def _check_reachable(fabric, ports, node_row, host_class, members, dist) -> None:
+    """TopologyError naming the first (source, destination) host pair, in host order,
+    with no path, and how many pairs have none."""
+    n_classes = len(members)
+    reach = np.zeros((n_classes, n_classes), dtype=bool)
+    for j in range(members.shape[1]):
+        m = members[:, j] >= 0
+        rows = node_row[np.where(m, members[:, j], 0)]
+        ok = m & (rows >= 0)
+        reach[ok] |= dist[rows[ok]] != UNREACHED
+    size = np.bincount(host_class, minlength=n_classes)
+    bad = ~reach
+    n_bad = int((size[:, None] * size[None, :] * bad).sum() - (size * np.diag(bad)).sum())
+    if not n_bad:
+        return
+    host_node = np.asarray(fabric.hosts)
+    for a in range(fabric.n_hosts):
+        cb = np.nonzero(bad[host_class[a]])[0]
+        others = np.nonzero(np.isin(host_class, cb) & (np.arange(fabric.n_hosts) != a))[0]
+        if len(others):
+            b = others[0]
+            raise TopologyError(
+                f"topology is disconnected: host {fabric.names[host_node[a]]} cannot reach host "
+                f"{fabric.names[host_node[b]]} ({n_bad} unreachable pairs); check the links")
 
 
 # ---------------------------------------------------------------------------------------
@@ -219,27 +384,27 @@ def ring(switches: int, hosts_per_switch: int, rate_bps: int, host_delay_ps: int
     return f
 
 
-def clockwise_routes(fabric: Fabric, ports: PortTable):
-    """Routes of a ring that always go clockwise (to the next switch), never the short way."""
-    route_off, route_port, dist = route(fabric, ports)
-    n_nodes, n_hosts = fabric.n_nodes, fabric.n_hosts
+def clockwise_routes(fabric: Fabric, ports: PortTable) -> Routes:
+    """Routes of a ring that always go clockwise (to the next switch), never the short way:
+    every switch not linked to the destination has one next hop, its port to the next
+    ring switch."""
+    r = route(fabric, ports)
     kinds = np.asarray(fabric.kinds)
-    host_node = np.asarray(fabric.hosts)
     peer_node = ports.node[ports.peer]
-    table = [[route_port[route_off[k]:route_off[k + 1]].tolist()] for k in range(n_nodes * n_hosts)]
-    for u in np.nonzero(kinds == SWITCH)[0]:
+    n_ring = int((kinds == SWITCH).sum())
+    switches = np.nonzero(kinds == SWITCH)[0]
+    clockwise = np.zeros(len(switches), dtype=np.int32)
+    for i, u in enumerate(switches):
         mine = np.arange(ports.first[u], ports.first[u] + ports.count[u])
-        to_switch = [p for p in mine if kinds[peer_node[p]] == SWITCH]
-        clockwise = [p for p in to_switch if fabric.names[peer_node[p]] ==
-                     f"ring{(int(fabric.names[u][4:]) + 1) % sum(kinds == SWITCH)}"]
-        for d in range(n_hosts):
-            local = [p for p in mine if peer_node[p] == host_node[d]]
-            table[u * n_hosts + d] = [local or clockwise]
-    counts = np.array([len(t[0]) for t in table], dtype=np.int64)
-    off = np.zeros(len(table) + 1, dtype=np.int64)
-    np.cumsum(counts, out=off[1:])
-    flat = np.array([p for t in table for p in t[0]], dtype=np.int32)
-    return off.astype(np.int32), flat, dist
+        nxt = f"ring{(int(fabric.names[u][4:]) + 1) % n_ring}"
+        clockwise[i] = next(p for p in mine if fabric.names[peer_node[p]] == nxt)
+    table = np.full(len(r.table), -1, dtype=np.int32).reshape(-1, r.n_classes)
+    rows = r.node_row[switches]
+    table[rows] = np.arange(len(switches), dtype=np.int32)[:, None]
+    linked = r.dist[rows] == 1              # the destination hangs off this switch
+    table[rows] = np.where(linked, -1, table[rows])
+    return Routes(r.node_row, r.host_class, r.n_classes, table.reshape(-1),
+                  np.arange(len(switches) + 1, dtype=np.int32), clockwise, r.dist)
 
 
 def fat_tree(k: int, rate_bps: int, host_delay_ps: int, fabric_delay_ps: int,

@@ -9,8 +9,11 @@ The expected digests in tests/data/route_digests.json were computed by this file
     git worktree add /tmp/old 2d47d50 && cd /tmp/old && $VENV/python setup.py build_ext --inplace
     PYTHONPATH=/tmp/old $VENV/python tests/test_route_digests.py > tests/data/route_digests.json
 
-(this file copied into /tmp/old/tests first). Only the summary keys present then are
-compared, so keys added since do not change the digest. A change that
+(this file copied into /tmp/old/tests first), with one fix applied to 2d47d50 there:
+CBFC credit frames had an unset `payload` (csrc/cbfc.pxd), so the trace of a CBFC run
+held whatever an earlier packet left in the pool slot and differed from process to
+process; they now carry 0. Only the summary keys present then are compared, so keys
+added since do not change the digest. A change that
 legitimately changes results (the PFC fixes of the lossless issue) updates that file
 the same way and says so in its commit.
 """
