@@ -205,10 +205,12 @@ def build_qps(flows, sc, pt, host_node, nodes, qp_key=None) -> np.ndarray:
     roce_msg = flows["verb"] != V_RAW
     if qp_key is None:
         qp_key = np.full(n, -1, dtype=np.int64)
-    key = np.stack([flows["src"], flows["dst"], roce_msg.astype(np.int64), qp_key,
-                    np.where(qp_key >= 0, -1, np.arange(n))], axis=1)
-    _, first, group = np.unique(key, axis=0, return_index=True, return_inverse=True)
-    group = group.reshape(-1)
+    if np.all(qp_key < 0):              # every message its own QP
+        first = group = np.arange(n)
+    else:
+        key = np.stack([flows["src"], flows["dst"], roce_msg.astype(np.int64), qp_key,
+                        np.where(qp_key >= 0, -1, np.arange(n))], axis=1)
+        first, group = unique_rows(key)
     # number groups in order of their first message, so QP numbering follows the table
     rank = np.empty(len(first), dtype=np.int64)
     rank[np.argsort(first, kind="stable")] = np.arange(len(first))
@@ -259,32 +261,55 @@ def pfc_headroom_bytes(rate_bps, delay_ps, max_frame, response_ps, pipeline_ps):
             + 2 * (max_frame + PREAMBLE_BYTES + IFG_BYTES) + 64 + PREAMBLE_BYTES + IFG_BYTES)
 
 
-def _paths(flows, nodes, pt, host_node, routes):
-    """Walk every flow's first-choice shortest path at once: per hop the link rate,
-    delay, and the receiving node's latency and cut-through flag."""
-    n = len(flows)
-    cur = host_node[flows["src"]].astype(np.int64)
-    dst_node = host_node[flows["dst"]].astype(np.int64)
-    dst = flows["dst"].astype(np.int64)
-    hops = []
-    active = np.ones(n, dtype=bool)
+def _paths(src, dst, nodes, pt, host_node, routes):
+    """Walk the first-choice shortest path from each host src[i] to dst[i] at once: per
+    hop level, (egress port, -1 once arrived; whether the sending switch sprays)."""
+    cur = host_node[src].astype(np.int64)
+    dst_node = host_node[dst].astype(np.int64)
+    dst = np.asarray(dst, dtype=np.int64)
+    levels = []
+    active = np.ones(len(cur), dtype=bool)
     while active.any():
-        # finished flows sit at their destination, which has no route to itself
-        first, choices = routes.next_hops(pt, host_node, cur, dst)
-        p = np.where(active, first, 0)
-        choices = np.where(active, choices, 0)
-        peer_node = pt.node[pt.peer[p]]
-        hop = np.zeros(n, dtype=[("rate", "i8"), ("delay", "i8"), ("lat", "i8"), ("ct", "i1"), ("spray", "i1")])
-        hop["rate"] = np.where(active, pt.rate_bps[p], 0)
-        hop["delay"] = np.where(active, pt.delay_ps[p], 0)
-        hop["lat"] = np.where(active, nodes["latency_ps"][peer_node], 0)
-        hop["ct"] = np.where(active, nodes["cut_through"][peer_node], 0)
+        on = np.nonzero(active)[0]
+        first, choices = routes.next_hops(pt, host_node, cur[on], dst[on])
+        port = np.full(len(cur), -1, dtype=np.int64)
+        port[on] = first
+        spray = np.zeros(len(cur), dtype=bool)
         # a switch spraying over several next hops: frames do not queue behind each other
-        hop["spray"] = active & (nodes["kind"][cur] == SWITCH) & (nodes["ecmp"][cur] == ECMP["spray"]) & (choices > 1)
-        hops.append(hop)
-        cur = np.where(active, peer_node, cur)
-        active &= cur != dst_node
-    return hops
+        c = cur[on]
+        spray[on] = (nodes["kind"][c] == SWITCH) & (nodes["ecmp"][c] == ECMP["spray"]) & (choices > 1)
+        levels.append((port, spray))
+        cur[on] = pt.node[pt.peer[first]]
+        active[on] = cur[on] != dst_node[on]
+    return levels
+
+
+def _relabel(values: np.ndarray, bound: int) -> tuple[np.ndarray, int]:
+    """Dense ids 0..m-1 for integer values in [0, bound): (ids, m). NOTE: a lookup table
+    instead of a sort when the bound is small (path ids grow one hop at a time)."""
+    if bound <= 4 * len(values) + 4096:
+        seen = np.zeros(bound, dtype=bool)
+        seen[values] = True
+        ids = np.cumsum(seen) - 1
+        return ids[values], int(seen.sum())
+    uniq, inv = np.unique(values, return_inverse=True)
+    return inv.reshape(-1), len(uniq)
+
+
+def _path_ids(levels, hop_type: np.ndarray, n_types: int) -> np.ndarray:
+    """One id per flow for its sequence of hop types (levels of _paths), equal ids for
+    equal sequences: built level by level as (id so far, this hop's type)."""
+    pid = np.zeros(len(levels[0][0]) if levels else 0, dtype=np.int64)
+    n_ids, width = 1, 2 * n_types + 1
+    for port, spray in levels:
+        t = np.where(port >= 0, 1 + 2 * hop_type[np.maximum(port, 0)] + spray, 0)
+        pid, n_ids = _relabel(pid * width + t, n_ids * width)
+    return pid
+
+
+def _hops(levels, i, hop_params) -> list[tuple]:
+    """Flow i's path as _pipeline takes it: (rate, delay, latency, cut-through, spray) per hop."""
+    return [(*hop_params[int(port[i])], int(spray[i])) for port, spray in levels if port[i] >= 0]
 
 
 ROCE_BASE_BYTES, RETH, AETH, IMM = 66, 16, 4, 4     # csrc/roce.pxd
@@ -337,54 +362,54 @@ def unique_rows(rows: np.ndarray):
     return first, inverse
 
 
-def _signatures(flows, hops, extra):
-    sig = np.zeros(len(flows), dtype=[("size", "i8"), ("mtu", "i4"), ("verb", "i4")] +
-                   [(f"h{i}", hops[0].dtype) for i in range(len(hops))] + extra)
-    sig["size"] = flows["size"]
-    sig["mtu"] = flows["mtu"]
-    sig["verb"] = flows["verb"]
-    for i, h in enumerate(hops):
-        sig[f"h{i}"] = h
-    return sig
-
-
 def ideal_fct_ps(flows, sc, nodes, pt, host_node, routes) -> np.ndarray:
     """Ideal completion per message (see module doc). A READ's data flows back from the
-    responder: its ideal is the request's one-way time plus the responses' pipeline."""
-    if len(flows) == 0:
+    responder: its ideal is the request's one-way time plus the responses' pipeline.
+
+    NOTE: messages are grouped by what their ideal depends on (size, MTU, verb, lanes and
+    the hop types of each path, as small integer ids), and _pipeline runs once per group."""
+    n = len(flows)
+    if n == 0:
         return np.zeros(0, dtype=np.int64)
-    fwd = _paths(flows, nodes, pt, host_node, routes)
-    rev_flows = flows.copy()
-    rev_flows["src"], rev_flows["dst"] = flows["dst"], flows["src"]
-    rev = _paths(rev_flows, nodes, pt, host_node, routes)
-    depth = max(len(fwd), len(rev))
-    empty = np.zeros(len(flows), dtype=fwd[0].dtype)
-    fwd += [empty] * (depth - len(fwd))
-    rev += [empty] * (depth - len(rev))
+    # a hop's type: its link's rate and delay, the receiving node's latency and cut-through
+    peer = pt.node[pt.peer]
+    params = np.stack([pt.rate_bps, pt.delay_ps, nodes["latency_ps"][peer], nodes["cut_through"][peer]],
+                      axis=1).astype(np.int64)
+    types, port_type = np.unique(params, axis=0, return_inverse=True)
+    port_type = port_type.reshape(-1)
+    hop_params = [tuple(int(x) for x in r) for r in params]
+    src, dst = flows["src"].astype(np.int64), flows["dst"].astype(np.int64)
+    fwd = _paths(src, dst, nodes, pt, host_node, routes)
     is_read = flows["verb"] == V_READ
-    sig = _signatures(flows, fwd, [(f"r{i}", rev[0].dtype) for i in range(depth)] + [("lanes", "i4")])
-    for i in range(depth):
-        sig[f"r{i}"] = np.where(is_read, rev[i], empty)
+    reads = np.nonzero(is_read)[0]
+    rev = _paths(dst[reads], src[reads], nodes, pt, host_node, routes) if len(reads) else []
+    rev_id = np.zeros(n, dtype=np.int64)
+    if len(reads):
+        rev_id[reads] = 1 + _path_ids(rev, port_type, len(types))
     # A host that sprays over P equal-cost ports sends frame i on port i mod P.
-    src_node = host_node[np.where(is_read, flows["dst"], flows["src"])]
-    dst_host = np.where(is_read, flows["src"], flows["dst"]).astype(np.int64)
-    sig["lanes"] = np.where(nodes["ecmp"][src_node] == ECMP["spray"], routes.next_hops(pt, host_node, src_node, dst_host)[1], 1)
-    first, inverse = unique_rows(sig)
-    uniq = sig[first]
-    out = np.empty(len(uniq), dtype=np.int64)
-
-    def path_of(row, prefix):
-        return [tuple(int(x) for x in row[f"{prefix}{i}"]) for i in range(depth) if row[f"{prefix}{i}"]["rate"] > 0]
-
-    for j, row in enumerate(uniq):
-        verb, size, mtu, lanes = int(row["verb"]), int(row["size"]), int(row["mtu"]), int(row["lanes"])
+    sender = np.where(is_read, dst, src)
+    receiver = np.where(is_read, src, dst)
+    lanes = np.ones(n, dtype=np.int64)
+    spr = np.nonzero(nodes["ecmp"][host_node[sender]] == ECMP["spray"])[0]
+    if len(spr):
+        lanes[spr] = routes.next_hops(pt, host_node, host_node[sender[spr]], receiver[spr])[1]
+    key = np.stack([flows["size"].astype(np.int64), flows["mtu"].astype(np.int64), flows["verb"].astype(np.int64),
+                    lanes, _path_ids(fwd, port_type, len(types)), rev_id], axis=1)
+    first, inverse = unique_rows(key)
+    read_pos = np.full(n, -1, dtype=np.int64)
+    read_pos[reads] = np.arange(len(reads))
+    out = np.empty(len(first), dtype=np.int64)
+    for j, i in enumerate(first.tolist()):
+        verb, size, mtu, ln = int(flows["verb"][i]), int(flows["size"][i]), int(flows["mtu"][i]), int(lanes[i])
         frames = frame_sizes(verb, size, mtu)
+        path = _hops(fwd, i, hop_params)
         if verb == V_READ:
-            out[j] = (_pipeline(np.array([READ_REQUEST_BYTES]), path_of(row, "h"))
-                      + max(_pipeline(frames[k::lanes], path_of(row, "r")) for k in range(min(lanes, len(frames)))))
+            back = _hops(rev, int(read_pos[i]), hop_params)
+            out[j] = (_pipeline(np.array([READ_REQUEST_BYTES]), path)
+                      + max(_pipeline(frames[k::ln], back) for k in range(min(ln, len(frames)))))
         else:
-            out[j] = max(_pipeline(frames[k::lanes], path_of(row, "h")) for k in range(min(lanes, len(frames))))
-    return out[inverse.reshape(-1)]
+            out[j] = max(_pipeline(frames[k::ln], path) for k in range(min(ln, len(frames))))
+    return out[inverse]
 
 
 def _pipeline(frame, path) -> int:
