@@ -243,7 +243,7 @@ def route(fabric: Fabric, ports: PortTable, chunk_cells: int = 1 << 23) -> Route
     hashes = np.zeros((n_rows, n_classes), dtype=np.uint64)
     for lo in range(0, n_classes, width):
         hi = min(n_classes, lo + width)
-        d = dist[:, lo:hi]
+        d = np.full((n_rows, hi - lo), UNREACHED, dtype=np.int16)        # contiguous: rows gather fast
         mem = members[lo:hi]
         for j in range(mem.shape[1]):
             m = mem[:, j] >= 0
@@ -263,10 +263,13 @@ def route(fabric: Fabric, ports: PortTable, chunk_cells: int = 1 << 23) -> Route
             if len(peers):
                 best = d[peers].min(axis=0)
                 d[node_row[hn]] = np.where(best == UNREACHED, UNREACHED, best + 1)
+        dist[:, lo:hi] = d
         if len(rp):
-            here = d[ru].astype(np.int32)
-            ok = (rv[:, None] >= 0) & (here != UNREACHED) & (d[np.maximum(rv, 0)].astype(np.int32) == here - 1)
-            contrib = np.where(ok, key[:, None], np.uint64(0))
+            here = d[ru]
+            ok = d[np.maximum(rv, 0)] == here - 1
+            ok &= here != UNREACHED
+            ok &= (rv >= 0)[:, None]
+            contrib = key[:, None] * ok
             hashes[group_row, lo:hi] = np.bitwise_xor.reduceat(contrib, group, axis=0)
     _check_reachable(fabric, ports, node_row, host_class, members, dist)
     # NOTE: a next-hop set is named by the XOR of its ports' random 64-bit keys; equal
