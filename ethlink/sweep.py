@@ -63,7 +63,7 @@ import pyarrow as pa
 
 from . import scenarios, units
 from .scenario import Scenario, ScenarioError
-from .tables import TABLE_NAMES
+from .tables import TABLE_NAMES, read_table
 
 __all__ = ["DEFAULT_METRICS", "SweepError", "Point", "parse_grid_item", "split_values", "parse_value",
            "toml_literal", "plan", "check_metrics", "require_dask", "metric_value", "run_point", "sweep", "results_table"]
@@ -624,11 +624,14 @@ def _recover_or_remove(out: Path, points: Sequence[Point], results: dict[int, di
         except (OSError, ValueError):
             summary = None
         if summary is not None:
-            results[p.index] = {"index": p.index, "metrics": {m: metric_value(summary, m) for m in metrics},
+            tables = functools.partial(read_table, d)
+            results[p.index] = {"index": p.index, "metrics": {m: metric_value(summary, m, tables) for m in metrics},
                                 "trace_rows": None, "error": ""}
             continue
-        # the trace, the trace being written, a summary being written (cli.write_json_atomic)
-        for f in (d / "trace.arrow", partial_path(d / "trace.arrow"), *d.glob("summary.json.*.tmp")):
+        # the trace, the trace being written, the tables and a summary, written or being
+        # written (tables.replace_atomic)
+        tables_written = [d / f"{n}.parquet" for n in TABLE_NAMES]
+        for f in (d / "trace.arrow", partial_path(d / "trace.arrow"), *tables_written, *d.glob("*.tmp")):
             f.unlink(missing_ok=True)
         for part in (f".tmp-point={p.index}", f"point={p.index}"):
             shutil.rmtree(out / "traces" / part, ignore_errors=True)

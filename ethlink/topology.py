@@ -14,8 +14,8 @@ search over the graph in which hosts never forward. Hosts linked to the same swi
 the same, except at those switches, where they are the links to the host itself. So the
 tables (`Routes`) are per router (switch, or host with several ports) and per class,
 with each distinct set of next hops stored once: a 101,306-host fat-tree (k = 74) needs
-about 120 MB, where a dense (node x host) table would need 40 GB. The search is
-vectorised over blocks of classes.
+116 MB, where a dense (node x host) table would need 44 GB. The search itself is C
+(csrc/routing.pyx).
 
 A ring of switches (hosts hanging off each) can instead be routed one way round
 (`clockwise_routes`): every frame travels clockwise, so the ring's buffers depend on each
@@ -208,13 +208,15 @@ def _attach(fabric: Fabric, ports: PortTable):
     return host_class.reshape(-1).astype(np.int32), members
 
 
-def route(fabric: Fabric, ports: PortTable, chunk_cells: int = 1 << 23) -> Routes:
+def route(fabric: Fabric, ports: PortTable) -> Routes:
     """Equal-cost shortest-path next hops (see Routes), by breadth-first search from every
     destination class over the graph in which hosts never forward.
 
     NOTE: memory grows with routers x classes (for a fat-tree, switches x edge switches:
-    75 MB of table at k = 74), not nodes x hosts; the search and the next-hop sets are
-    vectorised over blocks of classes of about `chunk_cells` (port, class) cells."""
+    116 MB at k = 74), not nodes x hosts. The search runs in C (csrc/routing.pyx,
+    ethlink._routing); this function prepares its arrays and stores the results."""
+    from . import _routing
+
     n_nodes = fabric.n_nodes
     kinds = np.asarray(fabric.kinds, dtype=np.int8)
     pnode = ports.node.astype(np.int64)
@@ -225,52 +227,31 @@ def route(fabric: Fabric, ports: PortTable, chunk_cells: int = 1 << 23) -> Route
     node_row = np.full(n_nodes, -1, dtype=np.int32)
     node_row[router] = np.arange(int(router.sum()), dtype=np.int32)
     n_rows = int(router.sum())
-    dist = np.full((n_rows, n_classes), UNREACHED, dtype=np.int16)
     is_sw = kinds == SWITCH
-    # switch -> switch ports drive the search
+    # switch -> switch links, as a CSR over rows (ports are grouped by node, so sorted)
     ff = np.nonzero(is_sw[pnode] & is_sw[ppeer])[0]
-    fu, fv = node_row[pnode[ff]], node_row[ppeer[ff]]
-    # every port of a router, in port order (so grouped by node), for the next-hop sets
+    adj_off = np.zeros(n_rows + 1, dtype=np.int32)
+    np.cumsum(np.bincount(node_row[pnode[ff]], minlength=n_rows), out=adj_off[1:])
+    adj_row = node_row[ppeer[ff]].astype(np.int32)
+    seeds = np.where((members >= 0) & is_sw[np.maximum(members, 0)], node_row[np.maximum(members, 0)], -1)
+    hn = np.nonzero(router & ~is_sw)[0]
+    hp = np.concatenate([np.arange(ports.first[h], ports.first[h] + ports.count[h]) for h in hn]) \
+        if len(hn) else np.zeros(0, dtype=np.int64)
+    hp = hp[is_sw[ppeer[hp]]]
+    host_off = np.zeros(len(hn) + 1, dtype=np.int32)
+    np.cumsum(np.bincount(np.searchsorted(hn, pnode[hp]), minlength=len(hn)), out=host_off[1:])
+    # every port of a router, in port order, with its peer's row (-1 unless a switch)
     rp = np.nonzero(router[pnode])[0]
-    ru = node_row[pnode[rp]]
-    rv = np.where(is_sw[ppeer[rp]], node_row[ppeer[rp]], -1)
-    group = np.concatenate(([0], np.nonzero(np.diff(ru))[0] + 1)) if len(rp) else np.zeros(0, dtype=np.int64)
-    group_row = ru[group] if len(rp) else np.zeros(0, dtype=np.int32)
+    port_off = np.zeros(n_rows + 1, dtype=np.int32)
+    np.cumsum(np.bincount(node_row[pnode[rp]], minlength=n_rows), out=port_off[1:])
+    rv = np.where(is_sw[ppeer[rp]], node_row[ppeer[rp]], -1).astype(np.int32)
     rng = np.random.default_rng(0x5EED)
     key = rng.integers(1, 2**63, size=len(rp), dtype=np.int64).astype(np.uint64)
-    hosts_rows = np.nonzero(router & ~is_sw)[0]
-    width = max(1, chunk_cells // max(len(rp), len(ff), 1))
-    hashes = np.zeros((n_rows, n_classes), dtype=np.uint64)
-    for lo in range(0, n_classes, width):
-        hi = min(n_classes, lo + width)
-        d = np.full((n_rows, hi - lo), UNREACHED, dtype=np.int16)        # contiguous: rows gather fast
-        mem = members[lo:hi]
-        for j in range(mem.shape[1]):
-            m = mem[:, j] >= 0
-            m[m] &= is_sw[mem[m, j]]
-            d[node_row[mem[m, j]], np.nonzero(m)[0]] = 1
-        level = 1
-        while len(ff):
-            frontier = (d[fv] == level) & (d[fu] == UNREACHED)
-            if not frontier.any():
-                break
-            p_idx, c_idx = np.nonzero(frontier)
-            d[fu[p_idx], c_idx] = level + 1
-            level += 1
-        for hn in hosts_rows:           # a host with several ports: one more than its best switch
-            pr = np.arange(ports.first[hn], ports.first[hn] + ports.count[hn])
-            peers = node_row[ppeer[pr][is_sw[ppeer[pr]]]]
-            if len(peers):
-                best = d[peers].min(axis=0)
-                d[node_row[hn]] = np.where(best == UNREACHED, UNREACHED, best + 1)
-        dist[:, lo:hi] = d
-        if len(rp):
-            here = d[ru]
-            ok = d[np.maximum(rv, 0)] == here - 1
-            ok &= here != UNREACHED
-            ok &= (rv >= 0)[:, None]
-            contrib = key[:, None] * ok
-            hashes[group_row, lo:hi] = np.bitwise_xor.reduceat(contrib, group, axis=0)
+    dist = np.empty((n_rows, n_classes), dtype=np.int16)
+    hashes = np.empty((n_rows, n_classes), dtype=np.uint64)
+    _routing.class_search(n_rows, adj_off, adj_row, np.ascontiguousarray(seeds, dtype=np.int32),
+                          node_row[hn].astype(np.int32), host_off, node_row[ppeer[hp]].astype(np.int32),
+                          port_off, rv, key, dist, hashes)
     _check_reachable(fabric, ports, node_row, host_class, members, dist)
     # NOTE: a next-hop set is named by the XOR of its ports' random 64-bit keys; equal
     # hashes are taken as equal sets (a collision among ~1e6 sets has odds ~1e-8).

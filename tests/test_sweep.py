@@ -175,6 +175,7 @@ def test_interrupted_sweep_keeps_whole_points(tmp_path):
         assert s["stop"] == "empty"
         trace = read_trace(out / r["name"] / "trace.arrow")
         assert trace.schema.metadata[b"complete"] == b"true"
+        assert pq.read_table(out / r["name"] / "flows.parquet").num_rows == s["flows_total"]
     assert (out / "sweep.csv").read_text().count("\n") == len(rows) + 1
 
 

@@ -211,15 +211,6 @@ def test_host_without_link_is_unreachable():
         T.route(f, f.ports())
 
 
-def test_route_in_chunks_equals_route_whole():
-    f = T.fat_tree(4, R, D, D)
-    pt = f.ports()
-    a = T.route(f, pt, chunk_cells=3)
-    b = T.route(f, pt)
-    for name in ("node_row", "host_class", "table", "set_off", "set_port", "dist"):
-        assert np.array_equal(getattr(a, name), getattr(b, name)), name
-
-
 def test_build_fabric_from_scenario():
     sc = ethlink.Scenario.from_dict({
         "topology": {"kind": "leaf-spine", "leaves": 4, "hosts_per_leaf": 6,
