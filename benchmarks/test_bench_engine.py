@@ -3,7 +3,7 @@ heap-bound run of tiny events, and the leaf-spine permutation.
 
 Only the engine's event loop is timed (`sim.engine.run()`, one call, no progress
 callbacks); building the scenario (routing, ideal FCTs) is setup, and building the Result
-(summary dicts, one per flow) comes after. Each benchmark records in `extra_info`, from
+(summary aggregates) comes after. Each benchmark records in `extra_info`, from
 its fastest round:
 
 - events_per_s           every event the loop popped

@@ -164,3 +164,23 @@ def test_every_summary_key_is_documented_in_readme(tmp_path):
     assert "rate_series_bps" in keys
     missing = sorted(k for k in keys if f"`{k}`" not in readme)
     assert not missing, f"summary.json keys not documented in README.md: {missing}"
+
+
+def test_progress_names_every_phase(tmp_path, monkeypatch):
+    """The progress display goes through compile (each step), run and write (each file),
+    in that order, with a Ctrl-C-free run."""
+    from ethlink import cli
+
+    seen = []
+    monkeypatch.setattr(cli._Phases, "phase", lambda self, name, total=None: seen.append(name))
+    monkeypatch.setattr(cli._Phases, "step", lambda self, what: seen.append(f"{seen_phase(seen)}: {what}"))
+    r = invoke("run", "incast-raw", "-o", str(tmp_path / "o"), "--set", "workload.0.size=16KiB", "--trace", "endpoints")
+    assert r.exit_code == 0, r.output
+    assert seen == ["compile", "compile: fabric", "compile: routes", "compile: ports", "compile: flows",
+                    "compile: ideal FCTs", "compile: engine", "run", "write", "write: trace.arrow",
+                    "write: flows.parquet", "write: qps.parquet", "write: ports.parquet", "write: summary.json"]
+
+
+def seen_phase(seen):
+    """The last phase started in a list of phase and step names."""
+    return next(s for s in reversed(seen) if ":" not in s)
