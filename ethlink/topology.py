@@ -245,8 +245,7 @@ def route(fabric: Fabric, ports: PortTable) -> Routes:
     port_off = np.zeros(n_rows + 1, dtype=np.int32)
     np.cumsum(np.bincount(node_row[pnode[rp]], minlength=n_rows), out=port_off[1:])
     rv = np.where(is_sw[ppeer[rp]], node_row[ppeer[rp]], -1).astype(np.int32)
-    rng = np.random.default_rng(0x5EED)
-    key = rng.integers(1, 2**63, size=len(rp), dtype=np.int64).astype(np.uint64)
+    key = _port_keys(len(rp))
     dist = np.empty((n_rows, n_classes), dtype=np.int16)
     hashes = np.empty((n_rows, n_classes), dtype=np.uint64)
     _routing.class_search(n_rows, adj_off, adj_row, np.ascontiguousarray(seeds, dtype=np.int32),
@@ -287,6 +286,18 @@ def route(fabric: Fabric, ports: PortTable) -> Routes:
     if set_off[-1] >= 2**31 or n_rows * n_classes >= 2**31:
         raise TopologyError("routing table too large for this engine (2**31 entries)")
     return Routes(node_row, host_class, n_classes, table, set_off.astype(np.int32), set_port, dist)
+
+
+def _port_keys(n: int) -> np.ndarray:
+    """n distinct-looking nonzero 64-bit keys: splitmix64 of 1..n (Steele et al., OOPSLA
+    2014). NOTE: not numpy.random, whose import costs 9 ms of every run's start-up."""
+    x = np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return np.where(x == 0, np.uint64(1), x)
 
 
 def _check_reachable(fabric, ports, node_row, host_class, members, dist) -> None:
