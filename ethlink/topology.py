@@ -124,9 +124,10 @@ class Routes:
     """Equal-cost next hops of every router (switch, or host with several ports) towards
     every destination class (hosts attached to the same set of switches).
 
-    The next hops at node u towards host h: if u is linked to h, its links to h; else, if
-    u is a host with one port, that port; else the ports of set `table[row(u) *
-    n_classes + host_class[h]]`, i.e. `set_port[set_off[i]:set_off[i + 1]]` (-1: none).
+    The next hops at node u towards host h: if u is a host with one port, that port; if u
+    is linked to h, its links to h (u's table entry for h's class is -1); else the ports
+    of set `table[row(u) * n_classes + host_class[h]]`, i.e.
+    `set_port[set_off[i]:set_off[i + 1]]` (-1: none).
     Candidates are always in ascending port order (the engine picks one by index).
     `dist[row, class]` counts hops from the router to any host of the class (1 when linked
     to it).
@@ -260,6 +261,12 @@ def route(fabric: Fabric, ports: PortTable) -> Routes:
     nonempty = uniq != 0
     set_id = np.cumsum(nonempty) - 1
     table = np.where(nonempty[inv], set_id[inv], -1).astype(np.int32)
+    # a router linked to a class's hosts has no set for it: the engine then takes its links
+    for j in range(members.shape[1]):
+        m = members[:, j] >= 0
+        rows = node_row[np.where(m, members[:, j], 0)]
+        ok = m & (rows >= 0)
+        table[rows[ok].astype(np.int64) * n_classes + np.nonzero(ok)[0]] = -1
     rep = rep[nonempty]
     rep_row, rep_cls = rep // n_classes, rep % n_classes
     row_node = np.nonzero(router)[0]
