@@ -14,7 +14,7 @@ search over the graph in which hosts never forward. Hosts linked to the same swi
 the same, except at those switches, where they are the links to the host itself. So the
 tables (`Routes`) are per router (switch, or host with several ports) and per class,
 with each distinct set of next hops stored once: a 101,306-host fat-tree (k = 74) needs
-116 MB, where a dense (node x host) table would need 44 GB. The search itself is C
+116 MB, where a dense (node x host) table would need over 44 GB. The search itself is C
 (csrc/routing.pyx).
 
 A ring of switches (hosts hanging off each) can instead be routed one way round
