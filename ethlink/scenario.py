@@ -131,7 +131,8 @@ class Pfc:
     xoff_bytes: int = 0
     alpha: float = 0.125
     xon_offset_bytes: int = 0           # 0: two maximum frames
-    headroom_bytes: int = 0             # 0: computed per port (see compile)
+    headroom_bytes: int = 0             # per priority group; 0: computed per port (see compile)
+    headroom_pool_bytes: int = 0        # per switch; 0 ("auto"): every PG's headroom reserved
     quanta: int = 0xFFFF
     response_ps: int = 0
     watchdog: str = "off"               # off | drop | ignore
@@ -556,6 +557,12 @@ def _pfc(sec: _Section) -> Pfc:
     else:
         sec.used.add("xoff")
         xoff_bytes = sec.size("xoff", None, lo=64)
+    pool = sec._get("headroom_pool", None)
+    if pool is None or pool == "auto":
+        pool_bytes = 0
+    else:
+        sec.used.add("headroom_pool")
+        pool_bytes = sec.size("headroom_pool", None, lo=64)
     wd = _Section(sec._get("watchdog", None), sec.path("watchdog"))
     p = Pfc(
         enabled=sec.bool("enabled", True),
@@ -564,6 +571,7 @@ def _pfc(sec: _Section) -> Pfc:
         alpha=sec.float("alpha", d.alpha, lo=0, hi=64),
         xon_offset_bytes=sec.size("xon_offset", 0, lo=0),
         headroom_bytes=sec.size("headroom", 0, lo=0),
+        headroom_pool_bytes=pool_bytes,
         quanta=sec.int("quanta", d.quanta, lo=1, hi=0xFFFF),
         response_ps=sec.time("response", d.response_ps),
         watchdog=wd.choice("action", d.watchdog, WATCHDOG_ACTIONS),
@@ -574,6 +582,18 @@ def _pfc(sec: _Section) -> Pfc:
     wd.done()
     sec.done()
     return p
+
+
+def _check_pfc(p: Pfc, host: Host) -> None:
+    """XON must be reachable: a static XOFF above the hysteresis (csrc/pfc.pxd)."""
+    frame = host.mtu + 64                   # the largest frame any transport sends
+    xon_offset = p.xon_offset_bytes or 2 * frame
+    default = "" if p.xon_offset_bytes else f" (default: two maximum frames at host.mtu {host.mtu})"
+    if p.xoff_bytes and p.xoff_bytes <= xon_offset:
+        raise ScenarioError(
+            f"pfc.xoff: {p.xoff_bytes} B is not above pfc.xon_offset ({xon_offset} B{default}); XON is "
+            f"sent when a port's bytes fall to xoff - xon_offset, so the pause could never lift. "
+            f"Use pfc.xoff > {xon_offset} B, a smaller pfc.xon_offset, or pfc.xoff = \"dynamic\"")
 
 
 def _ecn(sec: _Section) -> Ecn:
@@ -866,6 +886,8 @@ def _build(data: dict) -> Scenario:
     uses_roce = any(f.transport == "roce" for f in flows) or any(w["transport"] == "roce" for w in workloads)
     if uses_roce and host.mtu not in ROCE_MTUS:
         raise ScenarioError(f"host.mtu: RoCE needs an IB path MTU ({', '.join(map(str, ROCE_MTUS))}), got {host.mtu}")
+    if pfc.enabled:
+        _check_pfc(pfc, host)
     if switch.buffer_bytes < 2 * (host.mtu + 64):
         raise ScenarioError(f"switch.buffer: {switch.buffer_bytes} B cannot hold two frames of host.mtu {host.mtu} B")
     return Scenario(name=name, description=description, seed=seed, topology=topology,
