@@ -355,19 +355,21 @@ cdef struct Qp:                 # a queue-pair endpoint; raw flows get a send-on
     int32_t snd_una             # oldest unacknowledged PSN
     int32_t snd_max             # highest PSN sent + 1 (below it a send is a retransmission)
     int32_t psn_end             # PSN after the last posted message
-    int32_t rto_gen             # generation of the armed timeout, stale timers ignored
+    int32_t rto_gen             # generation of the pending QT_RTO event; others are stale
     int64_t rto_ps              # current timeout (doubles on consecutive expiries, back to the initial value on progress)
+    int64_t rto_deadline        # the running timer expires at this ps (valid while rto_armed)
+    int64_t rto_event_ps        # time of the pending QT_RTO event (valid while rto_pending)
     int64_t next_tx_ps          # rate limiter: earliest start of the next frame
     int64_t last_tx_ps          # rate limiter: when the last frame was released
     int64_t last_tx_bytes       # its wire bytes (frame + preamble + IFG)
     int32_t wake_pending        # 1 while a QT_WAKE is scheduled
-    int32_t rto_armed           # 1 while a QT_RTO of generation rto_gen is scheduled
+    int32_t rto_armed           # 1 while the retransmission timer runs (until rto_deadline)
     # READ responder: responses streamed from this endpoint
     int32_t rsp_flow            # message being answered, -1 none
     int32_t rsp_nxt             # next response PSN
     int32_t rsp_end             # PSN after the last response
     int32_t rsp_max             # highest response PSN sent + 1 (below: a retransmission)
-    int32_t pad2
+    int32_t rto_pending         # 1 while a QT_RTO event of generation rto_gen is in the heap
     int32_t retries             # consecutive timeouts without progress
     # DCQCN reaction point (Zhu et al. 2015, section 3.2)
     int64_t line_bps            # rate of its NIC port
