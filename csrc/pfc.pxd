@@ -7,7 +7,8 @@
 # ingress port and a lossless priority). Every frame is charged to the shared pool, except a
 # lossless frame that finds its PG at XOFF (or the shared pool full): that one is charged to
 # the headroom pool, up to its PG's headroom (`Queue.headroom`: what can still arrive after
-# XOFF, computed per port by ethlink.sim from rate, cable delay, MTU and response time). By
+# XOFF, computed per port by ethlink.sim from rate, cable delay, MTU and response time).
+# The pools are counters: a departing frame frees its PG's headroom first. By
 # default the headroom pool reserves every PG's headroom in full (compile refuses a buffer
 # that cannot hold it), so a lossless frame is never dropped; a smaller pool
 # (`pfc.headroom_pool`) is an explicit opt-in, and a frame it cannot hold is dropped as

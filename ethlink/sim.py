@@ -234,6 +234,16 @@ def buffer_pools(sc, fabric, pt, nodes, per_pg, needed, n_prios, max_frame) -> l
         warnings.append(f"pfc.headroom_pool {_fmt_bytes(sc.pfc.headroom_pool_bytes)} is below the "
                         f"{_fmt_bytes(pool_need[worst])} switch {names[worst]} needs to reserve every lossless "
                         f"port's headroom: lossless frames may be dropped (counted as headroom violations)")
+    # The XOFF is refreshed every half pause time, and the refresh may wait behind a maximum
+    # frame and another control frame on the reverse link: it must land before the pause
+    # lapses, or the sender resumes while its group is still above XOFF (frames beyond the
+    # headroom). Cable delay cancels out (the XOFF and its refresh travel the same way):
+    # quanta x 512 bits / 2 >= (maximum frame + 64 B control frame + 2 x 20 B gaps) x 8.
+    min_quanta = -(-(max_frame + 64 + 40) * 8 * 2 // 512)
+    if sc.pfc.quanta < min_quanta:
+        warnings.append(f"pfc.quanta {sc.pfc.quanta} is below {min_quanta}: a pause lapses before its refresh "
+                        f"can arrive behind a {max_frame} B frame, so senders resume while still above XOFF "
+                        f"and lossless frames may be dropped (counted as headroom violations)")
     if sc.pfc.headroom_bytes and np.any(sc.pfc.headroom_bytes < needed[sw_port]):
         warnings.append(f"pfc.headroom {_fmt_bytes(sc.pfc.headroom_bytes)} is below the "
                         f"{_fmt_bytes(needed[sw_port].max())} a port needs for what arrives after XOFF: "
