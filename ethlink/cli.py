@@ -415,6 +415,11 @@ def show_cmd(trace_file, row, nodes, ports, events, flows, pkts, limit, brief):
     _check_events(events)
     table, info = _open_trace(trace_file)
     _incomplete_note(info, trace_file)
+    if table.num_rows == 0:
+        filters = {k: v for k, v in info.filters.items() if v}
+        console.print(f"{trace_file}: the trace has no rows (trace level {info.metadata.get('trace_level')}"
+                      f"{', filters ' + json.dumps(filters) if filters else ''})")
+        return
     if row is not None:
         if row >= table.num_rows:
             raise BadInput(f"--row {row}: the trace has rows 0..{table.num_rows - 1}")
