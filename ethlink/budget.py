@@ -32,9 +32,9 @@ PAIR_BYTES = 24             # routing, per (node, host): dist int16, route_off i
 ENTRY_BYTES = 48            # routing, per next-hop entry: key int64 + port int32, sorted copies, chunk lists
 PORT_BYTES = 2_600          # PortRec + 8 QueueRec + port table columns + Python link objects
 NODE_BYTES = 600            # NodeRec + the builder's name, kind and tier objects
-FLOW_BYTES = 900            # FlowRec + QpRec + workload columns + ideal-time signatures and paths
+FLOW_BYTES = 2_200           # FlowRec + QpRec + workload columns + ideal-time signatures and paths
 FRAME_BYTES = 120           # per frame of the largest message: ideal-time frame and pipeline arrays
-LS_OP_BYTES = 400           # LsOp + the drawn columns and their sort
+LS_OP_BYTES = 220           # LsOp + the drawn columns and their sort
 TRACE_REC_BYTES = 80 * 3    # TraceRec ring + its columns + the Arrow batch
 CLOCKWISE_PAIR_BYTES = 200  # ring routing "clockwise": a Python list per (node, host)
 

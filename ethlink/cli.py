@@ -111,6 +111,12 @@ def _writing(path) -> Iterator[None]:
         raise OutputError(path, exc) from None
 
 
+def _check_parent(out: Path) -> None:
+    """Fail before any work when the output file's directory does not exist."""
+    if not out.parent.is_dir():
+        raise OutputError(out, FileNotFoundError(errno.ENOENT, f"no directory {out.parent}"))
+
+
 @contextmanager
 def _new_outdir(outdir: Path) -> Iterator[None]:
     """Create OUTDIR for the block; if the block fails (a bad option found while setting
@@ -224,7 +230,8 @@ def run_cmd(scenario, outdir, seed, sets, until, trace, trace_compression, trace
         raise click.UsageError(f"scenario {scenario}: {exc}") from None
     with _new_outdir(outdir):
         writer = _trace_writer(sim, outdir, trace_compression, trace_nodes, trace_flows, trace_events)
-    _run_to_outdir(sim, outdir, until_ps, writer, quiet, sc.name)
+    with _writing(outdir):
+        _run_to_outdir(sim, outdir, until_ps, writer, quiet, sc.name)
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -368,6 +375,7 @@ def pcap_cmd(trace_file, out, port, node, port_index, event, flows, limit):
     if port is None and (node is None or port_index is None):
         raise BadInput("choose a capture point: --port N, or --node NAME --port-index I")
     _check_events([event])
+    _check_parent(out)
     table, info = _open_trace(trace_file)
     _incomplete_note(info, trace_file)
     if port is None:
@@ -417,8 +425,8 @@ def show_cmd(trace_file, row, nodes, ports, events, flows, pkts, limit, brief):
     _incomplete_note(info, trace_file)
     if table.num_rows == 0:
         filters = {k: v for k, v in info.filters.items() if v}
-        console.print(f"{trace_file}: the trace has no rows (trace level {info.metadata.get('trace_level')}"
-                      f"{', filters ' + json.dumps(filters) if filters else ''})")
+        click.echo(f"{trace_file}: the trace has no rows (trace level {info.metadata.get('trace_level')}"
+                   f"{', filters ' + json.dumps(filters) if filters else ''})")
         return
     if row is not None:
         if row >= table.num_rows:
@@ -607,7 +615,8 @@ def replay_cmd(workload_file, fabric, outdir, seed, sets, until, trace, trace_co
             if p.exists():
                 p.unlink()
                 console.print(f"removed {p}: an earlier run's trace (this run does not trace)")
-    _run_to_outdir(sim, outdir, until_ps, writer, quiet, f"{sc.name} <- {Path(workload_file).name}")
+    with _writing(outdir):
+        _run_to_outdir(sim, outdir, until_ps, writer, quiet, f"{sc.name} <- {Path(workload_file).name}")
 
 
 @main.command("workload")

@@ -231,6 +231,16 @@ def load_workload(path: str | os.PathLike[str]) -> pa.Table:
         raise TraceError(f"{p}: cannot read: {exc.strerror}") from None
     if not head:
         raise TraceError(f"{p}: empty file (0 bytes), not a workload table")
+    # Only TraceError and ScenarioError leave: a damaged file can fail anywhere in pyarrow.
+    try:
+        return _load_table(p, head)
+    except (TraceError, ScenarioError):
+        raise
+    except Exception as exc:            # noqa: BLE001 - anything else is a damaged file
+        raise TraceError(f"{p}: not a readable workload table ({type(exc).__name__}: {exc})") from None
+
+
+def _load_table(p: Path, head: bytes) -> pa.Table:
     if head.startswith(_ARROW_MAGIC):
         table = _read_arrow_file(p)
         if _is_trace(table.schema):
@@ -243,6 +253,10 @@ def load_workload(path: str | os.PathLike[str]) -> pa.Table:
         raise TraceError(f"{p}: not an Arrow or Parquet file (starts with {head.hex()})")
     else:
         table = _read_csv(p)
+    try:
+        table.validate(full=True)       # before any value is read: a damaged buffer can crash a read
+    except pa.ArrowException as exc:
+        raise TraceError(f"{p}: corrupted table data: {exc}") from None
     return as_workload(table, str(p))
 
 
