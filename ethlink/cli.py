@@ -318,6 +318,11 @@ def _trace_writer(sim, outdir: Path, compression: str, nodes, flows, events):
 # ---------------------------------------------------------------------------------------
 # Reading traces: pcap and show.
 
+# Values the trace's int32 and int64 columns can hold (a larger filter value matches nothing
+# and cannot be compared with the column).
+INT32 = click.IntRange(-2**31, 2**31 - 1)
+INT64 = click.IntRange(-2**63, 2**63 - 1)
+
 class BadInput(click.ClickException):
     """Bad input (a trace file or a filter): exit status 2, like a usage error."""
 
@@ -363,7 +368,7 @@ def _incomplete_note(info, path) -> None:
 @click.option("--port-index", type=int, default=None, metavar="I", help="The node's I-th port (0-based).")
 @click.option("--event", default="tx_start", show_default=True,
               help="Which rows of the port are captured: tx_start (its transmissions), rx, deliver, ...")
-@click.option("--flow", "flows", multiple=True, type=int, metavar="F", help="Only frames of this flow (repeatable).")
+@click.option("--flow", "flows", multiple=True, type=INT32, metavar="F", help="Only frames of this flow (repeatable).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N frames.")
 def pcap_cmd(trace_file, out, port, node, port_index, event, flows, limit):
     """Write the frames one port sends (or receives) to a pcap that Wireshark opens."""
@@ -407,8 +412,8 @@ def pcap_cmd(trace_file, out, port, node, port_index, event, flows, limit):
 @click.option("--node", "nodes", multiple=True, metavar="NAME", help="Rows at this node (repeatable).")
 @click.option("--port", "ports", multiple=True, type=int, metavar="N", help="Rows at this port index (repeatable).")
 @click.option("--event", "events", multiple=True, metavar="EVENT", help="Rows of this event (repeatable).")
-@click.option("--flow", "flows", multiple=True, type=int, metavar="F", help="Rows of this flow (repeatable).")
-@click.option("--pkt", "pkts", multiple=True, type=int, metavar="ID", help="Rows of this packet uid (repeatable).")
+@click.option("--flow", "flows", multiple=True, type=INT32, metavar="F", help="Rows of this flow (repeatable).")
+@click.option("--pkt", "pkts", multiple=True, type=INT64, metavar="ID", help="Rows of this packet uid (repeatable).")
 @click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True, help="At most N rows.")
 @click.option("--brief", is_flag=True, help="One line per row (scapy summary) instead of the decoded layers.")
 def show_cmd(trace_file, row, nodes, ports, events, flows, pkts, limit, brief):

@@ -216,6 +216,15 @@ def test_run_refuses_bad_input_with_exit_2_and_writes_nothing(tmp_path, args, ne
     assert "Traceback" not in r.output and not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("args", [["show", "--pkt", str(2**70)], ["show", "--flow", str(2**40)],
+                                  ["show", "--row", str(2**70)], ["show", "--port", str(2**70)],
+                                  ["pcap", "-o", "x.pcap", "--port", "0", "--flow", str(2**40)],
+                                  ["pcap", "-o", "x.pcap", "--node", "sw0", "--port-index", str(2**70)]])
+def test_huge_filter_values_are_bad_input_not_an_overflow(tmp_path, small_trace, args):
+    r = invoke(args[0], small_trace, *[a.replace("x.pcap", str(tmp_path / "x.pcap")) for a in args[1:]])
+    assert r.exit_code == 2 and "Traceback" not in r.output and not (tmp_path / "x.pcap").exists(), r.output
+
+
 def test_pcap_into_a_missing_directory_is_one_line_naming_it(tmp_path, small_trace):
     r = invoke("pcap", small_trace, "-o", tmp_path / "no" / "x.pcap", "--port", 0)
     assert r.exit_code == 1
