@@ -41,7 +41,6 @@ cdef inline void cbfc_freed(Sim* s, int32_t rx_port, int32_t prio, int32_t size)
     pk = &s.pkts[pi]
     pk.kind = FK_CBFC
     pk.size = CBFC_FRAME_BYTES
-    pk.payload = 0                      # pool slots are reused: the trace records this field
     pk.flow = -1
     pk.src = pt.node
     pk.dst = s.ports[pt.peer].node

@@ -196,6 +196,12 @@ cdef struct Node:
     int64_t queue_limit         # per-queue byte limit (THR_STATIC)
     int32_t ecmp                # EcmpMode at this node
     int32_t pad0
+    # Buffer pools (switches; csrc/pfc.pxd): buffer_bytes = shared_bytes + hdrm_pool
+    int64_t shared_bytes        # shared pool: every admitted frame but lossless headroom
+    int64_t shared_used         # bytes in the shared pool now (<= shared_bytes)
+    int64_t hdrm_pool           # headroom pool for the lossless priority groups, bytes
+    int64_t hdrm_used           # bytes in the headroom pool now (<= hdrm_pool)
+    int64_t hdrm_hwm            # high-water mark of hdrm_used
 
 cdef struct Port:
     int32_t node                # owning node
@@ -254,11 +260,16 @@ cdef struct Queue:              # queues[port * 8 + prio]
     int64_t ing_bytes
     int64_t xoff                # static XOFF threshold, bytes (0: dynamic, alpha x free)
     int64_t xon_offset          # XON when ing_bytes <= XOFF - xon_offset
-    int64_t headroom            # bytes accepted beyond pause_level before a lossless drop
+    int64_t headroom            # this priority group's headroom: bytes it may hold in the
+                                # headroom pool (what arrives after XOFF) before a lossless drop
     int64_t pause_level         # ing_bytes when the XOFF in force was sent
     int32_t pause_sent          # 1 while an XOFF sent upstream is in force
     int32_t pause_gen           # generation of the refresh chain (stale timers ignore)
     int64_t pauses_sent         # XOFF frames sent for this port-priority (refreshes included)
+    int64_t hdrm_bytes          # of ing_bytes, those charged to the headroom pool
+    int64_t hdrm_hwm            # high-water mark of hdrm_bytes
+    int64_t dl_head             # deadlock check: uid of the head frame at the last check
+                                # while this queue was blocked, -1 otherwise
     # CBFC (credit-based flow control), sender side on the egress queue, receiver side on
     # the ingress queue of the same (port, priority); credits in cells of Sim.cbfc_cell bytes
     int64_t cbfc_limit          # cells the receiver lets this sender hold; 0: no CBFC
@@ -344,19 +355,21 @@ cdef struct Qp:                 # a queue-pair endpoint; raw flows get a send-on
     int32_t snd_una             # oldest unacknowledged PSN
     int32_t snd_max             # highest PSN sent + 1 (below it a send is a retransmission)
     int32_t psn_end             # PSN after the last posted message
-    int32_t rto_gen             # generation of the armed timeout, stale timers ignored
+    int32_t rto_gen             # generation of the pending QT_RTO event; others are stale
     int64_t rto_ps              # current timeout (doubles on consecutive expiries, back to the initial value on progress)
+    int64_t rto_deadline        # the running timer expires at this ps (valid while rto_armed)
+    int64_t rto_event_ps        # time of the pending QT_RTO event (valid while rto_pending)
     int64_t next_tx_ps          # rate limiter: earliest start of the next frame
     int64_t last_tx_ps          # rate limiter: when the last frame was released
     int64_t last_tx_bytes       # its wire bytes (frame + preamble + IFG)
     int32_t wake_pending        # 1 while a QT_WAKE is scheduled
-    int32_t rto_armed           # 1 while a QT_RTO of generation rto_gen is scheduled
+    int32_t rto_armed           # 1 while the retransmission timer runs (until rto_deadline)
     # READ responder: responses streamed from this endpoint
     int32_t rsp_flow            # message being answered, -1 none
     int32_t rsp_nxt             # next response PSN
     int32_t rsp_end             # PSN after the last response
     int32_t rsp_max             # highest response PSN sent + 1 (below: a retransmission)
-    int32_t pad2
+    int32_t rto_pending         # 1 while a QT_RTO event of generation rto_gen is in the heap
     int32_t retries             # consecutive timeouts without progress
     # DCQCN reaction point (Zhu et al. 2015, section 3.2)
     int64_t line_bps            # rate of its NIC port
@@ -460,7 +473,7 @@ cdef struct Sim:
     int64_t drops[8]            # by DropReason
     int64_t flows_done
     int64_t hops                # frames that crossed a link
-    int64_t data_tx             # data frames started on any link (deadlock detection)
+    int64_t data_tx             # data frames started on any link
     int64_t ecn_marked
     # PFC (IEEE 802.1Qbb), fabric-wide settings
     int32_t lossless_mask       # bit p set: priority p is lossless (PFC), else lossy
@@ -471,7 +484,6 @@ cdef struct Sim:
     int64_t wd_detect_ps        # watchdog detection time
     int64_t wd_restore_ps       # watchdog restoration time
     int64_t deadlock_check_ps   # period of the deadlock check; 0 disables
-    int64_t deadlock_last_tx    # data_tx at the previous check
     int64_t deadlock_ps         # when a deadlock was detected, -1 if none
     int64_t t_active            # time of the last frame event or flow start (not timers)
     int64_t storms
@@ -536,6 +548,12 @@ cdef struct Sim:
     int64_t trace_margin        # rows one event may write: TRACE_MARGIN + 4 x transactions per frame
     int32_t trace_level
     int32_t error               # nonzero: the loop stopped on an internal error (see engine.pyx)
+    # PFC buffer model and deadlock detection (csrc/pfc.pxd)
+    int64_t pfc_floor           # the dynamic XOFF never falls below xon_offset + this (bytes)
+    int64_t lossless_drops      # frames of lossless priorities dropped (any reason)
+    int32_t* dl_cycle           # queue indices of the deadlock cycle found (malloc), or NULL
+    int32_t dl_cycle_n
+    int32_t pad4
 
 
 # ---------------------------------------------------------------------------------------
@@ -662,6 +680,7 @@ cdef inline int32_t pkt_alloc(Sim* s) noexcept nogil:
     s.pkts[i].opcode = 0
     s.pkts[i].psn = 0
     s.pkts[i].offset = 0
+    s.pkts[i].payload = 0               # control frames carry none (a reused slot keeps the old value)
     s.pkts[i].in_port = -1
     s.pkts[i].egress = -1
     s.pkts[i].qp = -1

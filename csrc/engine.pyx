@@ -26,7 +26,7 @@ from libc.string cimport memset, memcpy
 from core cimport *
 from port cimport q_push, q_pop, pick_queue, ctrl_pop
 from pfc cimport (pfc_admit, pfc_on_admit, pfc_on_depart, pfc_refresh, pfc_rx, pause_end,
-                  pause_close, WD_OFF, WD_DROP, WD_IGNORE)
+                  pause_close, pfc_find_cycle, WD_OFF, WD_DROP, WD_IGNORE)
 from ecn cimport ecn_should_mark, ECN_CE
 from nic cimport ring_push, ring_pop, qp_activate, host_port
 from route cimport route_count, route_nth
@@ -146,7 +146,9 @@ cdef inline void leave_switch(Sim* s, Node* nd, int32_t pi) noexcept nogil:
     cdef Packet* pk = &s.pkts[pi]
     nd.buffer_used -= pk.size
     if s.lossless_mask & (1 << pk.prio):
-        pfc_on_depart(s, nd, pk.in_port, pk.prio, pk.size)
+        pfc_on_depart(s, nd, pk)            # shared and headroom pools
+    else:
+        nd.shared_used -= pk.size
     if s.cbfc_mask & (1 << pk.prio):
         cbfc_freed(s, pk.in_port, pk.prio, pk.size)
 
@@ -192,6 +194,8 @@ cdef inline void drop(Sim* s, int32_t node, int32_t port, int32_t pi, uint8_t re
         s.queues[port * NPRIO + pk.prio].drop_bytes += pk.size
     trace_pkt(s, TE_DROP, node, port, pi, qb, reason)
     s.drops[reason] += 1
+    if (s.lossless_mask | s.cbfc_mask) & (1 << pk.prio):
+        s.lossless_drops += 1
     s.pkts_dropped += 1
     s.bytes_dropped += pk.payload
     pkt_free(s, pi)
@@ -214,12 +218,13 @@ cdef inline int32_t route(Sim* s, int32_t node, int32_t pi) noexcept nogil:
 
 
 cdef inline uint8_t admit(Sim* s, Node* nd, Queue* q, int32_t size) noexcept nogil:
-    if nd.buffer_used + size > nd.buffer_bytes:
+    # Lossy (and CBFC) frames: the shared pool only, under the egress queue's threshold.
+    if nd.shared_used + size > nd.shared_bytes:
         return DR_BUFFER_FULL
     if nd.threshold == THR_STATIC:
         if q.bytes + size > nd.queue_limit:
             return DR_QUEUE_LIMIT
-    elif q.bytes + size > nd.alpha * <double>(nd.buffer_bytes - nd.buffer_used):
+    elif q.bytes + size > nd.alpha * <double>(nd.shared_bytes - nd.shared_used):
         return DR_QUEUE_LIMIT
     return DR_NONE
 
@@ -229,12 +234,15 @@ cdef inline void switch_enqueue(Sim* s, int32_t node, int32_t pi) noexcept nogil
     cdef Packet* pk = &s.pkts[pi]
     cdef int32_t e = pk.egress
     cdef Queue* q = &s.queues[e * NPRIO + pk.prio]
-    cdef bint lossless = (s.lossless_mask | s.cbfc_mask) & (1 << pk.prio)
     cdef uint8_t reason
+    cdef bint to_hdrm = 0
     if q.wd_until > s.now and s.wd_action == WD_DROP:
         reason = DR_WATCHDOG
-    elif lossless:
-        reason = pfc_admit(s, nd, pk.in_port, pk.prio, pk.size)
+    elif s.lossless_mask & (1 << pk.prio):
+        reason = pfc_admit(s, nd, pk, &to_hdrm)
+    elif s.cbfc_mask & (1 << pk.prio):
+        # credits guarantee room per link: only the pool bounds it, no egress threshold
+        reason = DR_BUFFER_FULL if nd.shared_used + pk.size > nd.shared_bytes else DR_NONE
     else:
         reason = admit(s, nd, q, pk.size)
     if reason != DR_NONE:
@@ -253,7 +261,9 @@ cdef inline void switch_enqueue(Sim* s, int32_t node, int32_t pi) noexcept nogil
         nd.buffer_hwm = nd.buffer_used
     trace_pkt(s, TE_ENQUEUE, node, e, pi, q.bytes, DR_NONE)
     if s.lossless_mask & (1 << pk.prio):
-        pfc_on_admit(s, nd, pk.in_port, pk.prio, pk.size)
+        pfc_on_admit(s, nd, pk, to_hdrm)    # shared and headroom pools
+    else:
+        nd.shared_used += pk.size
     port_try_start(s, e)
 
 
@@ -374,11 +384,14 @@ cdef inline void watchdog(Sim* s, int32_t qi) noexcept nogil:
 
 
 cdef inline bint deadlock_check(Sim* s) noexcept nogil:
-    # True when no data frame started since the last check while packets are held.
-    if s.pkts_live > 0 and s.data_tx == s.deadlock_last_tx:
+    # True when stuck paused queues wait on each other in a cycle (csrc/pfc.pxd).
+    cdef int32_t n = pfc_find_cycle(s)
+    if n < 0:
+        s.error = 1
+        return 0
+    if n > 0:
         s.deadlock_ps = s.now
         return 1
-    s.deadlock_last_tx = s.data_tx
     if s.heap_n > 0 or s.pkts_live > 0:
         schedule(s, s.now + s.deadlock_check_ps, EV_DEADLOCK_CHECK, 0, 0)
     return 0
@@ -520,7 +533,7 @@ cdef class Engine:
                  *, uint64_t seed=1, int64_t dwrr_quantum=9216, int32_t ttl=64,
                  int32_t trace_level=TRACE_OFF, int64_t trace_capacity=16384,
                  int32_t initial_packets=4096, int32_t lossless_mask=0, int32_t pfc_quanta=0xFFFF,
-                 int64_t pfc_response_ps=0, double pfc_alpha=1.0,
+                 int64_t pfc_response_ps=0, double pfc_alpha=1.0, int64_t pfc_floor=0,
                  int32_t wd_action=WD_OFF, int64_t wd_detect_ps=0, int64_t wd_restore_ps=0,
                  int64_t deadlock_check_ps=0, int32_t ack_every=1, int32_t ack_prio=-1,
                  int32_t cnp_prio=6, bint ecn_capable=False, int64_t rto_initial_ps=0,
@@ -648,6 +661,7 @@ cdef class Engine:
         s.pfc_quanta = pfc_quanta
         s.pfc_response_ps = pfc_response_ps
         s.pfc_alpha = pfc_alpha
+        s.pfc_floor = pfc_floor
         s.wd_action = wd_action
         s.wd_detect_ps = wd_detect_ps
         s.wd_restore_ps = wd_restore_ps
@@ -689,6 +703,7 @@ cdef class Engine:
         free(self.s.pkts)
         free(self.s.rate_log)
         free(self.s.trace)
+        free(self.s.dl_cycle)
 
     def run(self, int64_t until_ps=9223372036854775807, int64_t max_events=9223372036854775807):
         """Process events up to `until_ps` (inclusive) or `max_events`, whichever first;
@@ -709,6 +724,11 @@ cdef class Engine:
         if rc == STOP_ERROR:
             raise MemoryError(f"engine stopped: {ERROR_NAMES.get(self.s.error, self.s.error)}")
         return STOP_NAMES[rc]
+
+    def deadlock_cycle(self):
+        """The queue indices (port * 8 + priority) of the deadlock cycle found, in wait-for
+        order (each waits for the next, the last for the first); empty if none."""
+        return [self.s.dl_cycle[i] for i in range(self.s.dl_cycle_n)]
 
     def rate_samples(self):
         """DCQCN rate changes so far: an (n, 3) int64 array of (time_ps, qp, rate_bps)."""
@@ -772,6 +792,7 @@ cdef class Engine:
             "naks": s.naks,
             "data_frames_tx": s.data_tx,
             "deadlock_ps": s.deadlock_ps,
+            "lossless_drops": s.lossless_drops,
             "watchdog_storms": s.storms,
             "ls_frames": s.ls_frames,
             "ls_wire_bytes": s.ls_wire_bytes,

@@ -140,10 +140,18 @@ cdef inline int32_t roce_new(Sim* s, int32_t kind, int32_t op, int32_t src, int3
 # Requester / responder send side.
 
 cdef inline void rto_arm(Sim* s, int32_t qi) noexcept nogil:
+    # (Re)start the retransmission timer: it expires rto_ps from now.
+    # NOTE: lazy timer. Progress only moves the deadline; the one pending event, when it
+    # fires early, moves itself to the deadline. Re-scheduling on every ACK would leave a
+    # stale event in the heap per ACK for a whole timeout (seconds with real NIC timers).
     cdef Qp* q = &s.qps[qi]
-    q.rto_gen += 1
+    q.rto_deadline = s.now + q.rto_ps
     q.rto_armed = 1
-    schedule(s, s.now + q.rto_ps, EV_QP_TIMER, qi, QT_RTO | (<int64_t>q.rto_gen << 8))
+    if not q.rto_pending or q.rto_event_ps > q.rto_deadline:
+        q.rto_gen += 1
+        q.rto_pending = 1
+        q.rto_event_ps = q.rto_deadline
+        schedule(s, q.rto_deadline, EV_QP_TIMER, qi, QT_RTO | (<int64_t>q.rto_gen << 8))
 
 
 cdef inline int32_t roce_response_packet(Sim* s, int32_t qi) noexcept nogil:
@@ -284,8 +292,7 @@ cdef inline void roce_advance_una(Sim* s, int32_t qi, int32_t una) noexcept nogi
     if q.snd_una < q.snd_max:
         rto_arm(s, qi)
     else:
-        q.rto_armed = 0
-        q.rto_gen += 1
+        q.rto_armed = 0                     # a pending event will find it stopped
 
 
 cdef inline void roce_rx_ack(Sim* s, int32_t pi) noexcept nogil:
@@ -307,7 +314,15 @@ cdef inline void roce_rx_ack(Sim* s, int32_t pi) noexcept nogil:
 
 cdef inline void roce_rto(Sim* s, int32_t qi, int32_t gen) noexcept nogil:
     cdef Qp* q = &s.qps[qi]
-    if gen != q.rto_gen or not q.rto_armed:
+    if gen != q.rto_gen:
+        return                              # superseded by an earlier event
+    q.rto_pending = 0
+    if not q.rto_armed:
+        return
+    if s.now < q.rto_deadline:              # progress since: wait for the new deadline
+        q.rto_pending = 1
+        q.rto_event_ps = q.rto_deadline
+        schedule(s, q.rto_deadline, EV_QP_TIMER, qi, QT_RTO | (<int64_t>q.rto_gen << 8))
         return
     q.rto_armed = 0
     if q.snd_una >= q.snd_max:

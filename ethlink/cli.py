@@ -17,17 +17,25 @@ horizon, events/s; write: each file), prints a summary table and writes
 OUTDIR/flows.parquet, qps.parquet, ports.parquet, then OUTDIR/summary.json (aggregates;
 keys and columns documented in README.md) and, when the trace level is not off,
 OUTDIR/trace.arrow (schema in ethlink/trace.py). Scenario errors are reported before
-anything runs, naming the field; the exit status is 2 for bad input (scenario, options,
-trace file) and 130 after Ctrl-C (the files then hold the results so far; the trace says
-complete=false).
+anything runs, naming the field, and nothing is written; the exit status is 2 for bad
+input (scenario, options, trace file), 1 for an output that cannot be written (one line
+naming the file: missing directory, read-only, disk full) and 128 + the signal after
+SIGINT (Ctrl-C, 130), SIGTERM (143) or SIGHUP (129): the files then hold the results so
+far and the trace says complete=false. A second signal stops at once; the trace is then
+left as trace.arrow.partial, which read_trace reads.
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 import signal
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -36,7 +44,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from . import scenarios, units
-from .scenario import ScenarioError
+from .scenario import MAX_TIME_PS, ScenarioError
 from .topology import TopologyError
 
 # Mirrors of ethlink.trace (which imports pyarrow: not at start-up); a test checks them.
@@ -47,14 +55,22 @@ console = Console(stderr=True)
 
 def write_json_atomic(path: Path, obj) -> None:
     """Write JSON to a temporary file beside `path`, then rename: readers never see half a file."""
-    from .tables import replace_atomic
-
-    def write(tmp):
-        with open(tmp, "w") as f:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    try:
+        with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=1, allow_nan=False, default=_json_default)
             f.write("\n")
-
-    replace_atomic(path, write)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)           # mkstemp makes it 0600; a result is for reading
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def _json_default(o):
@@ -76,7 +92,82 @@ def _clean_nan(obj):
     return obj
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class OutputError(click.ClickException):
+    """An output that cannot be written (missing directory, read-only, disk full): one
+    line naming the file, exit status 1."""
+
+    exit_code = 1
+
+    def __init__(self, path, exc: OSError, verb: str = "cannot write "):
+        reason = "no space left on the device (disk full)" if exc.errno == errno.ENOSPC else \
+            (exc.strerror or str(exc))
+        super().__init__(f"{verb}{path}: {reason}")
+
+
+@contextmanager
+def _writing(path) -> Iterator[None]:
+    """An OSError in the block becomes an OutputError naming `path`."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(path, exc) from None
+
+
+def _check_parent(out: Path) -> None:
+    """Fail before any work when the output file's directory does not exist."""
+    if not out.parent.is_dir():
+        raise OutputError(out, FileNotFoundError(errno.ENOENT, f"no directory {out.parent}"))
+
+
+@contextmanager
+def _new_outdir(outdir: Path) -> Iterator[None]:
+    """Create OUTDIR for the block; if the block fails (a bad option found while setting
+    up the outputs) an OUTDIR this created and left empty is removed: nothing is written."""
+    created = not outdir.exists()
+    with _writing(outdir):
+        outdir.mkdir(parents=True, exist_ok=True)
+    try:
+        with _writing(outdir):
+            yield
+    except BaseException:
+        if created and outdir.is_dir() and not any(outdir.iterdir()):
+            outdir.rmdir()
+        raise
+
+
+class _Main(click.Group):
+    """The command group, with the last line of defence of every command: an OSError no
+    command caught is one line naming its file (exit 1), running out of memory one line
+    (exit 1), Ctrl-C outside a run's loop (loading, compiling) one line (exit 130)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/]")
+            sys.exit(128 + signal.SIGINT)
+        except MemoryError:
+            raise click.ClickException("out of memory; make the scenario smaller (fewer hosts, flows or "
+                                       "operations, smaller messages)") from None
+        except OSError as exc:
+            raise OutputError(exc.filename or "a file", exc, verb="") from None
+
+
+def _until_ps(until: str | None) -> int | None:
+    """--until as picoseconds, in 0..MAX_TIME_PS."""
+    if until is None:
+        return None
+    try:
+        v = units.time_ps(until)
+    except units.UnitError as exc:
+        raise click.BadParameter(str(exc), param_hint="--until") from None
+    if not 0 <= v <= MAX_TIME_PS:
+        raise click.BadParameter(f"{until!r}: a stop time is in 0..1e6 s (11.6 days; times are int64 "
+                                 f"picoseconds)", param_hint="--until")
+    return v
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ethlink")
 def main():
     """ethlink: packet-level emulation of GPU interconnect over Ethernet.
@@ -134,48 +225,72 @@ def run_cmd(scenario, outdir, seed, sets, until, trace, trace_compression, trace
     from .sim import Simulation
 
     sc = load_scenario(scenario, seed, sets)
-    try:
-        until_ps = units.time_ps(until) if until is not None else None
-    except units.UnitError as exc:
-        raise click.BadParameter(str(exc), param_hint="--until") from None
+    until_ps = _until_ps(until)
     with _Phases(sc.name, quiet) as phases:
         phases.phase("compile")
         try:
             sim = Simulation(sc, trace=trace, on_step=phases.step)
         except (ScenarioError, TopologyError) as exc:
             raise click.UsageError(f"scenario {scenario}: {exc}") from None
-        outdir.mkdir(parents=True, exist_ok=True)
-        writer = _trace_writer(sim, outdir, trace_compression, trace_nodes, trace_flows, trace_events)
-        _run_to_outdir(sim, outdir, until_ps, writer, phases)
+        with _new_outdir(outdir):
+            writer = _trace_writer(sim, outdir, trace_compression, trace_nodes, trace_flows, trace_events)
+        with _writing(outdir):
+            _run_to_outdir(sim, outdir, until_ps, writer, phases)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class _StopRequest:
-    """Ctrl-C during a run asks it to stop at the next safe point: after the trace batch
-    being written (or the progress report), so no drained trace record is lost between
-    the engine and the file. A second Ctrl-C stops at once."""
+    """Ctrl-C (SIGINT), SIGTERM (kill, timeout, batch schedulers, container stops) or
+    SIGHUP (a closed terminal) during a run asks it to stop at the next safe point: after
+    the trace batch being written (or the progress report), so no drained trace record is
+    lost between the engine and the file. A second signal stops at once."""
 
     def __init__(self) -> None:
         self.requested = False
-        self._old = None
+        self.signum = signal.SIGINT
+        self._old: dict = {}
 
     def __enter__(self) -> "_StopRequest":
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._on_sigint)
+            self._old = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
         return self
 
     def __exit__(self, *exc) -> bool:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for s, old in self._old.items():
+            signal.signal(s, old)
         return False
 
-    def _on_sigint(self, signum, frame) -> None:
+    def _on_signal(self, signum, frame) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        self.signum = signum
+
+    @property
+    def reason(self) -> str:
+        return f"interrupted ({signal.Signals(self.signum).name})"
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
 
     def check(self) -> None:
         if self.requested:
             raise KeyboardInterrupt
+
+
+def _abandon(writer, exc: BaseException) -> None:
+    """Close the trace of a run that failed, marked complete=false with the reason. A
+    failure of the close itself (the disk that made the run fail is still full) is not
+    raised over the first: the trace is then left as trace.arrow.partial."""
+    if writer is None:
+        return
+    try:
+        writer.close(False, f"{type(exc).__name__}: {exc}")
+    except Exception as second:         # noqa: BLE001 - reported, the first failure is raised
+        console.print(f"[yellow]{writer.partial}: left unfinished ({type(second).__name__}: {second})[/]")
 
 
 def _trace_writer(sim, outdir: Path, compression: str, nodes, flows, events):
@@ -207,6 +322,11 @@ def _trace_writer(sim, outdir: Path, compression: str, nodes, flows, events):
 
 # ---------------------------------------------------------------------------------------
 # Reading traces: pcap and show.
+
+# Values the trace's int32 and int64 columns can hold (a larger filter value matches nothing
+# and cannot be compared with the column).
+INT32 = click.IntRange(-2**31, 2**31 - 1)
+INT64 = click.IntRange(-2**63, 2**63 - 1)
 
 class BadInput(click.ClickException):
     """Bad input (a trace file or a filter): exit status 2, like a usage error."""
@@ -253,7 +373,7 @@ def _incomplete_note(info, path) -> None:
 @click.option("--port-index", type=int, default=None, metavar="I", help="The node's I-th port (0-based).")
 @click.option("--event", default="tx_start", show_default=True,
               help="Which rows of the port are captured: tx_start (its transmissions), rx, deliver, ...")
-@click.option("--flow", "flows", multiple=True, type=int, metavar="F", help="Only frames of this flow (repeatable).")
+@click.option("--flow", "flows", multiple=True, type=INT32, metavar="F", help="Only frames of this flow (repeatable).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N frames.")
 def pcap_cmd(trace_file, out, port, node, port_index, event, flows, limit):
     """Write the frames one port sends (or receives) to a pcap that Wireshark opens."""
@@ -265,6 +385,7 @@ def pcap_cmd(trace_file, out, port, node, port_index, event, flows, limit):
     if port is None and (node is None or port_index is None):
         raise BadInput("choose a capture point: --port N, or --node NAME --port-index I")
     _check_events([event])
+    _check_parent(out)
     table, info = _open_trace(trace_file)
     _incomplete_note(info, trace_file)
     if port is None:
@@ -283,7 +404,8 @@ def pcap_cmd(trace_file, out, port, node, port_index, event, flows, limit):
             console.print(f"[yellow]{kind} frames: the trace lacks {', '.join(tracepcap.MISSING_FIELDS[kind])}; "
                           f"those fields take default values[/]")
     try:
-        n = write_pcap(out, tracepcap.frames(sel, info, context=table))
+        with _writing(out):
+            n = write_pcap(out, tracepcap.frames(sel, info, context=table))
     except ValueError as exc:
         raise click.ClickException(f"building frames: {exc}") from None
     console.print(f"wrote {out} ({n:,} frames, {event} at {info.describe_port(port)})")
@@ -295,8 +417,8 @@ def pcap_cmd(trace_file, out, port, node, port_index, event, flows, limit):
 @click.option("--node", "nodes", multiple=True, metavar="NAME", help="Rows at this node (repeatable).")
 @click.option("--port", "ports", multiple=True, type=int, metavar="N", help="Rows at this port index (repeatable).")
 @click.option("--event", "events", multiple=True, metavar="EVENT", help="Rows of this event (repeatable).")
-@click.option("--flow", "flows", multiple=True, type=int, metavar="F", help="Rows of this flow (repeatable).")
-@click.option("--pkt", "pkts", multiple=True, type=int, metavar="ID", help="Rows of this packet uid (repeatable).")
+@click.option("--flow", "flows", multiple=True, type=INT32, metavar="F", help="Rows of this flow (repeatable).")
+@click.option("--pkt", "pkts", multiple=True, type=INT64, metavar="ID", help="Rows of this packet uid (repeatable).")
 @click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True, help="At most N rows.")
 @click.option("--brief", is_flag=True, help="One line per row (scapy summary) instead of the decoded layers.")
 def show_cmd(trace_file, row, nodes, ports, events, flows, pkts, limit, brief):
@@ -311,6 +433,11 @@ def show_cmd(trace_file, row, nodes, ports, events, flows, pkts, limit, brief):
     _check_events(events)
     table, info = _open_trace(trace_file)
     _incomplete_note(info, trace_file)
+    if table.num_rows == 0:
+        filters = {k: v for k, v in info.filters.items() if v}
+        click.echo(f"{trace_file}: the trace has no rows (trace level {info.metadata.get('trace_level')}"
+                   f"{', filters ' + json.dumps(filters) if filters else ''})")
+        return
     if row is not None:
         if row >= table.num_rows:
             raise BadInput(f"--row {row}: the trace has rows 0..{table.num_rows - 1}")
@@ -424,8 +551,10 @@ class _Phases:
         self.task = self.bar.add_task(self.title, total=None, simt="", rate="")
         return self
 
-    def __exit__(self, *exc) -> bool:
-        self.bar.__exit__(*exc)
+    def __exit__(self, exc_type, *exc) -> bool:
+        if exc_type is not None:
+            self.bar.live.transient = True      # a failed command leaves its error, not a bar
+        self.bar.__exit__(exc_type, *exc)
         return False
 
     def phase(self, name: str, total: float | None = None) -> None:
@@ -446,8 +575,8 @@ class _Phases:
 
 
 def _run_to_outdir(sim, outdir: Path, until_ps, writer, phases: _Phases) -> None:
-    """Run `sim` as `run` does: progress bar, Ctrl-C stops at a safe point, then the
-    trace (closed complete=false after an interruption), OUTDIR/flows.parquet,
+    """Run `sim` as `run` does: progress bar, a stop signal stops at a safe point, then
+    the trace (closed complete=false after an interruption), OUTDIR/flows.parquet,
     qps.parquet, ports.parquet and, last, summary.json."""
     horizon = until_ps or sim.scenario.run.until_ps
     t0 = time.perf_counter()
@@ -473,8 +602,7 @@ def _run_to_outdir(sim, outdir: Path, until_ps, writer, phases: _Phases) -> None
         from .sim import Result
         result = Result(sim, sim.wall_s, "interrupted")
     except BaseException as exc:
-        if writer is not None:
-            writer.close(False, f"{type(exc).__name__}: {exc}")
+        _abandon(writer, exc)
         raise
     phases.update(completed=horizon or 1, total=horizon or 1)
     n_files = 4 + (writer is not None)
@@ -482,7 +610,7 @@ def _run_to_outdir(sim, outdir: Path, until_ps, writer, phases: _Phases) -> None
     trace_path = None
     if writer is not None:
         phases.step("trace.arrow")
-        trace_path = writer.close(not interrupted, "interrupted (SIGINT)" if interrupted else "")
+        trace_path = writer.close(not interrupted, stop.reason if interrupted else "")
         phases.update(advance=1)
 
     def on_table(name):
@@ -503,8 +631,8 @@ def _run_to_outdir(sim, outdir: Path, until_ps, writer, phases: _Phases) -> None
         console.print(f"wrote {trace_path} ({writer.rows:,} rows, {trace_path.stat().st_size / 1e6:.1f} MB"
                       f"{', complete=false' if interrupted else ''})")
     if interrupted:
-        console.print("[yellow]interrupted: summary.json and the tables hold the results so far[/]")
-        sys.exit(130)
+        console.print(f"[yellow]{stop.reason}: summary.json and the tables hold the results so far[/]")
+        sys.exit(stop.exit_code)
 
 
 @main.command("replay")
@@ -536,27 +664,25 @@ def replay_cmd(workload_file, fabric, outdir, seed, sets, until, trace, trace_co
         wl = load_workload(workload_file)
     except (TraceError, ScenarioError) as exc:
         raise BadInput(str(exc)) from None
-    try:
-        until_ps = units.time_ps(until) if until is not None else None
-    except units.UnitError as exc:
-        raise click.BadParameter(str(exc), param_hint="--until") from None
+    until_ps = _until_ps(until)
     with _Phases(f"{sc.name} <- {Path(workload_file).name}", quiet) as phases:
         phases.phase("compile")
         try:
             sim = replay_simulation(wl, sc, trace=trace, on_step=phases.step)
         except (ScenarioError, TopologyError) as exc:
             raise BadInput(f"{workload_file} on {fabric}: {exc}") from None
-        outdir.mkdir(parents=True, exist_ok=True)
         writer = None
-        if sim.trace_level != "off":
-            writer = TraceWriter(outdir / "trace.arrow", replay_metadata(sim, wl), compression=trace_compression,
-                                 engine=sim.engine)
-        else:
+        with _new_outdir(outdir):
+            if sim.trace_level != "off":
+                writer = TraceWriter(outdir / "trace.arrow", replay_metadata(sim, wl),
+                                     compression=trace_compression, engine=sim.engine)
+        if writer is None:
             for p in (outdir / "trace.arrow", outdir / "trace.arrow.partial"):
                 if p.exists():
                     p.unlink()
                     console.print(f"removed {p}: an earlier run's trace (this run does not trace)")
-        _run_to_outdir(sim, outdir, until_ps, writer, phases)
+        with _writing(outdir):
+            _run_to_outdir(sim, outdir, until_ps, writer, phases)
 
 
 @main.command("workload")
@@ -574,7 +700,8 @@ def workload_cmd(trace_file, out):
         wl = workload_from_trace(trace_file)
     except (TraceError, ScenarioError) as exc:
         raise BadInput(str(exc)) from None
-    write_workload(wl, out)
+    with _writing(out):
+        write_workload(wl, out)
     deps = int((wl["dep"].to_numpy() >= 0).sum())
     console.print(f"wrote {out} ({wl.num_rows:,} operations, {deps:,} with dependencies)")
 
@@ -598,7 +725,8 @@ def plot_cmd(trace_file, outdir, summary_file, top, bins):
     _, info = _open_trace(trace_file)
     _incomplete_note(info, trace_file)
     try:
-        paths = plots.plot_all(trace_file, outdir, summary=summary_file, top=top, bins=bins)
+        with _writing(outdir):
+            paths = plots.plot_all(trace_file, outdir, summary=summary_file, top=top, bins=bins)
     except (TraceError, ScenarioError) as exc:
         raise BadInput(str(exc)) from None
     for p in paths:
@@ -649,13 +777,11 @@ def sweep_cmd(scenario, outdir, grid, seeds, sets, jobs, metrics, until, trace, 
         if seeds is not None:
             seed_list = [S.parse_value(v) for v in S.split_values(seeds)]
         metric_list = [m.strip() for item in metrics for m in item.split(",")] or None
-        until_ps = units.time_ps(until) if until is not None else None
+        until_ps = _until_ps(until)
         points = S.plan(scenario, parsed, seeds=seed_list, sets=sets)
         metric_list = S.check_metrics(metric_list or S.DEFAULT_METRICS)
         if scheduler:
             S.require_dask()
-    except units.UnitError as exc:
-        raise click.BadParameter(str(exc), param_hint="--until") from None
     except S.SweepError as exc:
         raise click.UsageError(str(exc)) from None
     except ScenarioError as exc:
@@ -675,10 +801,14 @@ def sweep_cmd(scenario, outdir, grid, seeds, sets, jobs, metrics, until, trace, 
             bar.update(task, advance=1, last=point.name)
 
         try:
-            table = S.sweep(scenario, outdir, parsed, seeds=seed_list, sets=sets, jobs=jobs, metrics=metric_list,
-                            trace=trace, until_ps=until_ps, scheduler=scheduler, points=points, on_point=on_point)
+            with _writing(outdir):
+                table = S.sweep(scenario, outdir, parsed, seeds=seed_list, sets=sets, jobs=jobs,
+                                metrics=metric_list, trace=trace, until_ps=until_ps, scheduler=scheduler,
+                                points=points, on_point=on_point)
         except S.SweepError as exc:
             raise click.UsageError(str(exc)) from None
+        except S.SweepFailed as exc:
+            table = exc.table               # the failed points were reported as they came
         except KeyboardInterrupt:
             bar.stop()
             console.print(f"[yellow]interrupted: the finished points' files are complete; "

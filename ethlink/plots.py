@@ -29,6 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from . import analysis as A  # noqa: E402
+from .fileio import replacing  # noqa: E402
 
 __all__ = ["plot_all", "plot_queue_depth", "plot_flow_throughput", "plot_pause_timeline", "plot_fct_cdf"]
 
@@ -47,8 +48,11 @@ def _finish(fig, ax, path: Path, title: str) -> Path:
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with replacing(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 

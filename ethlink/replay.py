@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from .fileio import replacing
 from .scenario import LS_KINDS, VERBS, Scenario, ScenarioError, apply_override
 from .trace import TRACE_SCHEMA, TraceError, read_trace
 
@@ -109,10 +110,10 @@ def as_workload(data: Any, where: str = "workload", generator: str | None = None
     if missing or extra:
         parts = []
         for c in missing:
-            close = difflib.get_close_matches(c, extra, n=1)
+            close = difflib.get_close_matches(c, extra, n=1, cutoff=0.7)
             parts.append(f"lacks column {c!r}" + (f" (found {close[0]!r}: rename it)" if close else ""))
         for c in extra:
-            if not any(c in difflib.get_close_matches(m, extra, n=1) for m in missing):
+            if not any(c in difflib.get_close_matches(m, extra, n=1, cutoff=0.7) for m in missing):
                 close = difflib.get_close_matches(c, REQUIRED + OPTIONAL, n=1)
                 parts.append(f"has unknown column {c!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         raise ScenarioError(f"{where}: " + "; ".join(parts) +
@@ -162,7 +163,7 @@ def _ints(col: pa.Array, name: str, where: str, fill: int | None) -> pa.Array:
             else col.to_numpy(zero_copy_only=False)
     elif pa.types.is_floating(t):
         f = col.to_numpy(zero_copy_only=False)
-        bad = ~np.isfinite(f) | (f != np.round(f))
+        bad = ~np.isfinite(f) | (f != np.round(f)) | (np.abs(f) >= 2.0**63)
         if bad.any():
             r = _first_bad(bad)
             raise ScenarioError(f"{where}: column {name} row {r} is {f[r]!r}, not a whole number "
@@ -230,6 +231,16 @@ def load_workload(path: str | os.PathLike[str]) -> pa.Table:
         raise TraceError(f"{p}: cannot read: {exc.strerror}") from None
     if not head:
         raise TraceError(f"{p}: empty file (0 bytes), not a workload table")
+    # Only TraceError and ScenarioError leave: a damaged file can fail anywhere in pyarrow.
+    try:
+        return _load_table(p, head)
+    except (TraceError, ScenarioError):
+        raise
+    except Exception as exc:            # noqa: BLE001 - anything else is a damaged file
+        raise TraceError(f"{p}: not a readable workload table ({type(exc).__name__}: {exc})") from None
+
+
+def _load_table(p: Path, head: bytes) -> pa.Table:
     if head.startswith(_ARROW_MAGIC):
         table = _read_arrow_file(p)
         if _is_trace(table.schema):
@@ -242,11 +253,19 @@ def load_workload(path: str | os.PathLike[str]) -> pa.Table:
         raise TraceError(f"{p}: not an Arrow or Parquet file (starts with {head.hex()})")
     else:
         table = _read_csv(p)
+    try:
+        table.validate(full=True)       # before any value is read: a damaged buffer can crash a read
+    except pa.ArrowException as exc:
+        raise TraceError(f"{p}: corrupted table data: {exc}") from None
     return as_workload(table, str(p))
 
 
 def _is_trace(schema: pa.Schema) -> bool:
-    return schema.names == TRACE_SCHEMA.names
+    """An ethlink trace (perhaps a damaged one, which read_trace then names): its
+    metadata or most of its columns are a trace's."""
+    md = schema.metadata or {}
+    return (b"schema_version" in md and b"nodes" in md) or \
+        len(set(schema.names) & set(TRACE_SCHEMA.names)) > len(TRACE_SCHEMA.names) // 2
 
 
 def _read_arrow_file(p: Path) -> pa.Table:
@@ -285,25 +304,26 @@ def _read_csv(p: Path) -> pa.Table:
 
 def write_workload(table: Any, path: str | os.PathLike[str]) -> Path:
     """Write a workload table; the format follows the suffix: .arrow (IPC file, zstd),
-    .parquet, .csv."""
+    .parquet, .csv. The file appears whole or not at all (ethlink.fileio.replacing)."""
     t = as_workload(table)
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     suffix = p.suffix.lower()
-    if suffix in (".arrow", ".feather", ".ipc"):
-        with pa.OSFile(str(p), "wb") as sink, \
-                pa.ipc.new_file(sink, t.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as w:
-            w.write_table(t)
-    elif suffix in (".parquet", ".pq"):
-        import pyarrow.parquet as pq
-        pq.write_table(t, str(p), compression="zstd")
-    elif suffix == ".csv":
-        import pyarrow.csv as pcsv
-        sink = pa.BufferOutputStream()
-        pcsv.write_csv(t, sink, pcsv.WriteOptions(include_header=False, quoting_style="none"))
-        p.write_bytes((",".join(t.column_names) + "\n").encode() + sink.getvalue().to_pybytes())
-    else:
+    if suffix not in (".arrow", ".feather", ".ipc", ".parquet", ".pq", ".csv"):
         raise ValueError(f"{p}: choose a workload format by suffix: .arrow, .parquet or .csv")
+    p.parent.mkdir(parents=True, exist_ok=True)
+    with replacing(p) as tmp:
+        if suffix in (".arrow", ".feather", ".ipc"):
+            with pa.OSFile(str(tmp), "wb") as sink, \
+                    pa.ipc.new_file(sink, t.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as w:
+                w.write_table(t)
+        elif suffix in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+            pq.write_table(t, str(tmp), compression="zstd")
+        else:
+            import pyarrow.csv as pcsv
+            sink = pa.BufferOutputStream()
+            pcsv.write_csv(t, sink, pcsv.WriteOptions(include_header=False, quoting_style="none"))
+            tmp.write_bytes((",".join(t.column_names) + "\n").encode() + sink.getvalue().to_pybytes())
     return p
 
 
@@ -469,8 +489,11 @@ def _check_against_trace(wl: pa.Table, table: pa.Table, where: str) -> None:
 def replay_simulation(workload: pa.Table, fabric: Scenario, *, trace: str | None = None, on_step=None):
     """An ethlink.Simulation of `workload` on `fabric` (its traffic replaced); `on_step`
     as Simulation's."""
+    from . import budget
     from .sim import Simulation
 
+    size = workload["bytes"].to_numpy()
+    budget.check(fabric, parts=budget.with_workload(fabric, workload.num_rows, int(size.max(initial=0))))
     return Simulation(fabric, trace=trace, workload=workload, on_step=on_step)
 
 

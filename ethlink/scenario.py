@@ -33,11 +33,19 @@ Sections (all optional but topology and a workload):
     [[workload]] kind = incast | permutation | alltoall, with their parameters
 
 Values with units are numbers in base units or strings: "400G", "100ns", "16MiB".
+
+Every entry point (TOML files, `--set`, `--grid`, `Scenario.from_dict`) goes through the
+same typed readers (`_Section`): numbers must be finite (TOML `nan` and `inf` are refused),
+times are at most MAX_TIME_PS and sizes at most MAX_SIZE_BYTES, so that sums of a few of
+them still fit the engine's int64 picoseconds and bytes, and the memory the compiled
+scenario will need is estimated (ethlink.budget) and checked before anything is built.
 """
 from __future__ import annotations
 
+import codecs
 import copy
 import difflib
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +64,14 @@ TRANSPORTS = ("raw", "roce")
 VERBS = ("raw", "write", "send", "read", "write_imm", "send_imm")     # engine Verb order
 ROCE_MTUS = (256, 512, 1024, 2048, 4096)                              # IBA path MTUs
 MAX_MTU = 9000
+# Upper bounds of every time and size field. Times are int64 picoseconds (at most 9.2e18,
+# about 106 days); a bound of 1e18 ps (11.6 days of simulated time) leaves room for the
+# sums the engine forms (a start plus delays and timeouts). Sizes are int64 bytes; 1 TiB
+# (2**40) is beyond any message a fabric run could finish, and keeps byte x 8 x 1e12
+# products of the ideal-time model far from overflow.
+MAX_TIME_PS = 10**18
+MAX_SIZE_BYTES = 2**40
+INT64_MAX = 2**63 - 1
 
 
 class ScenarioError(ValueError):
@@ -131,7 +147,8 @@ class Pfc:
     xoff_bytes: int = 0
     alpha: float = 0.125
     xon_offset_bytes: int = 0           # 0: two maximum frames
-    headroom_bytes: int = 0             # 0: computed per port (see compile)
+    headroom_bytes: int = 0             # per priority group; 0: computed per port (see compile)
+    headroom_pool_bytes: int = 0        # per switch; 0 ("auto"): every PG's headroom reserved
     quanta: int = 0xFFFF
     response_ps: int = 0
     watchdog: str = "off"               # off | drop | ignore
@@ -248,13 +265,16 @@ class Scenario:
     def from_toml(cls, path, overrides: list[str] | tuple[str, ...] = ()) -> "Scenario":
         path = Path(path)
         try:
-            text = path.read_text()
+            raw = path.read_bytes()
         except OSError as exc:
             raise ScenarioError(f"cannot read scenario file {path}: {exc.strerror}") from exc
+        text = _toml_text(raw, path)
         try:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ScenarioError(f"{path}: not valid TOML: {exc}") from exc
+        except RecursionError:
+            raise ScenarioError(f"{path}: not valid TOML: arrays or tables nested too deep") from None
         return cls.from_dict(data, overrides)
 
     @classmethod
@@ -272,6 +292,21 @@ class Scenario:
         return [f"h{i}" for i in range(n_hosts(self.topology))]
 
 
+def _toml_text(raw: bytes, path: Path) -> str:
+    """The text of a scenario file: UTF-8 (TOML 1.0 requires it), a leading UTF-8 byte
+    order mark skipped; anything else is refused, naming the first bad byte."""
+    for bom, name in ((codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"),
+                      (codecs.BOM_UTF32_LE, "UTF-32")):
+        if raw.startswith(bom):
+            raise ScenarioError(f"{path}: the file is {name} text; TOML files are UTF-8: save it as UTF-8")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ScenarioError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); "
+                            f"TOML files are UTF-8: save it as UTF-8") from None
+
+
 # ---------------------------------------------------------------------------------------
 # Overrides: --set topology.hosts=16, --set workload.0.size=2MiB
 
@@ -284,6 +319,8 @@ def apply_override(data: dict, item: str) -> None:
     except tomllib.TOMLDecodeError:
         value = raw
     parts = key.strip().split(".")
+    if not all(parts):
+        raise ScenarioError(f"--set {item!r}: {key.strip()!r} is not a dotted key such as topology.hosts")
     node: Any = data
     for i, part in enumerate(parts[:-1]):
         if isinstance(node, list):
@@ -292,6 +329,10 @@ def apply_override(data: dict, item: str) -> None:
             if part == "workload" and part not in node:
                 raise ScenarioError(f"--set {key}: the scenario has no [[workload]]")
             node = node.setdefault(part, {})
+        if not isinstance(node, (dict, list)):
+            here = ".".join(parts[: i + 1])
+            raise ScenarioError(f"--set {key}: {here} is a value ({node!r}), not a table, so it has no key "
+                                f"{parts[i + 1]!r}; set it with --set {here}=...")
     last = parts[-1]
     if isinstance(node, list):
         idx = _list_index(node, last, parts)
@@ -343,6 +384,10 @@ class _Section:
         except units.UnitError as exc:
             raise ScenarioError(f"{self.path(key)}: {exc}") from None
 
+    def _at_most(self, key, v, hi, what, unit, shown):
+        if v > hi:
+            raise ScenarioError(f"{self.path(key)}: {what} must be at most {shown} ({hi} {unit}), got {v} {unit}")
+
     def rate(self, key, default, *, allow_zero=False):
         v = self._conv(key, default, units.rate_bps)
         if v < 0 or (v == 0 and not allow_zero):
@@ -355,6 +400,7 @@ class _Section:
         v = self._conv(key, default, units.time_ps)
         if v < 0 or (positive and v == 0):
             raise ScenarioError(f"{self.path(key)}: a time must be {'positive' if positive else '>= 0'}, got {v} ps")
+        self._at_most(key, v, MAX_TIME_PS, "a time", "ps", "1e6 s, 11.6 days")
         return v
 
     def size(self, key, default, *, lo=1, hi=None):
@@ -362,6 +408,7 @@ class _Section:
         if v < lo or (hi is not None and v > hi):
             rng = f">= {lo}" if hi is None else f"in {lo}..{hi}"
             raise ScenarioError(f"{self.path(key)}: size must be {rng} bytes, got {v}")
+        self._at_most(key, v, MAX_SIZE_BYTES, "a size", "B", "1 TiB")
         return v
 
     def int(self, key, default, *, lo=None, hi=None):
@@ -373,6 +420,8 @@ class _Section:
         if (lo is not None and v < lo) or (hi is not None and v > hi):
             rng = f">= {lo}" if hi is None else (f"<= {hi}" if lo is None else f"in {lo}..{hi}")
             raise ScenarioError(f"{self.path(key)}: must be {rng}, got {v}")
+        if not -INT64_MAX - 1 <= v <= INT64_MAX:
+            raise ScenarioError(f"{self.path(key)}: {v} does not fit a 64-bit integer")
         return v
 
     def float(self, key, default, *, lo=None, hi=None):
@@ -381,9 +430,13 @@ class _Section:
             return default
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise ScenarioError(f"{self.path(key)}: expected a number, got {type(v).__name__} {v!r}")
-        if (lo is not None and v <= lo) or (hi is not None and v > hi):
-            raise ScenarioError(f"{self.path(key)}: must be in ({lo}, {hi}], got {v}")
-        return float(v)
+        f = float(v) if abs(v) < 1e300 else math.inf
+        if not math.isfinite(f):
+            raise ScenarioError(f"{self.path(key)}: expected a finite number, got {v!r}")
+        if (lo is not None and f <= lo) or (hi is not None and f > hi):
+            rng = f"<= {hi}" if lo is None else f"in ({lo}, {hi}]"
+            raise ScenarioError(f"{self.path(key)}: must be {rng}, got {v}")
+        return f
 
     def bool(self, key, default):
         v = self._get(key, None)
@@ -410,7 +463,7 @@ class _Section:
     def done(self):
         unknown = [k for k in self.data if k not in self.used]
         if unknown:
-            k = unknown[0]
+            k = str(unknown[0])
             close = difflib.get_close_matches(k, sorted(self.used), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(self.used))}"
             raise ScenarioError(f"{self.path(k)}: unknown key{hint}")
@@ -556,6 +609,12 @@ def _pfc(sec: _Section) -> Pfc:
     else:
         sec.used.add("xoff")
         xoff_bytes = sec.size("xoff", None, lo=64)
+    pool = sec._get("headroom_pool", None)
+    if pool is None or pool == "auto":
+        pool_bytes = 0
+    else:
+        sec.used.add("headroom_pool")
+        pool_bytes = sec.size("headroom_pool", None, lo=64)
     wd = _Section(sec._get("watchdog", None), sec.path("watchdog"))
     p = Pfc(
         enabled=sec.bool("enabled", True),
@@ -564,6 +623,7 @@ def _pfc(sec: _Section) -> Pfc:
         alpha=sec.float("alpha", d.alpha, lo=0, hi=64),
         xon_offset_bytes=sec.size("xon_offset", 0, lo=0),
         headroom_bytes=sec.size("headroom", 0, lo=0),
+        headroom_pool_bytes=pool_bytes,
         quanta=sec.int("quanta", d.quanta, lo=1, hi=0xFFFF),
         response_ps=sec.time("response", d.response_ps),
         watchdog=wd.choice("action", d.watchdog, WATCHDOG_ACTIONS),
@@ -574,6 +634,18 @@ def _pfc(sec: _Section) -> Pfc:
     wd.done()
     sec.done()
     return p
+
+
+def _check_pfc(p: Pfc, host: Host) -> None:
+    """XON must be reachable: a static XOFF above the hysteresis (csrc/pfc.pxd)."""
+    frame = host.mtu + 64                   # the largest frame any transport sends
+    xon_offset = p.xon_offset_bytes or 2 * frame
+    default = "" if p.xon_offset_bytes else f" (default: two maximum frames at host.mtu {host.mtu})"
+    if p.xoff_bytes and p.xoff_bytes <= xon_offset:
+        raise ScenarioError(
+            f"pfc.xoff: {p.xoff_bytes} B is not above pfc.xon_offset ({xon_offset} B{default}); XON is "
+            f"sent when a port's bytes fall to xoff - xon_offset, so the pause could never lift. "
+            f"Use pfc.xoff > {xon_offset} B, a smaller pfc.xon_offset, or pfc.xoff = \"dynamic\"")
 
 
 def _ecn(sec: _Section) -> Ecn:
@@ -678,7 +750,7 @@ def _check_cbfc(c: Cbfc, host: Host) -> None:
 
 
 def _link(sec: _Section) -> Link:
-    ber = sec.float("ber", 0.0, lo=-1e-300, hi=0.01) if "ber" in sec.data else 0.0
+    ber = sec.float("ber", 0.0, hi=0.01)
     if ber < 0:
         raise ScenarioError(f"link.ber: a bit error rate is >= 0, got {ber}")
     r = Link(ber=ber, llr=sec.bool("llr", False))
@@ -707,8 +779,8 @@ def _ls_stream(sec: _Section, count: int, ls: LoadStore) -> dict:
     for k, v in mix.items():
         if k not in LS_KINDS or k == "fence":
             raise ScenarioError(f"{sec.path('mix')}.{k}: unknown operation; use {', '.join(LS_KINDS[:-1])}")
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise ScenarioError(f"{sec.path('mix')}.{k}: expected a weight >= 0, got {v!r}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1e300:
+            raise ScenarioError(f"{sec.path('mix')}.{k}: expected a finite weight >= 0, got {v!r}")
     if sum(mix.values()) <= 0:
         raise ScenarioError(f"{sec.path('mix')}: weights sum to 0")
     w["mix"] = dict(mix)
@@ -720,6 +792,12 @@ def _ls_stream(sec: _Section, count: int, ls: LoadStore) -> dict:
     w["start_ps"] = sec.time("start", 0)
     w["seed"] = sec.int("seed", 0, lo=0)
     sec.done()
+    last_issue = w["start_ps"] + (w["ops"] - 1) * 10**12 / w["rate"]
+    if w["mode"] == "open" and last_issue > MAX_TIME_PS:
+        slowest = (w["ops"] - 1) * 10**12 / (MAX_TIME_PS - w["start_ps"])
+        raise ScenarioError(f"{sec.path('rate')}: {w['ops']} operations at {w['rate']:g} ops/s end after "
+                            f"{last_issue / 10**12:.3g} s, beyond the longest simulated time (1e6 s); "
+                            f"use a rate of at least {slowest:.3g} ops/s or fewer ops")
     if w["destinations"] == "uniform" and len(w["gpus"]) >= 1 and count < 2:
         raise ScenarioError(f"{sec.where}: uniform destinations need at least 2 GPUs")
     return w
@@ -814,8 +892,15 @@ def _workload(sec: _Section, count: int) -> dict:
             raise ScenarioError(f"{sec.path('senders')}: expected a count or a list of hosts, got {senders!r}")
         if w["receiver"] in senders:
             raise ScenarioError(f"{sec.path('senders')}: the receiver h{w['receiver']} cannot also send to itself")
+        if len(set(senders)) != len(senders):
+            twice = next(h for i, h in enumerate(senders) if h in senders[:i])
+            raise ScenarioError(f"{sec.path('senders')}: h{twice} is listed more than once; list each sender "
+                                f"once (for two flows from one host, add a second [[workload]] or a [[flow]])")
         w["senders"] = tuple(senders)
         w["stagger_ps"] = sec.time("stagger", 0)
+        if w["start_ps"] + w["stagger_ps"] * max(len(senders) - 1, 0) > MAX_TIME_PS:
+            raise ScenarioError(f"{sec.path('stagger')}: the last of {len(senders)} senders would start after "
+                                f"the longest simulated time (1e6 s); use a smaller stagger or start")
     elif kind == "permutation":
         w["seed"] = sec.int("seed", 0, lo=0)
     sec.done()
@@ -866,10 +951,15 @@ def _build(data: dict) -> Scenario:
     uses_roce = any(f.transport == "roce" for f in flows) or any(w["transport"] == "roce" for w in workloads)
     if uses_roce and host.mtu not in ROCE_MTUS:
         raise ScenarioError(f"host.mtu: RoCE needs an IB path MTU ({', '.join(map(str, ROCE_MTUS))}), got {host.mtu}")
+    if pfc.enabled:
+        _check_pfc(pfc, host)
     if switch.buffer_bytes < 2 * (host.mtu + 64):
         raise ScenarioError(f"switch.buffer: {switch.buffer_bytes} B cannot hold two frames of host.mtu {host.mtu} B")
-    return Scenario(name=name, description=description, seed=seed, topology=topology,
-                    switch=switch, host=host, ports=ports, run=run, pfc=pfc, ecn=ecn,
-                    roce=roce, dcqcn=dcqcn, ls=ls, cbfc=cbfc, link=link, loadstore=streams,
-                    ls_ops=ls_ops, flows=flows,
-                    workloads=workloads, source=copy.deepcopy(data))
+    sc = Scenario(name=name, description=description, seed=seed, topology=topology,
+                  switch=switch, host=host, ports=ports, run=run, pfc=pfc, ecn=ecn,
+                  roce=roce, dcqcn=dcqcn, ls=ls, cbfc=cbfc, link=link, loadstore=streams,
+                  ls_ops=ls_ops, flows=flows,
+                  workloads=workloads, source=copy.deepcopy(data))
+    from . import budget                    # imports this module: not at the top
+    budget.check(sc)
+    return sc

@@ -82,6 +82,7 @@ class Compiled:
     dependents: tuple
     ls_ops: np.ndarray
     ls_gpus: np.ndarray
+    warnings: list
 
 
 def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None] | None = None) -> Compiled:
@@ -136,16 +137,21 @@ def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None]
     queues["pause_since"] = -1
     qv = queues.reshape(-1, 8)
     sw_port = sw[pt.node]
+    nodes["shared_bytes"] = nodes["buffer_bytes"]
+    queues["dl_head"] = -1
+    warnings: list[str] = []
     if sc.pfc.enabled:
         prios = list(sc.pfc.priorities)
         max_frame = sc.host.mtu + 64          # largest frame any transport sends (headers incl.)
         # a port's ingress bytes are counted after its own node's pipeline latency
         hr = pfc_headroom_bytes(pt.rate_bps, pt.delay_ps, max_frame, sc.pfc.response_ps,
                                 nodes["latency_ps"][pt.node])
+        per_pg = np.full(len(hr), sc.pfc.headroom_bytes) if sc.pfc.headroom_bytes else hr
         for pr in prios:
             qv["xoff"][:, pr] = sc.pfc.xoff_bytes
-            qv["headroom"][:, pr] = sc.pfc.headroom_bytes or hr
+            qv["headroom"][:, pr] = per_pg
             qv["xon_offset"][:, pr] = sc.pfc.xon_offset_bytes or 2 * max_frame
+        warnings += buffer_pools(sc, fabric, pt, nodes, per_pg, hr, len(prios), max_frame)
     if sc.cbfc.enabled:
         max_frame = sc.host.mtu + 64
         for pr in sc.cbfc.priorities:
@@ -181,7 +187,74 @@ def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None]
     ls_ops, ls_gpus = loadstore.build_ops(sc, fabric.n_hosts, cols.get("ls"))
     step("ideal FCTs")
     ideal = ideal_fct_ps(flows, sc, nodes, pt, host_node, routes)
-    return Compiled(fabric, pt, nodes, ports, queues, flows, qps, host_node, routes, ideal, (dep_off.astype(np.int32), by_parent.astype(np.int32)), ls_ops, ls_gpus)
+    return Compiled(fabric, pt, nodes, ports, queues, flows, qps, host_node, routes, ideal,
+                    (dep_off.astype(np.int32), by_parent.astype(np.int32)), ls_ops, ls_gpus, warnings)
+
+
+def _fmt_bytes(n) -> str:
+    n = int(n)
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.2f} {unit} ({n:,} B)"
+    return f"{n:,} B"
+
+
+def buffer_pools(sc, fabric, pt, nodes, per_pg, needed, n_prios, max_frame) -> list[str]:
+    """Split each switch's buffer into a headroom pool for its lossless priority groups and
+    a shared pool (csrc/pfc.pxd). By default the headroom pool reserves every PG's headroom
+    in full, and a buffer that cannot hold it and a minimal shared pool is refused here,
+    before anything runs, with the size it needs. `pfc.headroom_pool` (a smaller shared
+    headroom pool, as SONiC's) and a `pfc.headroom` below the computed need are explicit
+    opt-ins: they run, with a warning, and a frame they cannot hold is a headroom violation.
+    Returns the warnings."""
+    warnings = []
+    sw = np.nonzero(nodes["kind"] == SWITCH)[0]
+    sw_port = nodes["kind"][pt.node] == SWITCH
+    pool_need = np.bincount(pt.node[sw_port], weights=per_pg[sw_port], minlength=len(nodes)).astype(np.int64) * n_prios
+    min_shared = 2 * max_frame
+    names = fabric.names
+    for i in sw:
+        tier = fabric.tiers[i]
+        where = f"switch.tiers.{tier}.buffer" if tier in dict(sc.switch.tiers) else "switch.buffer"
+        buf = int(nodes["buffer_bytes"][i])
+        pool = sc.pfc.headroom_pool_bytes or int(pool_need[i])
+        if sc.pfc.headroom_pool_bytes and pool + min_shared > buf:
+            raise ScenarioError(f"pfc.headroom_pool: {_fmt_bytes(pool)} leaves switch {names[i]} "
+                                f"(buffer {_fmt_bytes(buf)}, {where}) less than {_fmt_bytes(min_shared)} "
+                                f"of shared pool; use a smaller pool or a larger {where}")
+        if pool + min_shared > buf:
+            nports = int(nodes["nports"][i])
+            each = int(per_pg[pt.first[i]]) if nports else 0
+            raise ScenarioError(
+                f"{where}: {_fmt_bytes(buf)} cannot hold the PFC headroom of switch {names[i]}: "
+                f"{nports} ports x {n_prios} lossless priorit{'y' if n_prios == 1 else 'ies'} x about "
+                f"{_fmt_bytes(each)} (what arrives after XOFF: rate x (2 x cable delay + pipeline + "
+                f"response) + 3 maximum frames) = {_fmt_bytes(pool)}, plus a shared pool of at least "
+                f"{_fmt_bytes(min_shared)}. Use {where} >= {_fmt_bytes(pool + min_shared)}, fewer "
+                f"lossless priorities, or set pfc.headroom_pool to share a smaller headroom pool "
+                f"(an explicit opt-in: lossless frames may then be dropped, counted as headroom violations)")
+        nodes["hdrm_pool"][i] = pool
+        nodes["shared_bytes"][i] = buf - pool
+    if sc.pfc.headroom_pool_bytes and np.any(sc.pfc.headroom_pool_bytes < pool_need[sw]):
+        worst = sw[np.argmax(pool_need[sw])]
+        warnings.append(f"pfc.headroom_pool {_fmt_bytes(sc.pfc.headroom_pool_bytes)} is below the "
+                        f"{_fmt_bytes(pool_need[worst])} switch {names[worst]} needs to reserve every lossless "
+                        f"port's headroom: lossless frames may be dropped (counted as headroom violations)")
+    # The XOFF is refreshed every half pause time, and the refresh may wait behind a maximum
+    # frame and another control frame on the reverse link: it must land before the pause
+    # lapses, or the sender resumes while its group is still above XOFF (frames beyond the
+    # headroom). Cable delay cancels out (the XOFF and its refresh travel the same way):
+    # quanta x 512 bits / 2 >= (maximum frame + 64 B control frame + 2 x 20 B gaps) x 8.
+    min_quanta = -(-(max_frame + 64 + 40) * 8 * 2 // 512)
+    if sc.pfc.quanta < min_quanta:
+        warnings.append(f"pfc.quanta {sc.pfc.quanta} is below {min_quanta}: a pause lapses before its refresh "
+                        f"can arrive behind a {max_frame} B frame, so senders resume while still above XOFF "
+                        f"and lossless frames may be dropped (counted as headroom violations)")
+    if sc.pfc.headroom_bytes and np.any(sc.pfc.headroom_bytes < needed[sw_port]):
+        warnings.append(f"pfc.headroom {_fmt_bytes(sc.pfc.headroom_bytes)} is below the "
+                        f"{_fmt_bytes(needed[sw_port].max())} a port needs for what arrives after XOFF: "
+                        f"lossless frames may be dropped (counted as headroom violations)")
+    return warnings
 
 
 def cbfc_credits(sc, pt, nodes, max_frame):
@@ -251,14 +324,14 @@ def pfc_headroom_bytes(rate_bps, delay_ps, max_frame, response_ps, pipeline_ps):
     trip of bytes on the cable, the peer's response time, the switch pipeline (frames
     already received but not yet admitted: ingress accounting happens after the pipeline
     latency in this model), and a maximum frame being sent at each end when the pause is
-    generated and when it arrives."""
+    generated and when it arrives, and the frame that found the port at XOFF."""
     rate = np.asarray(rate_bps, dtype=np.int64)
 
     def on_wire(ps):
         return -((-np.asarray(ps, dtype=np.int64) * rate) // (8 * PS))
 
     return (on_wire(2 * np.asarray(delay_ps, dtype=np.int64)) + on_wire(response_ps) + on_wire(pipeline_ps)
-            + 2 * (max_frame + PREAMBLE_BYTES + IFG_BYTES) + 64 + PREAMBLE_BYTES + IFG_BYTES)
+            + 3 * (max_frame + PREAMBLE_BYTES + IFG_BYTES) + 64 + PREAMBLE_BYTES + IFG_BYTES)
 
 
 def _paths(src, dst, nodes, pt, host_node, routes):
@@ -494,6 +567,10 @@ class Result:
             "packets_discarded": c["packets_discarded"],
             "deadlock_detected": c["deadlock_ps"] >= 0,
             "deadlock_time_ps": c["deadlock_ps"] if c["deadlock_ps"] >= 0 else None,
+            "deadlock_cycle": self._cycle(names, comp.port_table, eng.deadlock_cycle()),
+            "lossless_drops": c["lossless_drops"],
+            "headroom_violations": int(c["drops_by_reason"][DROP_REASONS.index("headroom")]),
+            "warnings": list(comp.warnings),
             "watchdog_storms": c["watchdog_storms"],
             "ls": loadstore.summarize(self.ls_ops, eng.ls_gpus, c, c["sim_time_ps"]),
             "llr_replays": c["llr_replays"],
@@ -508,6 +585,8 @@ class Result:
             "goodput_bps": (c["bytes_delivered"] * 8 / sim_s) if sim_s > 0 else 0.0,
             "buffer_hwm_bytes": {names[i]: int(v) for i, v in enumerate(self.nodes["buffer_hwm"])
                                  if self.nodes["kind"][i] == SWITCH},
+            "headroom_hwm_bytes": {names[i]: int(v) for i, v in enumerate(self.nodes["hdrm_hwm"])
+                                   if self.nodes["kind"][i] == SWITCH},
         }
         self._names, self._port_table, self._sim_s = names, sim.compiled.port_table, sim_s
         self._tables: dict = {}
@@ -566,6 +645,12 @@ class Result:
             tables.write_parquet_atomic(path, self.table(name))
             paths.append(path)
         return paths
+
+    @staticmethod
+    def _cycle(names, pt, queues):
+        """The deadlock cycle as egress queues: each waits for the next, the last for the first."""
+        return [{"node": names[pt.node[q // 8]], "port": int(q // 8), "peer": names[pt.node[pt.peer[q // 8]]],
+                 "prio": int(q % 8)} for q in queues]
 
     def _paused_ps(self):
         """Paused time per queue (port x 8 priorities), open pauses closed at now."""
@@ -672,7 +757,7 @@ class Simulation:
             trace_level=TRACE[level], trace_capacity=scenario.run.trace_capacity,
             lossless_mask=sum(1 << p for p in scenario.pfc.priorities) if scenario.pfc.enabled else 0,
             pfc_quanta=scenario.pfc.quanta, pfc_response_ps=scenario.pfc.response_ps,
-            pfc_alpha=scenario.pfc.alpha, wd_action=WD_ACTIONS[scenario.pfc.watchdog],
+            pfc_alpha=scenario.pfc.alpha, pfc_floor=scenario.host.mtu + 64, wd_action=WD_ACTIONS[scenario.pfc.watchdog],
             wd_detect_ps=scenario.pfc.detect_ps, wd_restore_ps=scenario.pfc.restore_ps,
             deadlock_check_ps=scenario.pfc.deadlock_check_ps,
             ack_every=scenario.roce.ack_every, ack_prio=scenario.roce.ack_prio,

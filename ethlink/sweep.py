@@ -34,6 +34,12 @@ anything runs. Wall-clock metrics (`wall_s`, `events_per_s`) are allowed but not
 default set, which keeps sweep.csv a function of the grid alone: the same sweep gives the
 same file whatever `jobs` is.
 
+Failures: a point that fails (its scenario cannot compile on the worker, the disk fills,
+a worker dies) gets its error in sweep.csv's `error` column; sweep() then raises
+SweepFailed with every failed point's error (after writing the files), so a script cannot
+take a failed sweep for results. sweep() also works in a script without an
+`if __name__ == "__main__":` guard (see _main_not_reimported).
+
 Interruption: Ctrl-C stops the sweep at once (running points are killed; the pool's
 workers ignore SIGINT so that no point is left half-written by the signal). Finished
 points keep complete files; sweep.csv and sweep.parquet are written with the finished
@@ -53,8 +59,10 @@ import os
 import re
 import shutil
 import signal
+import sys
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +70,7 @@ from typing import Any
 import pyarrow as pa
 
 from . import scenarios, units
+from .fileio import replacing
 from .scenario import Scenario, ScenarioError
 from .tables import TABLE_NAMES, read_table
 
@@ -81,6 +90,18 @@ _FIXED_COLUMNS = ("point", "name", "seed", "error")
 
 class SweepError(ValueError):
     """A sweep that cannot start: bad grid, seeds, metric or scenario; names the culprit."""
+
+
+class SweepFailed(RuntimeError):
+    """Points of a sweep failed. `table` holds every point's row (sweep.csv was written,
+    with an error column) and `errors` maps each failed point's name to its error."""
+
+    def __init__(self, table: pa.Table, errors: dict[str, str]):
+        self.table, self.errors = table, errors
+        shown = "; ".join(f"{n}: {e}" for n, e in list(errors.items())[:3])
+        more = f"; and {len(errors) - 3} more" if len(errors) > 3 else ""
+        super().__init__(f"{len(errors)} of {table.num_rows} sweep point(s) failed: {shown}{more} "
+                         f"(sweep.csv has an error column)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -470,12 +491,10 @@ def write_results(table: pa.Table, outdir: Path) -> tuple[Path, Path]:
     import pyarrow.parquet as pq
 
     csv_path, pq_path = outdir / "sweep.csv", outdir / "sweep.parquet"
-    tmp = outdir / ".sweep.csv.tmp"
-    pcsv.write_csv(table, str(tmp))
-    os.replace(tmp, csv_path)
-    tmp = outdir / ".sweep.parquet.tmp"
-    pq.write_table(table, str(tmp))
-    os.replace(tmp, pq_path)
+    with replacing(csv_path) as tmp:
+        pcsv.write_csv(table, str(tmp))
+    with replacing(pq_path) as tmp:
+        pq.write_table(table, str(tmp))
     return csv_path, pq_path
 
 
@@ -502,7 +521,8 @@ class _Local:
     def run(self, tasks):
         from concurrent.futures import as_completed
 
-        futures = {self.pool.submit(run_point, t): t for t in tasks}
+        with _main_not_reimported():
+            futures = {self.pool.submit(run_point, t): t for t in tasks}
         for f in as_completed(futures):
             yield _result_or_error(f, futures[f])
 
@@ -520,6 +540,30 @@ class _Local:
         else:
             self.pool.shutdown(wait=True)
 
+
+@contextmanager
+def _main_not_reimported() -> Iterator[None]:
+    """Hide the main script from the workers being started in the block.
+
+    NOTE: a spawned worker first re-runs the parent's main script (multiprocessing's
+    "safe importing of the main module", docs: multiprocessing programming guidelines),
+    so a script that calls sweep() at top level, without an `if __name__ == "__main__":`
+    guard, would start a sweep inside every worker: they fail to start and every point
+    fails (BrokenProcessPool). Workers only run `run_point`, which lives in this module,
+    so they never need the script: while they are started (ProcessPoolExecutor spawns
+    them in submit, the start method not being fork) the main module's `__file__` and
+    `__spec__`, which tell the worker what to re-run, are hidden, and put back after."""
+    main = sys.modules.get("__main__")
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if main is not None and k in main.__dict__}
+    if "__spec__" in saved:
+        main.__spec__ = None
+    if "__file__" in saved:
+        del main.__file__
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(main, k, v)
 
 def require_dask() -> None:
     """SweepError unless Dask distributed can be imported."""
@@ -571,7 +615,8 @@ def sweep(scenario: str, outdir: str | os.PathLike[str], grid: Mapping[str, Sequ
     """Run a sweep (see module doc) and return its results table (also written to
     OUTDIR/sweep.csv and OUTDIR/sweep.parquet). `on_point(point, result)` is called in
     this process as each point finishes. A KeyboardInterrupt stops the sweep, writes the
-    finished points' rows and is raised again."""
+    finished points' rows and is raised again. If any point failed, SweepFailed is raised
+    after the files are written; it carries the table and each point's error."""
     if points is None:
         points = plan(scenario, grid, seeds=seeds, sets=sets)
     metrics = check_metrics(list(metrics) if metrics is not None else DEFAULT_METRICS)
@@ -606,6 +651,9 @@ def sweep(scenario: str, outdir: str | os.PathLike[str], grid: Mapping[str, Sequ
             _recover_or_remove(out, [p for p in points if p.index not in results], results, metrics)
         table = results_table(points, results, metrics)
         write_results(table, out)
+    errors = {by_index[i].name: r["error"] for i, r in sorted(results.items()) if r["error"]}
+    if errors:
+        raise SweepFailed(table, errors)
     return table
 
 
@@ -629,7 +677,7 @@ def _recover_or_remove(out: Path, points: Sequence[Point], results: dict[int, di
                                 "trace_rows": None, "error": ""}
             continue
         # the trace, the trace being written, the tables and a summary, written or being
-        # written (tables.replace_atomic)
+        # written (fileio.replacing)
         tables_written = [d / f"{n}.parquet" for n in TABLE_NAMES]
         for f in (d / "trace.arrow", partial_path(d / "trace.arrow"), *tables_written, *d.glob("*.tmp")):
             f.unlink(missing_ok=True)

@@ -18,7 +18,6 @@ dictionary-encoded); a list column holds int64 or float64 values, or lists of th
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -145,28 +144,15 @@ def rows_table(rows: Sequence[Mapping[str, Any]], keys: Sequence[str] = ()):
     return table({k: [r.get(k) for r in rows] for k in order})
 
 
-def replace_atomic(path: Path, write) -> None:
-    """Call `write(tmp)` on a temporary file beside `path`, then rename it to `path`: a
-    reader sees the previous file or the whole new one, never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)           # mkstemp makes it 0600; a result is for reading
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_parquet_atomic(path: Path, tbl) -> None:
-    """Write a table to Parquet atomically (replace_atomic)."""
+    """Write a table to Parquet under a temporary name beside `path`, then rename it
+    (ethlink.fileio.replacing): a reader sees the previous file or the whole new one."""
     import pyarrow.parquet as pq
 
-    replace_atomic(path, lambda tmp: pq.write_table(tbl, tmp))
+    from .fileio import replacing
+
+    with replacing(path) as tmp:
+        pq.write_table(tbl, tmp)
 
 
 def read_table(outdir: str | os.PathLike[str], name: str):

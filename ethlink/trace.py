@@ -56,9 +56,20 @@ File metadata (schema metadata, all values strings): `schema_version`; `scenario
 names, by node index); `node_kinds` (JSON list, "host"|"switch"); `hosts` (JSON list: host
 index -> node index); `ports` (JSON object of lists by port index: node, peer, rate_bps,
 delay_ps); `filters` (JSON: nodes, flows, events kept; empty lists keep all);
-`complete` ("true"|"false"); `incomplete_reason` (why an incomplete trace stopped, ""
-when complete); `rows` and `batches` (in the finished file only). Everything is a
-function of the scenario, seed and options, so the same run gives a byte-identical file.
+`flows` and `ls_ops` (how many flows/messages and Load/Store operations the run had: the
+`flow` column indexes them); `complete` ("true"|"false"); `incomplete_reason` (why an
+incomplete trace stopped, "" when complete); `rows`, `batches`, `batch_rows` (JSON list
+of each batch's rows) and `checksum` (`row_checksum` of every row, 16 hex digits) in the
+finished file only. Everything is a function of the scenario, seed and options, so the
+same run gives a byte-identical file.
+
+Reading checks a file before anything uses it (`_check`): the schema, the metadata's own
+tables (every port's node and peer, every host in range), Arrow's full validation of
+every buffer and dictionary index, the names tables, the row counts and checksum against
+the metadata (rows removed or altered), every index column against the metadata (node,
+port, flow, src, dst, prio, ecn), no negative count or time, and time never going back.
+Whatever fails, the reader raises TraceError naming the file and the problem, never
+another exception.
 
 Batches are compressed (Arrow IPC body compression) with lz4 by default, or zstd, or not
 at all. The ethlink-mixed demo's hop-level trace (6.46 M rows) takes 35 B per row with lz4
@@ -77,8 +88,8 @@ metadata (complete true or false, rows, batches), and renames the file to
 `trace.arrow` (no fsync: a killed process never leaves a torn `trace.arrow`, a power
 cut may); nothing is re-read or re-encoded (see `_finish_file`). File readers use
 the footer's schema; the stream's copy at the head keeps the metadata the run started
-with. Ctrl-C during a batch write is held until the batch is written, so a batch is in
-the file whole and counted, or not at all.
+with. Ctrl-C (or SIGTERM, SIGHUP) during a batch write is held until the batch is
+written, so a batch is in the file whole and counted, or not at all.
 
 Filters (`TraceFilter`: node names, flows, event names) go beyond the engine's levels
 (off / endpoints / hop). They are applied by the writer to each numpy batch before
@@ -282,6 +293,8 @@ def simulation_metadata(sim: Any) -> dict[str, str]:
         "hosts": json.dumps([int(h) for h in fab.hosts]),
         "ports": json.dumps({"node": pt.node.tolist(), "peer": pt.peer.tolist(),
                              "rate_bps": pt.rate_bps.tolist(), "delay_ps": pt.delay_ps.tolist()}),
+        "flows": str(len(comp.flows)),
+        "ls_ops": str(len(comp.ls_ops)),
     }
 
 
@@ -309,12 +322,33 @@ class TraceInfo:
         try:
             ports = json.loads(md["ports"])
             nodes = json.loads(md["nodes"])
-            return cls(md, nodes, json.loads(md.get("node_kinds", "[]")), json.loads(md.get("hosts", "[]")),
+            info = cls(md, nodes, json.loads(md.get("node_kinds", "[]")), json.loads(md.get("hosts", "[]")),
                        np.asarray(ports["node"], dtype=np.int64), np.asarray(ports["peer"], dtype=np.int64),
                        np.asarray(ports.get("rate_bps", []), dtype=np.int64),
                        json.loads(md.get("filters", "{}")))
-        except (ValueError, KeyError, TypeError) as exc:
+            info._check(where)
+            return info
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as exc:
             raise TraceError(f"{where}: corrupted metadata (nodes/ports): {exc}") from None
+
+    def _check(self, where: str) -> None:
+        """The metadata's tables agree with each other (every index in range), so that
+        readers can index them with the trace's columns once those are checked."""
+        n_nodes, n_ports = len(self.nodes), len(self.port_node)
+        if not isinstance(self.nodes, list) or not all(isinstance(n, str) for n in self.nodes):
+            raise ValueError("nodes is not a list of names")
+        hosts = np.asarray(self.hosts, dtype=np.int64)
+        for name, idx, hi in (("ports.node", self.port_node, n_nodes), ("ports.peer", self.port_peer, n_ports),
+                              ("hosts", hosts, n_nodes)):
+            if idx.ndim != 1 or (len(idx) and (idx.min() < 0 or idx.max() >= hi)):
+                raise ValueError(f"{name} has an index outside 0..{hi - 1}")
+        if len(self.port_peer) != n_ports or len(self.node_kinds) not in (0, n_nodes):
+            raise ValueError("ports.peer or node_kinds has the wrong length")
+        if len(self.port_rate_bps) not in (0, n_ports) or np.any(self.port_rate_bps <= 0):
+            raise ValueError("ports.rate_bps has the wrong length or a rate <= 0")
+        for key in ("rows", "batches", "flows", "ls_ops"):
+            if key in self.metadata and int(self.metadata[key]) < 0:
+                raise ValueError(f"{key} is negative")
 
     @property
     def complete(self) -> bool:
@@ -388,6 +422,8 @@ class TraceWriter:
         self.rows = 0               # rows written (after filters)
         self.records = 0            # records received (before filters)
         self.batches = 0
+        self._batch_rows: list[int] = []
+        self._checksum = 0
         self.closed = False
         self._pending: np.ndarray | None = None
         # NOTE: one worker thread converts, compresses and writes a batch while the engine
@@ -423,7 +459,7 @@ class TraceWriter:
         # Kept until handed over: an interrupt before that leaves it for close(); one
         # during it waits for its end, so a batch is written and counted, or neither.
         self._pending = recs
-        with _sigint_deferred():
+        with _signals_deferred():
             self._settle()
             if self._pool is None:
                 self._write(recs)
@@ -433,7 +469,7 @@ class TraceWriter:
 
     def flush(self) -> None:
         """Wait until every batch handed to `write` is in the file (in the OS's hands)."""
-        with _sigint_deferred():
+        with _signals_deferred():
             self._settle()
 
     def _settle(self) -> None:
@@ -451,6 +487,8 @@ class TraceWriter:
         self._stream.write_batch(records_to_batch(recs))
         self.rows += len(recs)
         self.batches += 1
+        self._batch_rows.append(len(recs))
+        self._checksum = (self._checksum + row_checksum(recs["time_ps"], recs["pkt"])) % 2**64
 
     def close(self, complete: bool = True, reason: str = "") -> Path:
         """Finish `path` with its final metadata; returns it. Idempotent."""
@@ -472,7 +510,8 @@ class TraceWriter:
             self._stream.close()
             self._sink.close()
         md = dict(self._metadata, complete="true" if complete else "false",
-                  incomplete_reason="" if complete else (reason or "unknown"))
+                  incomplete_reason="" if complete else (reason or "unknown"),
+                  batch_rows=json.dumps(self._batch_rows), checksum=f"{self._checksum:016x}")
         _finish_file(self.partial, self.path, md, self.options)
         return self.path
 
@@ -573,6 +612,9 @@ def _finish_file(partial: Path, path: Path, metadata: dict[str, str], options: p
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             end, dicts, batches, rows = _scan_stream(buf, len(_FILE_HEAD))
         metadata.update(rows=str(rows), batches=str(len(batches)))
+        if "batch_rows" in metadata and len(json.loads(metadata["batch_rows"])) != len(batches):
+            # a write failed (a full disk) and tore a batch: the counts cannot vouch for the file
+            del metadata["batch_rows"], metadata["checksum"]
         footer = _footer(TRACE_SCHEMA.with_metadata(metadata), options, dicts, batches)
         f.truncate(end)                 # drops the end marker (rewritten) or a torn message
         f.seek(end)
@@ -589,24 +631,32 @@ def _finish_file(partial: Path, path: Path, metadata: dict[str, str], options: p
     os.replace(partial, path)
 
 
+_DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 @contextmanager
-def _sigint_deferred() -> Iterator[None]:
-    """Hold SIGINT (Ctrl-C) until the block ends, then deliver it as Python would have.
-    Only the main thread receives signals; elsewhere this does nothing."""
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT (Ctrl-C), SIGTERM and SIGHUP until the block ends, then deliver them as
+    Python would have: to the handler there was, or by the default action (SIGINT:
+    KeyboardInterrupt). Only the main thread receives signals; elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     got: list[int] = []
-    old = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    old = {s: signal.signal(s, lambda signum, frame: got.append(signum)) for s in _DEFERRED_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, old)
-        if got:
-            if callable(old):
-                old(signal.SIGINT, None)
-            elif old == signal.SIG_DFL:
-                raise KeyboardInterrupt
+        for s, handler in old.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        for s in dict.fromkeys(got):
+            handler = old[s]
+            if callable(handler):
+                handler(s, None)
+            elif handler in (signal.SIG_DFL, None):
+                if s == signal.SIGINT:
+                    raise KeyboardInterrupt
+                signal.raise_signal(s)
 
 
 # ---------------------------------------------------------------------------------------
@@ -646,14 +696,21 @@ def read_trace(path: str | os.PathLike[str]) -> pa.Table:
         raise TraceError(f"{p}: empty file (0 bytes), not an Arrow trace")
     if not head.startswith(_FILE_MAGIC):
         raise TraceError(f"{p}: not an Arrow IPC file (starts with {head.hex()}, not 'ARROW1')")
-    if size >= 16 and tail == _FILE_MAGIC:
-        table = _read_file(p)
-    elif p.name.endswith(".partial"):
-        table = _read_stream(p)
-    else:
-        raise TraceError(f"{p}: truncated: the Arrow file ends after {size} bytes without its footer "
-                         f"(a copy cut short? a run that did not finish leaves {p.name}.partial instead)")
-    _check(table, p)
+    # Only TraceError leaves the reader: a damaged file can make pyarrow (or the checks)
+    # fail in any way; what failed is named.
+    try:
+        if size >= 16 and tail == _FILE_MAGIC:
+            table = _read_file(p)
+        elif p.name.endswith(".partial"):
+            table = _read_stream(p)
+        else:
+            raise TraceError(f"{p}: truncated: the Arrow file ends after {size} bytes without its footer "
+                             f"(a copy cut short? a run that did not finish leaves {p.name}.partial instead)")
+        _check(table, p)
+    except TraceError:
+        raise
+    except Exception as exc:            # noqa: BLE001 - anything else is a damaged file
+        raise TraceError(f"{p}: corrupted trace file ({type(exc).__name__}: {exc})") from None
     return table
 
 
@@ -661,8 +718,7 @@ def _read_file(p: Path) -> pa.Table:
     try:
         with pa.memory_map(str(p)) as src:
             return pa.ipc.open_file(src).read_all()
-    except (pa.ArrowInvalid, pa.ArrowIOError, pa.ArrowNotImplementedError, pa.ArrowTypeError,
-            pa.ArrowKeyError, pa.ArrowIndexError, pa.ArrowSerializationError, OSError) as exc:
+    except (pa.ArrowException, OSError) as exc:
         raise TraceError(f"{p}: corrupted Arrow file: {exc}") from None
 
 
@@ -672,20 +728,33 @@ def _read_stream(p: Path) -> pa.Table:
     try:
         buf = pa.memory_map(str(p)).read_buffer()
         reader = pa.ipc.open_stream(buf.slice(len(_FILE_HEAD)))
-    except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+    except (pa.ArrowException, OSError) as exc:
         raise TraceError(f"{p}: corrupted Arrow stream (schema unreadable): {exc}") from None
     while True:
         try:
             batches.append(reader.read_next_batch())
         except StopIteration:
             break
-        except (pa.ArrowInvalid, pa.ArrowIOError, OSError):
+        except (pa.ArrowException, OSError):
             # A hard kill tears at most the last message; the batches before it are whole.
             break
     return pa.Table.from_batches(batches, schema=reader.schema)
 
 
+def row_checksum(time_ps: np.ndarray, pkt: np.ndarray) -> int:
+    """The trace's `checksum` (metadata) of some rows: the sum, mod 2**64, of
+    time_ps x 0x9E3779B97F4A7C15 + pkt over the rows (as unsigned 64-bit integers). Rows
+    removed, added or changed in these columns change it; order does not (the monotonic
+    time check sees reordering)."""
+    with np.errstate(over="ignore"):
+        h = np.asarray(time_ps).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.asarray(pkt).astype(np.uint64)
+        return int(h.sum(dtype=np.uint64))
+
+
 def _check(table: pa.Table, p: Path) -> None:
+    """Structure first (schema, metadata, every buffer and dictionary index: Arrow's full
+    validation), then the names tables, then the values against the metadata; nothing
+    is read from a column before the step that makes that read safe."""
     want = [(f.name, f.type) for f in TRACE_SCHEMA]
     got = [(f.name, f.type) for f in table.schema]
     if got != want:
@@ -695,20 +764,73 @@ def _check(table: pa.Table, p: Path) -> None:
                                         f"has unknown {', '.join(extra)}" if extra else "") if x)
         raise TraceError(f"{p}: not an ethlink trace (schema {SCHEMA_VERSION}): "
                          f"{detail or 'column types differ'}")
-    TraceInfo.of(table, str(p))
-    if table.schema.metadata[b"schema_version"].decode() != SCHEMA_VERSION:
-        raise TraceError(f"{p}: trace schema version {table.schema.metadata[b'schema_version'].decode()}, "
+    info = TraceInfo.of(table, str(p))
+    if info.metadata["schema_version"] != SCHEMA_VERSION:
+        raise TraceError(f"{p}: trace schema version {info.metadata['schema_version']}, "
                          f"this ethlink reads {SCHEMA_VERSION}")
+    try:
+        table.validate(full=True)
+    except pa.ArrowException as exc:
+        raise TraceError(f"{p}: corrupted Arrow data: {exc}") from None
     for name, names in ENUMS.items():
         for chunk in table[name].chunks:
             d = chunk.dictionary.to_pylist()
             if d != list(names)[: len(d)]:
                 raise TraceError(f"{p}: column {name} has names {d}, expected a prefix of {list(names)}")
-            break
-    try:
-        table.validate(full=True)
-    except pa.ArrowInvalid as exc:
-        raise TraceError(f"{p}: corrupted Arrow data: {exc}") from None
+    _check_counts(table, info, p)
+    _check_values(table, info, p)
+
+
+def _check_counts(table: pa.Table, info: TraceInfo, p: Path) -> None:
+    """A finished file's rows against its metadata: total, per batch, checksum."""
+    md = info.metadata
+    if "rows" in md and int(md["rows"]) != table.num_rows:
+        raise TraceError(f"{p}: missing rows: the metadata says {md['rows']} rows, the file has "
+                         f"{table.num_rows} (rows were removed or the file was rewritten)")
+    if "batch_rows" in md:
+        want = json.loads(md["batch_rows"])
+        got = [len(c) for c in table["time_ps"].chunks if len(c)]
+        if want != got:
+            bad = next((i for i, (a, b) in enumerate(zip(want, got)) if a != b), min(len(want), len(got)))
+            raise TraceError(f"{p}: batch {bad} differs from the metadata's row counts "
+                             f"({len(got)} batches, metadata {len(want)}): the file was altered")
+    if "checksum" in md:
+        t = table["time_ps"].to_numpy()
+        k = table["pkt"].to_numpy()
+        if f"{row_checksum(t, k):016x}" != md["checksum"]:
+            raise TraceError(f"{p}: checksum mismatch (time_ps, pkt): rows were altered after the run")
+
+
+# (column, smallest value, largest value or the metadata count it indexes)
+_RANGES = (("time_ps", 0, None), ("pkt", -1, None), ("qbytes", 0, None), ("node", 0, "nodes"),
+           ("port", -1, "ports"), ("flow", -1, "flows"), ("src", -1, "nodes"), ("dst", -1, "nodes"),
+           ("size", 0, None), ("payload", 0, None), ("qp", -1, None), ("ntx", 0, None),
+           ("prio", 0, 8), ("ecn", 0, 4))
+
+
+def _check_values(table: pa.Table, info: TraceInfo, p: Path) -> None:
+    """Every index column within the metadata's tables, no negative count, time never
+    going back: the rows callers index arrays with are safe to use."""
+    md = info.metadata
+    bound = {"nodes": len(info.nodes), "ports": info.n_ports,
+             "flows": max(int(md.get("flows", 0)), int(md.get("ls_ops", 0))) if "flows" in md else None}
+    for name, lo, hi in _RANGES:
+        col = table[name].to_numpy()
+        if not len(col):
+            return
+        top = bound[hi] if isinstance(hi, str) else hi
+        bad = (col < lo) | (col >= top) if top is not None else col < lo
+        if bad.any():
+            r = int(np.argmax(bad))
+            allowed = f"{lo}..{top - 1}" if top is not None else f">= {lo}"
+            raise TraceError(f"{p}: row {r}: {name}={int(col[r])} is outside {allowed}"
+                             f"{' (the metadata ' + hi + ')' if isinstance(hi, str) else ''}: the file is corrupted")
+    t = table["time_ps"].to_numpy()
+    back = np.diff(t) < 0
+    if back.any():
+        r = int(np.argmax(back)) + 1
+        raise TraceError(f"{p}: row {r}: time_ps goes back ({int(t[r])} ps after {int(t[r - 1])} ps); "
+                         f"trace rows are in time order: the file is corrupted or was reordered")
 
 
 def codes(table: pa.Table, column: str) -> np.ndarray:

@@ -5,10 +5,12 @@ this module turns what a person writes ("400G", "1.5us", "16MiB") into those int
 says exactly what went wrong when it cannot.
 
 A bare number means the base unit (bit/s, ps, bytes). Decimal prefixes are powers of ten
-(k, M, G, T), binary ones powers of two (KiB, MiB, GiB).
+(k, M, G, T), binary ones powers of two (KiB, MiB, GiB). NaN and infinity are refused
+here; upper bounds (what fits the engine's int64 fields) are the scenario reader's.
 """
 from __future__ import annotations
 
+import math
 import re
 from decimal import Decimal, InvalidOperation
 
@@ -39,6 +41,8 @@ def _parse(value, units: dict[str, int], what: str, example: str) -> int:
     if isinstance(value, int):
         return value
     if isinstance(value, float):
+        if not math.isfinite(value):
+            raise UnitError(f"expected a finite {what}, got {value!r}; write e.g. {example}")
         if value != int(value):
             raise UnitError(f"expected a whole number of base units, got {value!r}; write e.g. {example}")
         return int(value)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .scenario import FlowSpec, Scenario, ScenarioError, n_hosts
+from .scenario import INT64_MAX, MAX_SIZE_BYTES, MAX_TIME_PS, FlowSpec, Scenario, ScenarioError, n_hosts
 
 from .scenario import LS_KINDS, VERBS
 
@@ -123,7 +123,8 @@ def from_table(table, n_hosts: int, max_ls_size: int = 4096) -> dict[str, np.nda
         if len(raw) != n:
             raise ScenarioError(f"workload table: column {name} has {len(raw)} rows, id has {n}")
         if raw.dtype.kind not in "iu":
-            if raw.dtype.kind == "f" and np.all(raw == np.round(raw)):
+            if raw.dtype.kind == "f" and np.all(np.isfinite(raw) & (raw == np.round(raw))) \
+                    and not np.any(np.abs(raw) > INT64_MAX):
                 return raw.astype(dtype)
             raise ScenarioError(f"workload table: column {name} must be integers, got {raw.dtype}")
         return raw.astype(dtype)
@@ -155,8 +156,9 @@ def from_table(table, n_hosts: int, max_ls_size: int = 4096) -> dict[str, np.nda
         ((size < 1) & ~fence, "bytes", "at least 1"),
         (is_ls & ~fence & (size > max_ls_size), "bytes", f"at most {max_ls_size} for a Load/Store op (ls.max_size)"),
         (is_ls & (dep_id >= 0), "dep", "-1 for a Load/Store op (it issues in order on its GPU; use a fence)"),
+        (size > MAX_SIZE_BYTES, "bytes", f"at most {MAX_SIZE_BYTES} (1 TiB)"),
         ((prio < 0) | (prio > 7), "prio", "a priority 0..7"),
-        (start < 0, "time_ps", ">= 0"),
+        ((start < 0) | (start > MAX_TIME_PS), "time_ps", f"in 0..{MAX_TIME_PS} (1e6 s)"),
     )
     for mask, name, want in checks:
         rows = np.nonzero(mask)[0]

@@ -1,21 +1,18 @@
-"""Every built-in scenario (scaled down where listed) gives the same results as at commit
-2d47d50, before routing moved from a dense (node x host) table to per-switch tables by
+"""Every built-in scenario (scaled down where listed) gives the same results as before
+routing moved from a dense (node x host) table to per-switch tables by
 destination class: digests of the summary's aggregates, of the per-flow times (with the
 ideal FCT, which walks the routes in Python) and of the hop-level trace records.
 
 The expected digests in tests/data/route_digests.json were computed by this file's
-`digests()` run on 2d47d50 (see the __main__ block), not written by hand:
+`digests()` run on main at 7458544 (the last commit before the routing change reached
+it; first computed on 2d47d50), not written by hand:
 
-    git worktree add /tmp/old 2d47d50 && cd /tmp/old && $VENV/python setup.py build_ext --inplace
-    PYTHONPATH=/tmp/old $VENV/python tests/test_route_digests.py > tests/data/route_digests.json
+    git worktree add --detach /tmp/base 7458544 && cd /tmp/base
+    $VENV/python setup.py build_ext --inplace && cp $CHECKOUT/tests/test_route_digests.py tests/
+    PYTHONPATH=/tmp/base $VENV/python tests/test_route_digests.py > $CHECKOUT/tests/data/route_digests.json
 
-(this file copied into /tmp/old/tests first), with one fix applied to 2d47d50 there:
-CBFC credit frames had an unset `payload` (csrc/cbfc.pxd), so the trace of a CBFC run
-held whatever an earlier packet left in the pool slot and differed from process to
-process; they now carry 0. Only the summary keys present then are compared, so keys
-added since do not change the digest. A change that
-legitimately changes results (the PFC fixes of the lossless issue) updates that file
-the same way and says so in its commit.
+Only the summary keys present then are compared, so keys added since do not change the
+digest.
 """
 from __future__ import annotations
 

@@ -213,13 +213,13 @@ def test_same_scenario_and_seed_give_byte_identical_files(tmp_path):
 @pytest.mark.parametrize("compression", ["none", "lz4", "zstd"])
 def test_compressions_hold_the_same_table(hop, tmp_path, compression):
     _, _, recs, _, table = hop
-    w = T.TraceWriter(tmp_path / "t.arrow", {"nodes": "[]"} | _stub_meta(), compression=compression)
+    w = T.TraceWriter(tmp_path / "t.arrow", _stub_meta(hop[0]), compression=compression)
     for lo in range(0, len(recs), 3000):
         w.write(recs[lo:lo + 3000])
     w.close()
     assert T.read_trace(tmp_path / "t.arrow").equals(table)
     with pytest.raises(ValueError, match="gzip"):
-        T.TraceWriter(tmp_path / "u.arrow", _stub_meta(), compression="gzip")
+        T.TraceWriter(tmp_path / "u.arrow", _stub_meta(hop[0]), compression="gzip")
 
 
 def test_the_background_writer_writes_the_same_bytes_as_a_direct_one(hop, tmp_path):
@@ -227,7 +227,7 @@ def test_the_background_writer_writes_the_same_bytes_as_a_direct_one(hop, tmp_pa
     a writer without a thread produces, batch for batch."""
     _, _, recs, _, _ = hop
     for name, background in (("bg.arrow", True), ("fg.arrow", False)):
-        w = T.TraceWriter(tmp_path / name, _stub_meta(), background=background)
+        w = T.TraceWriter(tmp_path / name, _stub_meta(hop[0]), background=background)
         for lo in range(0, len(recs), 700):
             w.write(recs[lo:lo + 700])
         w.close()
@@ -236,7 +236,7 @@ def test_the_background_writer_writes_the_same_bytes_as_a_direct_one(hop, tmp_pa
 
 def test_a_failed_background_write_is_raised_by_the_next_call(hop, tmp_path):
     _, _, recs, _, _ = hop
-    w = T.TraceWriter(tmp_path / "t.arrow", _stub_meta())
+    w = T.TraceWriter(tmp_path / "t.arrow", _stub_meta(hop[0]))
     bad = recs[:10].copy()
     bad["kind"][3] = 99                     # refused by the worker's conversion
     w.write(bad)
@@ -261,10 +261,9 @@ def test_the_cli_offers_the_writers_compressions_and_default():
     assert cli.TRACE_COMPRESSIONS == T.COMPRESSIONS and cli.TRACE_DEFAULT_COMPRESSION == T.DEFAULT_COMPRESSION
 
 
-def _stub_meta():
-    return {"schema_version": T.SCHEMA_VERSION, "scenario": "stub", "seed": "1", "ethlink_version": "0",
-            "trace_level": "hop", "nodes": json.dumps([f"n{i}" for i in range(6)]),
-            "ports": json.dumps({"node": [], "peer": []})}
+def _stub_meta(sim):
+    """The metadata of the `hop` run's fabric (the reader checks the rows against it)."""
+    return {**T.simulation_metadata(sim), "scenario": "stub", "ethlink_version": "0"}
 
 
 def test_records_with_an_unknown_enum_value_are_refused(tmp_path):
@@ -298,7 +297,7 @@ def test_file_is_the_head_the_stream_and_a_footer_with_the_final_metadata(hop, t
 
 def test_a_torn_last_message_is_cut_when_the_file_is_finished(hop, tmp_path):
     _, _, recs, _, _ = hop
-    w = T.TraceWriter(tmp_path / "t.arrow", _stub_meta(), background=False)
+    w = T.TraceWriter(tmp_path / "t.arrow", _stub_meta(hop[0]), background=False)
     w.write(recs[:500])
     w.write(recs[500:900])
     w._sink.write(b"\xff\xff\xff\xff" + (4000).to_bytes(4, "little") + bytes(100))   # as a crash mid-write
