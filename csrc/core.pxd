@@ -447,8 +447,12 @@ cdef struct Sim:
     int32_t n_qps
     int32_t n_hosts
     int32_t* host_node          # host index -> node index
-    int32_t* route_off          # [node * n_hosts + dst] -> first index into route_port
-    int32_t* route_port         # egress port candidates (equal cost)
+    int32_t* node_row           # node -> row of route_set, -1 for a host with one port (route.pxd)
+    int32_t* host_class         # host -> destination class (hosts linked to the same switches)
+    int32_t n_classes
+    int32_t* route_set          # [row * n_classes + class] -> next-hop set, -1: none
+    int32_t* route_off          # [set] .. [set + 1]: the set's range of route_port
+    int32_t* route_port         # egress port candidates (equal cost, ascending)
     int32_t* ring_head          # [port * 8 + prio] QPs with something to send on a port
     int32_t* ring_tail
     int32_t* flow_order         # flows without dependencies, sorted by start time

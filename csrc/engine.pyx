@@ -29,6 +29,7 @@ from pfc cimport (pfc_admit, pfc_on_admit, pfc_on_depart, pfc_refresh, pfc_rx, p
                   pause_close, pfc_find_cycle, WD_OFF, WD_DROP, WD_IGNORE)
 from ecn cimport ecn_should_mark, ECN_CE
 from nic cimport ring_push, ring_pop, qp_activate, host_port
+from route cimport route_count, route_nth
 from flows cimport raw_make_packet, raw_deliver
 from roce cimport (roce_next_packet, roce_has_more, roce_rx_data, roce_rx_ack, roce_rto)
 from dcqcn cimport dc_on_cnp, dc_timer
@@ -43,10 +44,9 @@ cnp.import_array()
 # Ports: start the next frame, finish a frame.
 
 cdef inline int32_t spray_port(Sim* s, int32_t node, int32_t dst, int32_t k) noexcept nogil:
-    cdef int64_t key = <int64_t>node * s.n_hosts + dst
-    cdef int32_t off = s.route_off[key]
-    cdef int32_t cnt = s.route_off[key + 1] - off
-    return s.route_port[off + k % cnt]
+    cdef int32_t first = -1
+    cdef int32_t cnt = route_count(s, node, dst, &first)
+    return route_nth(s, node, dst, k % cnt)
 
 
 cdef inline int32_t raw_next_packet(Sim* s, int32_t qi) noexcept nogil:
@@ -203,19 +203,18 @@ cdef inline void drop(Sim* s, int32_t node, int32_t port, int32_t pi, uint8_t re
 
 cdef inline int32_t route(Sim* s, int32_t node, int32_t pi) noexcept nogil:
     cdef Packet* pk = &s.pkts[pi]
-    cdef int64_t key = <int64_t>node * s.n_hosts + pk.dst
-    cdef int32_t off = s.route_off[key]
-    cdef int32_t cnt = s.route_off[key + 1] - off
+    cdef int32_t first = -1
+    cdef int32_t cnt = route_count(s, node, pk.dst, &first)
     cdef uint64_t h
     if cnt <= 0:
         return -1
     if cnt == 1:
-        return s.route_port[off]
+        return first
     if s.nodes[node].ecmp == ECMP_SPRAY:
         h = hash3(s.seed, <uint64_t>node | (<uint64_t>1 << 40), <uint64_t>pk.uid)
     else:
         h = hash3(s.seed, <uint64_t>node, <uint64_t>(pk.flow if pk.flow >= 0 else pk.src))
-    return s.route_port[off + <int32_t>(h % <uint64_t>cnt)]
+    return route_nth(s, node, pk.dst, <int32_t>(h % <uint64_t>cnt))
 
 
 cdef inline uint8_t admit(Sim* s, Node* nd, Queue* q, int32_t size) noexcept nogil:
@@ -523,13 +522,14 @@ cdef class Engine:
     cdef Sim s
     cdef readonly object nodes, ports, queues, flows, qps, ls_ops, ls_gpus
     cdef object _host_node, _route_off, _route_port, _ring_head, _ring_tail, _flow_order
+    cdef object _node_row, _host_class, _route_set
     cdef object _dep_off, _dep_list
     cdef bint started
 
     def __cinit__(self):
         memset(&self.s, 0, sizeof(Sim))
 
-    def __init__(self, nodes, ports, queues, flows, qps, host_node, route_off, route_port,
+    def __init__(self, nodes, ports, queues, flows, qps, host_node, routes,
                  *, uint64_t seed=1, int64_t dwrr_quantum=9216, int32_t ttl=64,
                  int32_t trace_level=TRACE_OFF, int64_t trace_capacity=16384,
                  int32_t initial_packets=4096, int32_t lossless_mask=0, int32_t pfc_quanta=0xFFFF,
@@ -557,11 +557,19 @@ cdef class Engine:
         n_hosts = len(host_node)
         if len(self.queues) != NPRIO * len(self.ports):
             raise ValueError("queues: need 8 per port")
-        if len(route_off) != len(self.nodes) * n_hosts + 1:
-            raise ValueError("route_off: need n_nodes * n_hosts + 1 entries")
+        # routes: an ethlink.topology.Routes (csrc/route.pxd)
+        if len(routes.node_row) != len(self.nodes) or len(routes.host_class) != n_hosts:
+            raise ValueError("routes: need a row per node and a class per host")
+        if len(routes.table) != int((routes.node_row >= 0).sum()) * routes.n_classes:
+            raise ValueError("routes.table: need rows x classes entries")
         self._host_node = np.ascontiguousarray(host_node, dtype=np.int32)
-        self._route_off = np.ascontiguousarray(route_off, dtype=np.int32)
-        self._route_port = np.ascontiguousarray(route_port, dtype=np.int32)
+        self._node_row = np.ascontiguousarray(routes.node_row, dtype=np.int32)
+        self._host_class = np.ascontiguousarray(routes.host_class, dtype=np.int32)
+        self._route_set = np.ascontiguousarray(routes.table, dtype=np.int32)
+        if len(self._route_set) == 0:
+            self._route_set = np.full(1, -1, dtype=np.int32)
+        self._route_off = np.ascontiguousarray(routes.set_off, dtype=np.int32)
+        self._route_port = np.ascontiguousarray(routes.set_port, dtype=np.int32)
         if len(self._route_port) == 0:
             self._route_port = np.zeros(1, dtype=np.int32)
         self._ring_head = np.full(NPRIO * len(self.ports), -1, dtype=np.int32)
@@ -637,6 +645,10 @@ cdef class Engine:
         s.rate_log = <int64_t*>malloc(s.rate_cap * sizeof(int64_t))
         s.n_hosts = n_hosts
         s.host_node = <int32_t*>cnp.PyArray_DATA(self._host_node)
+        s.node_row = <int32_t*>cnp.PyArray_DATA(self._node_row)
+        s.host_class = <int32_t*>cnp.PyArray_DATA(self._host_class)
+        s.n_classes = routes.n_classes
+        s.route_set = <int32_t*>cnp.PyArray_DATA(self._route_set)
         s.route_off = <int32_t*>cnp.PyArray_DATA(self._route_off)
         s.route_port = <int32_t*>cnp.PyArray_DATA(self._route_port)
         s.ring_head = <int32_t*>cnp.PyArray_DATA(self._ring_head)

@@ -3,7 +3,7 @@
     import ethlink
     sc = ethlink.Scenario.from_toml("my.toml")        # or ethlink.scenarios.load("incast-raw")
     result = ethlink.Simulation(sc).run()
-    print(result.summary["flows"][0])
+    print(result.summary["fct_ps"], result.flows_table())
 
 The compiled engine is imported on first use of Simulation, so pure-Python parts
 (scenario validation, ethlink.frames) work without it.

@@ -19,7 +19,7 @@ How each quantity follows from the trace (csrc/engine.pyx, roce.pxd, pfc.pxd):
   accepts the READ RESPONSE at its snd_una, and ACK (PSN p: una p+1) / NAK (una p) move
   snd_una. A message is finished when its last payload byte is accepted and complete
   (CQE) when snd_una passes its last PSN (raw: at finish). These equal the engine's
-  finish_ps and complete_ps (a test checks them against summary.json).
+  finish_ps and complete_ps (a test checks them against the run's flows.parquet).
 - Post time: the op's time_ps, or for an op with a dependency its delay plus the
   dependency's completion. Ideal FCT and slowdown as in ethlink.sim (the op table and
   fabric are rebuilt from the trace metadata: ethlink.replay.workload_from_trace).
@@ -29,7 +29,7 @@ How each quantity follows from the trace (csrc/engine.pyx, roce.pxd, pfc.pxd):
 - Pauses: a `pause_rx` row with quanta q > 0 at time t pauses the port's egress queue of
   that priority until t + ceil(q * 512 bits / rate) (a later one extends it), quanta 0
   resumes at t; intervals still open at the end are closed at the run's end. Their sums
-  equal summary.json's ports[].paused_ps. `pause_tx` rows count the frames a port sent.
+  equal ports.parquet's paused_ps. `pause_tx` rows count the frames a port sent.
 - Load/Store operations: each issued operation has an `op_issue` row when it took a tag
   and an `op_complete` row when it completed (both at the issuing GPU, flag 4 PF_LS, kind
   ethlink with either header profile, flow = operation index, opcode = kind, payload =
@@ -39,7 +39,8 @@ How each quantity follows from the trace (csrc/engine.pyx, roce.pxd, pfc.pxd):
   the latency figures, as there.
 
 Filtered traces (`run --trace-node/--trace-flow/--trace-event`) lack rows these need:
-`flows` then takes the per-message times from summary.json (given or beside the trace);
+`flows` then takes the per-message times from the run's flows.parquet (beside the given
+summary.json, else beside the trace);
 `ls_ops` and `ls_latency` need the op_issue and op_complete rows (a TraceError says which
 are missing) and see the operations of the GPUs kept.
 
@@ -91,12 +92,14 @@ LS_FENCE = LS_KINDS.index("fence")  # LS_KINDS: the engine's LsKind names, in en
 @dataclass
 class TraceRun:
     """A trace with what it describes: metadata, the run's op table, the summary (if
-    found) and the compiled fabric (built lazily)."""
+    found), the folder of the run's tables (flows.parquet, ...; if known) and the
+    compiled fabric (built lazily)."""
 
     path: str
     table: pa.Table
     info: TraceInfo
     summary: dict | None
+    outdir: Path | None = None
     _workload: pa.Table | None = None
     _compiled: Any = None
     _roce: Any = None               # (rows, accepted, una_log) of the RoCE replay
@@ -132,6 +135,16 @@ class TraceRun:
     def filtered(self) -> bool:
         return any(self.info.filters.get(k) for k in ("nodes", "flows", "events"))
 
+    def result_table(self, name: str) -> pa.Table | None:
+        """The run's `flows`, `qps` or `ports` table (OUTDIR/<name>.parquet), or None."""
+        if self.outdir is None or not (self.outdir / f"{name}.parquet").exists():
+            return None
+        from .tables import read_table
+        try:
+            return read_table(self.outdir, name)
+        except (OSError, pa.ArrowInvalid) as exc:
+            raise TraceError(f"{self.outdir / name}.parquet: cannot read it: {exc}") from None
+
     def col(self, name: str) -> np.ndarray:
         if name in ("event", "kind", "reason"):
             return codes(self.table, name)
@@ -141,21 +154,26 @@ class TraceRun:
 def open_run(trace: str | os.PathLike[str] | pa.Table | TraceRun, summary: str | os.PathLike[str] | dict | None = None
              ) -> TraceRun:
     """A TraceRun from a trace path (or a read_trace table). `summary`: a summary.json
-    path or dict; by default OUTDIR/summary.json beside OUTDIR/trace.arrow if present."""
+    path or dict; by default OUTDIR/summary.json beside OUTDIR/trace.arrow if present. The
+    run's tables (flows.parquet, ...) are read from beside the summary.json path given,
+    else beside the trace."""
     if isinstance(trace, TraceRun):
         return trace
+    outdir = None
     if isinstance(trace, pa.Table):
         table, where = trace, "trace"
     else:
         table, where = read_trace(trace), str(trace)
+        outdir = Path(trace).parent
         if summary is None and (Path(trace).parent / "summary.json").exists():
             summary = Path(trace).parent / "summary.json"
     if summary is not None and not isinstance(summary, dict):
+        outdir = Path(summary).parent
         try:
             summary = json.loads(Path(summary).read_text())
         except (OSError, ValueError) as exc:
             raise TraceError(f"{summary}: cannot read the summary: {exc}") from None
-    return TraceRun(where, table, TraceInfo.of(table, where), summary)
+    return TraceRun(where, table, TraceInfo.of(table, where), summary, outdir)
 
 
 # ---------------------------------------------------------------------------------------
@@ -234,14 +252,14 @@ _FLOW_SCHEMA = pa.schema([
 def flows(trace, summary=None, *, source: str = "auto") -> pa.Table:
     """One row per message (flow index order): its op (id, src, dst, op, bytes, prio,
     dep), post time, first transmission, finish (last payload byte accepted), completion
-    (CQE at the requester), FCT (finish - post, as summary.json), ideal FCT, slowdown,
+    (CQE at the requester), FCT (finish - post, as flows.parquet), ideal FCT, slowdown,
     payload bytes accepted and frames transmitted by its sender(s) (retransmissions
     included). Times are null when they did not happen (or, for first_tx_ps and
     tx_frames, when the trace lacks the rows).
 
-    `source`: "trace" derives the times from the trace; "summary" takes them from
-    summary.json; "auto" from the trace unless it is filtered or has ops other than raw
-    and RoCE verbs (Load/Store), then from summary.json."""
+    `source`: "trace" derives the times from the trace; "summary" takes them from the
+    run's flows.parquet (see open_run); "auto" from the trace unless it is filtered or has
+    ops other than raw and RoCE verbs (Load/Store), then from flows.parquet."""
     run = open_run(trace, summary)
     if source not in ("auto", "trace", "summary"):
         raise ValueError(f"source {source!r}: choose auto, trace or summary")
@@ -249,7 +267,7 @@ def flows(trace, summary=None, *, source: str = "auto") -> pa.Table:
     if source == "auto":
         # the trace replays raw and RoCE receivers only; other ops' times come from the summary
         other = not set(wl["op"].to_pylist()) <= set(_TRACED_OPS)
-        source = "summary" if run.filtered or (other and run.summary) else "trace"
+        source = "summary" if run.filtered or (other and run.result_table("flows") is not None) else "trace"
     n = wl.num_rows
     comp = run.compiled
     ideal = comp.ideal_fct_ps
@@ -265,15 +283,15 @@ def flows(trace, summary=None, *, source: str = "auto") -> pa.Table:
     acc = accepted_rows(run)
     delivered = np.bincount(flow[acc], weights=run.col("payload")[acc], minlength=n).astype(np.int64)
     if source == "summary":
-        if not run.summary or "flows" not in run.summary:
+        sf = run.result_table("flows")
+        if sf is None:
             raise TraceError(f"{run.path}: the trace is filtered ({run.info.filters}); per-message times "
-                             f"need its summary.json (pass summary=...)")
-        sf = run.summary["flows"]
-        if len(sf) != n:
-            raise TraceError(f"{run.path}: summary.json has {len(sf)} flows, the trace's run {n}")
+                             f"need the run's flows.parquet (beside the trace, or pass summary=<its summary.json>)")
+        if sf.num_rows != n:
+            raise TraceError(f"{run.path}: flows.parquet has {sf.num_rows} flows, the trace's run {n}")
 
         def get(key):
-            return np.array([-1 if r[key] is None else r[key] for r in sf], dtype=np.int64)
+            return np.asarray(sf[key].fill_null(-1).to_numpy(), dtype=np.int64)
 
         start, finish, complete = get("start_ps"), get("finish_ps"), get("complete_ps")
     else:
@@ -500,8 +518,8 @@ def pause_intervals(trace, summary=None) -> pa.Table:
 def pause_time(trace, summary=None) -> pa.Table:
     """Per port and priority with any PFC activity: port, name, prio, paused_ps (egress
     queue paused, from pause_intervals), pause_frames_rx, pause_frames_tx (the port
-    sent them for that priority, XON included), and summary_paused_ps (summary.json's
-    value, null without a summary)."""
+    sent them for that priority, XON included), and summary_paused_ps (the run's
+    ports.parquet value, null without it)."""
     run = open_run(trace, summary)
     iv = pause_intervals(run)
     ev, port, prio = run.col("event"), run.col("port"), run.col("prio")
@@ -517,9 +535,9 @@ def pause_time(trace, summary=None) -> pa.Table:
             acc.setdefault((p, pr), [0, 0, 0])[slot] += c
     keys = sorted(acc)
     summ = {}
-    if run.summary:
-        for r in run.summary.get("ports", []):
-            summ[r["port"]] = r.get("paused_ps")
+    ports = run.result_table("ports")
+    if ports is not None and "paused_ps" in ports.column_names:
+        summ = dict(zip(ports["port"].to_pylist(), ports["paused_ps"].to_pylist()))
     sp = [summ[p][pr] if p in summ and summ[p] is not None else None for p, pr in keys]
     return pa.table({
         "port": pa.array([k[0] for k in keys], pa.int32()),

@@ -2,14 +2,15 @@
 scenario alone and checked against the memory this process can get, before anything is
 built.
 
-A field can be in range and still ask for more memory than the machine has (a star of a
-million hosts needs a dense nodes x hosts routing table of terabytes; a 1e15-byte message
+A field can be in range and still ask for more memory than the machine has (a fat-tree of
+k = 128 needs routing tables of switches x edge switches, about 10 GiB at their
+construction's peak; a 1e15-byte message
 needs a frame table of its 2e11 frames for the ideal-time model). Without this check numpy
 raises its own MemoryError deep inside compile, or the kernel kills the process; with it,
 the scenario is refused with the figure and the fields to change.
 
 What is counted: the largest tables compile builds and the engine keeps (routing:
-nodes x hosts pairs and next-hop entries; ports and their 8 queues; flows with their queue
+routers x destination classes, topology.Routes; ports and their 8 queues; flows with their queue
 pairs and ideal-time signatures; the frames of the largest message; Load/Store
 operations; the trace ring) and the Python objects of the topology builders, each with
 the temporaries its construction holds at its peak. Limits: an estimate within a small
@@ -28,15 +29,13 @@ GiB = 2**30
 
 # Bytes per item at the peak of its construction (numpy dtypes of csrc/core.pxd plus the
 # temporaries compile holds; measured with tracemalloc on the built-in scenarios).
-PAIR_BYTES = 24             # routing, per (node, host): dist int16, route_off int64 + int32, bincount int64
-ENTRY_BYTES = 48            # routing, per next-hop entry: key int64 + port int32, sorted copies, chunk lists
+CELL_BYTES = 64             # routing, per (router, class): dist int16, set hash uint64, its sort and inverse, table
 PORT_BYTES = 2_600          # PortRec + 8 QueueRec + port table columns + Python link objects
 NODE_BYTES = 600            # NodeRec + the builder's name, kind and tier objects
 FLOW_BYTES = 2_200           # FlowRec + QpRec + workload columns + ideal-time signatures and paths
 FRAME_BYTES = 120           # per frame of the largest message: ideal-time frame and pipeline arrays
 LS_OP_BYTES = 220           # LsOp + the drawn columns and their sort
 TRACE_REC_BYTES = 80 * 3    # TraceRec ring + its columns + the Arrow batch
-CLOCKWISE_PAIR_BYTES = 200  # ring routing "clockwise": a Python list per (node, host)
 
 
 def fabric_counts(sc: Scenario) -> tuple[int, int, int]:
@@ -56,6 +55,23 @@ def fabric_counts(sc: Scenario) -> tuple[int, int, int]:
     return h + 5 * half * half, 2 * (h + 2 * t.k * half * half), h
 
 
+def routing_cells(sc: Scenario) -> int:
+    """Routers (switches, and hosts with several ports) x destination classes (hosts
+    linked to the same switches), as topology.route builds them."""
+    t = sc.topology
+    h = n_hosts(t)
+    if t.kind == "star":
+        return 1
+    if t.kind == "multiplane-star":
+        return t.planes + h
+    if t.kind == "leaf-spine":
+        return (t.leaves + spine_count(t)) * t.leaves
+    if t.kind == "ring":
+        return t.switches * t.switches
+    half = t.k // 2
+    return 5 * half * half * (t.k * half)
+
+
 def flow_count(sc: Scenario) -> int:
     count = n_hosts(sc.topology)
     total = len(sc.flows)
@@ -67,10 +83,7 @@ def flow_count(sc: Scenario) -> int:
 def estimate(sc: Scenario) -> dict[str, int]:
     """Bytes per part of the compiled scenario (see the module doc)."""
     nodes, ports, hosts = fabric_counts(sc)
-    pairs = nodes * hosts
-    routing = pairs * PAIR_BYTES + (ports // 2) * hosts * ENTRY_BYTES
-    if sc.topology.kind == "ring" and sc.topology.routing == "clockwise":
-        routing += pairs * CLOCKWISE_PAIR_BYTES
+    routing = routing_cells(sc) * CELL_BYTES
     sizes = [f.size for f in sc.flows] + [w["size"] for w in sc.workloads]
     mtu = min(sc.host.mtu, MAX_MTU)
     ls_ops = sum(len(w["gpus"]) * w["ops"] for w in sc.loadstore) + len(sc.ls_ops)
@@ -110,8 +123,8 @@ def available_bytes() -> int:
 
 
 HINTS = {
-    "routing": "fewer hosts or switches (topology.hosts, topology.k, topology.leaves, ...): routing is a dense "
-               "nodes x hosts table",
+    "routing": "fewer switches (topology.k, topology.leaves, topology.switches, ...): routing tables are "
+               "switches x destination switches",
     "ports": "fewer hosts or switches",
     "flows": "fewer flows (an alltoall has hosts x (hosts - 1) of them)",
     "frames": "smaller messages (size), or a larger host.mtu",

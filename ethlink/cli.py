@@ -12,15 +12,17 @@
                 [--metric KEY ...] [--set key=value ...] [--until T] [--trace LEVEL] [--scheduler ADDRESS]
 
 SCENARIO is a built-in name (see `ethlink list`) or a path to a TOML file. A run shows a
-progress bar (simulated time against the horizon, events/s), prints a summary table and
-writes OUTDIR/summary.json (keys documented in README.md) and, when the trace level is not
-off, OUTDIR/trace.arrow (schema in ethlink/trace.py). Scenario errors are reported before
+progress bar naming its phase (compile and its step; run: simulated time against the
+horizon, events/s; write: each file), prints a summary table and writes
+OUTDIR/flows.parquet, qps.parquet, ports.parquet, then OUTDIR/summary.json (aggregates;
+keys and columns documented in README.md) and, when the trace level is not off,
+OUTDIR/trace.arrow (schema in ethlink/trace.py). Scenario errors are reported before
 anything runs, naming the field, and nothing is written; the exit status is 2 for bad
 input (scenario, options, trace file), 1 for an output that cannot be written (one line
 naming the file: missing directory, read-only, disk full) and 128 + the signal after
-SIGINT (Ctrl-C, 130), SIGTERM (143) or SIGHUP (129): summary.json and trace.arrow then
-hold the results so far and the trace says complete=false. A second signal stops at once;
-the trace is then left as trace.arrow.partial, which read_trace reads.
+SIGINT (Ctrl-C, 130), SIGTERM (143) or SIGHUP (129): the files then hold the results so
+far and the trace says complete=false. A second signal stops at once; the trace is then
+left as trace.arrow.partial, which read_trace reads.
 """
 from __future__ import annotations
 
@@ -199,7 +201,7 @@ def load_scenario(name: str, seed: int | None, sets: tuple[str, ...]):
 @main.command("run")
 @click.argument("scenario")
 @click.option("-o", "--out", "outdir", type=click.Path(file_okay=False, path_type=Path),
-              required=True, help="Output directory (created); summary.json is written there.")
+              required=True, help="Output directory (created); summary.json and the Parquet tables are written there.")
 @click.option("--seed", type=int, default=None, help="Override the scenario's seed.")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Override a scenario field, e.g. --set topology.hosts=16 --set workload.0.size=2MiB.")
@@ -218,20 +220,22 @@ def load_scenario(name: str, seed: int | None, sets: tuple[str, ...]):
 @click.option("--quiet", is_flag=True, help="No progress bar and no table.")
 def run_cmd(scenario, outdir, seed, sets, until, trace, trace_compression, trace_nodes, trace_flows,
             trace_events, quiet):
-    """Run SCENARIO (a built-in name or a TOML file) and write OUTDIR/summary.json
-    (and OUTDIR/trace.arrow when tracing)."""
+    """Run SCENARIO (a built-in name or a TOML file) and write OUTDIR/summary.json,
+    flows.parquet, qps.parquet, ports.parquet (and OUTDIR/trace.arrow when tracing)."""
     from .sim import Simulation
 
     sc = load_scenario(scenario, seed, sets)
     until_ps = _until_ps(until)
-    try:
-        sim = Simulation(sc, trace=trace)
-    except (ScenarioError, TopologyError) as exc:
-        raise click.UsageError(f"scenario {scenario}: {exc}") from None
-    with _new_outdir(outdir):
-        writer = _trace_writer(sim, outdir, trace_compression, trace_nodes, trace_flows, trace_events)
-    with _writing(outdir):
-        _run_to_outdir(sim, outdir, until_ps, writer, quiet, sc.name)
+    with _Phases(sc.name, quiet) as phases:
+        phases.phase("compile")
+        try:
+            sim = Simulation(sc, trace=trace, on_step=phases.step)
+        except (ScenarioError, TopologyError) as exc:
+            raise click.UsageError(f"scenario {scenario}: {exc}") from None
+        with _new_outdir(outdir):
+            writer = _trace_writer(sim, outdir, trace_compression, trace_nodes, trace_flows, trace_events)
+        with _writing(outdir):
+            _run_to_outdir(sim, outdir, until_ps, writer, phases)
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -290,12 +294,10 @@ def _abandon(writer, exc: BaseException) -> None:
 
 
 def _trace_writer(sim, outdir: Path, compression: str, nodes, flows, events):
-    """The trace writer of a run, or None when the level is off."""
-    from .trace import TraceFilter, TraceWriter
-
-    filt = TraceFilter(tuple(nodes), tuple(flows), tuple(events))
+    """The trace writer of a run, or None when the level is off (then ethlink.trace, and
+    with it pyarrow, is not imported)."""
     if sim.trace_level == "off":
-        if filt:
+        if nodes or flows or events:
             raise click.UsageError("--trace-node/--trace-flow/--trace-event need a trace level: "
                                    "add --trace endpoints or --trace hop")
         stale = [p for p in (outdir / "trace.arrow", outdir / "trace.arrow.partial") if p.exists()]
@@ -303,6 +305,9 @@ def _trace_writer(sim, outdir: Path, compression: str, nodes, flows, events):
             p.unlink()
             console.print(f"removed {p}: an earlier run's trace (this run does not trace)")
         return None
+    from .trace import TraceFilter, TraceWriter
+
+    filt = TraceFilter(tuple(nodes), tuple(flows), tuple(events))
     n_flows = len(sim.compiled.flows)
     bad = [f for f in flows if not 0 <= f < n_flows]
     if bad:
@@ -529,50 +534,104 @@ def _print_summary(s: dict) -> None:
 # ---------------------------------------------------------------------------------------
 # Replay, workload extraction and plots.
 
-def _run_to_outdir(sim, outdir: Path, until_ps, writer, quiet: bool, title: str) -> None:
-    """Run `sim` as `run` does: progress bar, Ctrl-C stops at a safe point, then
-    OUTDIR/summary.json and the trace (closed complete=false after an interruption)."""
+class _Phases:
+    """The progress display of a run, one bar whose label names the phase: compile (and
+    its step), run (simulated time against the horizon, events/s), write (each file)."""
+
+    def __init__(self, title: str, quiet: bool) -> None:
+        self.title, self.quiet = title, quiet
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                            TextColumn("{task.fields[simt]}"), TextColumn("{task.fields[rate]}"),
+                            TimeElapsedColumn(), console=console, disable=quiet, transient=False)
+        self.task = None
+        self.name = ""
+
+    def __enter__(self) -> "_Phases":
+        self.bar.__enter__()
+        self.task = self.bar.add_task(self.title, total=None, simt="", rate="")
+        return self
+
+    def __exit__(self, exc_type, *exc) -> bool:
+        if exc_type is not None:
+            self.bar.live.transient = True      # a failed command leaves its error, not a bar
+        self.bar.__exit__(exc_type, *exc)
+        return False
+
+    def phase(self, name: str, total: float | None = None) -> None:
+        """Start a phase: the bar restarts (pulsing when `total` is None)."""
+        self.name = name
+        self.bar.update(self.task, description=f"{self.title}: {name}", total=total, completed=0, simt="", rate="")
+
+    def step(self, what: str) -> None:
+        """Name the step within the current phase (e.g. compile: routes)."""
+        self.bar.update(self.task, description=f"{self.title}: {self.name}: {what}")
+
+    def update(self, **fields) -> None:
+        self.bar.update(self.task, **fields)
+
+    def close(self) -> None:
+        """Stop the live display (before printing the summary table under it)."""
+        self.bar.stop()
+
+
+def _run_to_outdir(sim, outdir: Path, until_ps, writer, phases: _Phases) -> None:
+    """Run `sim` as `run` does: progress bar, a stop signal stops at a safe point, then
+    the trace (closed complete=false after an interruption), OUTDIR/flows.parquet,
+    qps.parquet, ports.parquet and, last, summary.json."""
     horizon = until_ps or sim.scenario.run.until_ps
     t0 = time.perf_counter()
     interrupted = False
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                  TextColumn("{task.fields[simt]}"), TextColumn("{task.fields[rate]}"),
-                  TimeElapsedColumn(), console=console, disable=quiet, transient=False) as bar:
-        task = bar.add_task(title, total=horizon or None, simt="", rate="")
-        stop = _StopRequest()
+    phases.phase("run", total=horizon or None)
+    stop = _StopRequest()
 
-        def progress(now, _h, events):
-            el = time.perf_counter() - t0
-            bar.update(task, completed=now if horizon else None, simt=f"sim {units.fmt_time(now)}",
-                       rate=f"{events / el / 1e6:.1f} M events/s" if el > 0 else "")
-            stop.check()
+    def progress(now, _h, events):
+        el = time.perf_counter() - t0
+        phases.update(completed=now if horizon else None, simt=f"sim {units.fmt_time(now)}",
+                      rate=f"{events / el / 1e6:.1f} M events/s" if el > 0 else "")
+        stop.check()
 
-        def sink(recs):
-            writer.write(recs)
-            stop.check()
+    def sink(recs):
+        writer.write(recs)
+        stop.check()
 
-        try:
-            with stop:
-                result = sim.run(until_ps, progress=progress, trace_sink=sink if writer else None)
-        except KeyboardInterrupt:
-            interrupted = True
-            from .sim import Result
-            result = Result(sim, sim.wall_s, "interrupted")
-        except BaseException as exc:
-            _abandon(writer, exc)
-            raise
-        bar.update(task, completed=horizon or 1, total=horizon or 1)
+    try:
+        with stop:
+            result = sim.run(until_ps, progress=progress, trace_sink=sink if writer else None)
+    except KeyboardInterrupt:
+        interrupted = True
+        from .sim import Result
+        result = Result(sim, sim.wall_s, "interrupted")
+    except BaseException as exc:
+        _abandon(writer, exc)
+        raise
+    phases.update(completed=horizon or 1, total=horizon or 1)
+    n_files = 4 + (writer is not None)
+    phases.phase("write", total=n_files)
+    trace_path = None
+    if writer is not None:
+        phases.step("trace.arrow")
+        trace_path = writer.close(not interrupted, stop.reason if interrupted else "")
+        phases.update(advance=1)
+
+    def on_table(name):
+        phases.step(f"{name}.parquet")
+        phases.update(completed=n_files - 4 + ("flows", "qps", "ports").index(name))
+
+    tables = result.write_tables(outdir, on_table=on_table)
+    phases.step("summary.json")
+    phases.update(completed=n_files - 1)
     summary = _clean_nan(result.summary)
     write_json_atomic(outdir / "summary.json", summary)
-    if not quiet:
+    phases.update(completed=n_files)
+    phases.close()
+    if not phases.quiet:
         _print_summary(summary)
-    console.print(f"wrote {outdir / 'summary.json'}")
-    if writer is not None:
-        path = writer.close(not interrupted, stop.reason if interrupted else "")
-        console.print(f"wrote {path} ({writer.rows:,} rows, {path.stat().st_size / 1e6:.1f} MB"
+    console.print(f"wrote {outdir / 'summary.json'} and {', '.join(p.name for p in tables)}")
+    if trace_path is not None:
+        console.print(f"wrote {trace_path} ({writer.rows:,} rows, {trace_path.stat().st_size / 1e6:.1f} MB"
                       f"{', complete=false' if interrupted else ''})")
     if interrupted:
-        console.print(f"[yellow]{stop.reason}: summary.json holds the results so far[/]")
+        console.print(f"[yellow]{stop.reason}: summary.json and the tables hold the results so far[/]")
         sys.exit(stop.exit_code)
 
 
@@ -606,22 +665,24 @@ def replay_cmd(workload_file, fabric, outdir, seed, sets, until, trace, trace_co
     except (TraceError, ScenarioError) as exc:
         raise BadInput(str(exc)) from None
     until_ps = _until_ps(until)
-    try:
-        sim = replay_simulation(wl, sc, trace=trace)
-    except (ScenarioError, TopologyError) as exc:
-        raise BadInput(f"{workload_file} on {fabric}: {exc}") from None
-    writer = None
-    with _new_outdir(outdir):
-        if sim.trace_level != "off":
-            writer = TraceWriter(outdir / "trace.arrow", replay_metadata(sim, wl), compression=trace_compression,
-                                 engine=sim.engine)
-    if writer is None:
-        for p in (outdir / "trace.arrow", outdir / "trace.arrow.partial"):
-            if p.exists():
-                p.unlink()
-                console.print(f"removed {p}: an earlier run's trace (this run does not trace)")
-    with _writing(outdir):
-        _run_to_outdir(sim, outdir, until_ps, writer, quiet, f"{sc.name} <- {Path(workload_file).name}")
+    with _Phases(f"{sc.name} <- {Path(workload_file).name}", quiet) as phases:
+        phases.phase("compile")
+        try:
+            sim = replay_simulation(wl, sc, trace=trace, on_step=phases.step)
+        except (ScenarioError, TopologyError) as exc:
+            raise BadInput(f"{workload_file} on {fabric}: {exc}") from None
+        writer = None
+        with _new_outdir(outdir):
+            if sim.trace_level != "off":
+                writer = TraceWriter(outdir / "trace.arrow", replay_metadata(sim, wl),
+                                     compression=trace_compression, engine=sim.engine)
+        if writer is None:
+            for p in (outdir / "trace.arrow", outdir / "trace.arrow.partial"):
+                if p.exists():
+                    p.unlink()
+                    console.print(f"removed {p}: an earlier run's trace (this run does not trace)")
+        with _writing(outdir):
+            _run_to_outdir(sim, outdir, until_ps, writer, phases)
 
 
 @main.command("workload")

@@ -486,14 +486,15 @@ def _check_against_trace(wl: pa.Table, table: pa.Table, where: str) -> None:
 # ---------------------------------------------------------------------------------------
 # Running a replay
 
-def replay_simulation(workload: pa.Table, fabric: Scenario, *, trace: str | None = None):
-    """An ethlink.Simulation of `workload` on `fabric` (its traffic replaced)."""
+def replay_simulation(workload: pa.Table, fabric: Scenario, *, trace: str | None = None, on_step=None):
+    """An ethlink.Simulation of `workload` on `fabric` (its traffic replaced); `on_step`
+    as Simulation's."""
     from . import budget
     from .sim import Simulation
 
     size = workload["bytes"].to_numpy()
     budget.check(fabric, parts=budget.with_workload(fabric, workload.num_rows, int(size.max(initial=0))))
-    return Simulation(fabric, trace=trace, workload=workload)
+    return Simulation(fabric, trace=trace, workload=workload, on_step=on_step)
 
 
 def replay_metadata(sim, workload: pa.Table) -> dict[str, str]:

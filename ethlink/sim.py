@@ -2,10 +2,12 @@
 
     sim = ethlink.Simulation(ethlink.Scenario.from_toml("incast.toml"))
     result = sim.run()                  # until no event is left, or run.until
-    result.summary["flows"][0]["slowdown"]
+    result.summary["slowdown"]["p99"]   # aggregates: what summary.json holds
+    result.flows_table()                # per-flow rows (Arrow; flows_df() for pandas)
+    result.write_tables("out")          # out/flows.parquet, qps.parquet, ports.parquet
 
 compile() flattens the scenario into numpy structured arrays whose dtypes the engine
-exports (one row per node, port, queue, flow) plus the CSR routing table; the engine
+exports (one row per node, port, queue, flow) plus the routing tables (topology.Routes); the engine
 updates them in place, so results are read from the same arrays without copying.
 
 Ideal completion time (the denominator of slowdown) is the exact time the flow would take
@@ -24,7 +26,7 @@ import numpy as np
 
 from . import _engine
 from .scenario import Scenario, ScenarioError, spine_count
-from .topology import (HOST, SWITCH, Fabric, PortTable, clockwise_routes, fat_tree, leaf_spine,
+from .topology import (HOST, SWITCH, Fabric, PortTable, Routes, clockwise_routes, fat_tree, leaf_spine,
                        multiplane_star, ring, route, star)
 from .workloads import expand, from_table
 from . import loadstore
@@ -75,9 +77,7 @@ class Compiled:
     flows: np.ndarray
     qps: np.ndarray
     host_node: np.ndarray
-    route_off: np.ndarray
-    route_port: np.ndarray
-    dist: np.ndarray
+    routes: Routes
     ideal_fct_ps: np.ndarray
     dependents: tuple
     ls_ops: np.ndarray
@@ -85,16 +85,21 @@ class Compiled:
     warnings: list
 
 
-def compile_scenario(sc: Scenario, workload=None) -> Compiled:
+def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None] | None = None) -> Compiled:
     """Flatten a scenario into engine tables; `workload` (an operation table, see
-    ethlink.workloads.from_table) replaces the scenario's own flows and workloads."""
+    ethlink.workloads.from_table) replaces the scenario's own flows and workloads;
+    `on_step(name)` is told each step (fabric, routes, ports, flows, ideal FCTs)."""
+    step = on_step or (lambda name: None)
+    step("fabric")
     fabric = build_fabric(sc)
+    step("routes")
     pt = fabric.ports()
     if sc.topology.kind == "ring" and sc.topology.routing == "clockwise":
-        route_off, route_port, dist = clockwise_routes(fabric, pt)
+        routes = clockwise_routes(fabric, pt)
     else:
-        route_off, route_port, dist = route(fabric, pt)
+        routes = route(fabric, pt)
 
+    step("ports")
     nodes = np.zeros(fabric.n_nodes, dtype=_engine.NODE_DTYPE)
     kinds = np.asarray(fabric.kinds)
     nodes["kind"] = kinds
@@ -158,6 +163,7 @@ def compile_scenario(sc: Scenario, workload=None) -> Compiled:
             qv["kmax"][sw_port, pr] = sc.ecn.kmax_bytes
             qv["pmax"][sw_port, pr] = sc.ecn.pmax
 
+    step("flows")
     cols = expand(sc) if workload is None else from_table(workload, fabric.n_hosts, sc.ls.max_size)
     if workload is not None and np.any(cols["verb"] != V_RAW) and sc.host.mtu not in (256, 512, 1024, 2048, 4096):
         raise ScenarioError(f"host.mtu: RoCE operations need an IB path MTU, got {sc.host.mtu}")
@@ -179,10 +185,10 @@ def compile_scenario(sc: Scenario, workload=None) -> Compiled:
     np.cumsum(np.bincount(dep[waiting], minlength=len(flows)), out=dep_off[1:])
     qps = build_qps(flows, sc, pt, host_node, nodes, cols.get("qp_key"))
     ls_ops, ls_gpus = loadstore.build_ops(sc, fabric.n_hosts, cols.get("ls"))
-    ideal = ideal_fct_ps(flows, sc, nodes, ports, host_node, route_off, route_port, fabric.n_hosts)
-    return Compiled(fabric, pt, nodes, ports, queues, flows, qps, host_node, route_off, route_port,
-                    dist, ideal, (dep_off.astype(np.int32), by_parent.astype(np.int32)), ls_ops, ls_gpus,
-                    warnings)
+    step("ideal FCTs")
+    ideal = ideal_fct_ps(flows, sc, nodes, pt, host_node, routes)
+    return Compiled(fabric, pt, nodes, ports, queues, flows, qps, host_node, routes, ideal,
+                    (dep_off.astype(np.int32), by_parent.astype(np.int32)), ls_ops, ls_gpus, warnings)
 
 
 def _fmt_bytes(n) -> str:
@@ -272,10 +278,12 @@ def build_qps(flows, sc, pt, host_node, nodes, qp_key=None) -> np.ndarray:
     roce_msg = flows["verb"] != V_RAW
     if qp_key is None:
         qp_key = np.full(n, -1, dtype=np.int64)
-    key = np.stack([flows["src"], flows["dst"], roce_msg.astype(np.int64), qp_key,
-                    np.where(qp_key >= 0, -1, np.arange(n))], axis=1)
-    _, first, group = np.unique(key, axis=0, return_index=True, return_inverse=True)
-    group = group.reshape(-1)
+    if np.all(qp_key < 0):              # every message its own QP
+        first = group = np.arange(n)
+    else:
+        key = np.stack([flows["src"], flows["dst"], roce_msg.astype(np.int64), qp_key,
+                        np.where(qp_key >= 0, -1, np.arange(n))], axis=1)
+        first, group = unique_rows(key)
     # number groups in order of their first message, so QP numbering follows the table
     rank = np.empty(len(first), dtype=np.int64)
     rank[np.argsort(first, kind="stable")] = np.arange(len(first))
@@ -326,32 +334,55 @@ def pfc_headroom_bytes(rate_bps, delay_ps, max_frame, response_ps, pipeline_ps):
             + 3 * (max_frame + PREAMBLE_BYTES + IFG_BYTES) + 64 + PREAMBLE_BYTES + IFG_BYTES)
 
 
-def _paths(flows, nodes, ports, host_node, route_off, route_port, n_hosts):
-    """Walk every flow's first-choice shortest path at once: per hop the link rate,
-    delay, and the receiving node's latency and cut-through flag."""
-    n = len(flows)
-    cur = host_node[flows["src"]].astype(np.int64)
-    dst_node = host_node[flows["dst"]].astype(np.int64)
-    dst = flows["dst"].astype(np.int64)
-    hops = []
-    active = np.ones(n, dtype=bool)
+def _paths(src, dst, nodes, pt, host_node, routes):
+    """Walk the first-choice shortest path from each host src[i] to dst[i] at once: per
+    hop level, (egress port, -1 once arrived; whether the sending switch sprays)."""
+    cur = host_node[src].astype(np.int64)
+    dst_node = host_node[dst].astype(np.int64)
+    dst = np.asarray(dst, dtype=np.int64)
+    levels = []
+    active = np.ones(len(cur), dtype=bool)
     while active.any():
-        key = cur * n_hosts + dst
-        # finished flows sit at their destination, which has no route to itself
-        p = route_port[np.where(active, route_off[key], 0)]
-        choices = np.where(active, route_off[np.minimum(key + 1, len(route_off) - 1)] - route_off[key], 0)
-        peer_node = ports["node"][ports["peer"][p]]
-        hop = np.zeros(n, dtype=[("rate", "i8"), ("delay", "i8"), ("lat", "i8"), ("ct", "i1"), ("spray", "i1")])
-        hop["rate"] = np.where(active, ports["rate_bps"][p], 0)
-        hop["delay"] = np.where(active, ports["delay_ps"][p], 0)
-        hop["lat"] = np.where(active, nodes["latency_ps"][peer_node], 0)
-        hop["ct"] = np.where(active, nodes["cut_through"][peer_node], 0)
+        on = np.nonzero(active)[0]
+        first, choices = routes.next_hops(pt, host_node, cur[on], dst[on])
+        port = np.full(len(cur), -1, dtype=np.int64)
+        port[on] = first
+        spray = np.zeros(len(cur), dtype=bool)
         # a switch spraying over several next hops: frames do not queue behind each other
-        hop["spray"] = active & (nodes["kind"][cur] == SWITCH) & (nodes["ecmp"][cur] == ECMP["spray"]) & (choices > 1)
-        hops.append(hop)
-        cur = np.where(active, peer_node, cur)
-        active &= cur != dst_node
-    return hops
+        c = cur[on]
+        spray[on] = (nodes["kind"][c] == SWITCH) & (nodes["ecmp"][c] == ECMP["spray"]) & (choices > 1)
+        levels.append((port, spray))
+        cur[on] = pt.node[pt.peer[first]]
+        active[on] = cur[on] != dst_node[on]
+    return levels
+
+
+def _relabel(values: np.ndarray, bound: int) -> tuple[np.ndarray, int]:
+    """Dense ids 0..m-1 for integer values in [0, bound): (ids, m). NOTE: a lookup table
+    instead of a sort when the bound is small (path ids grow one hop at a time)."""
+    if bound <= 4 * len(values) + 4096:
+        seen = np.zeros(bound, dtype=bool)
+        seen[values] = True
+        ids = np.cumsum(seen) - 1
+        return ids[values], int(seen.sum())
+    uniq, inv = np.unique(values, return_inverse=True)
+    return inv.reshape(-1), len(uniq)
+
+
+def _path_ids(levels, hop_type: np.ndarray, n_types: int) -> np.ndarray:
+    """One id per flow for its sequence of hop types (levels of _paths), equal ids for
+    equal sequences: built level by level as (id so far, this hop's type)."""
+    pid = np.zeros(len(levels[0][0]) if levels else 0, dtype=np.int64)
+    n_ids, width = 1, 2 * n_types + 1
+    for port, spray in levels:
+        t = np.where(port >= 0, 1 + 2 * hop_type[np.maximum(port, 0)] + spray, 0)
+        pid, n_ids = _relabel(pid * width + t, n_ids * width)
+    return pid
+
+
+def _hops(levels, i, hop_params) -> list[tuple]:
+    """Flow i's path as _pipeline takes it: (rate, delay, latency, cut-through, spray) per hop."""
+    return [(*hop_params[int(port[i])], int(spray[i])) for port, spray in levels if port[i] >= 0]
 
 
 ROCE_BASE_BYTES, RETH, AETH, IMM = 66, 16, 4, 4     # csrc/roce.pxd
@@ -404,55 +435,54 @@ def unique_rows(rows: np.ndarray):
     return first, inverse
 
 
-def _signatures(flows, hops, extra):
-    sig = np.zeros(len(flows), dtype=[("size", "i8"), ("mtu", "i4"), ("verb", "i4")] +
-                   [(f"h{i}", hops[0].dtype) for i in range(len(hops))] + extra)
-    sig["size"] = flows["size"]
-    sig["mtu"] = flows["mtu"]
-    sig["verb"] = flows["verb"]
-    for i, h in enumerate(hops):
-        sig[f"h{i}"] = h
-    return sig
-
-
-def ideal_fct_ps(flows, sc, nodes, ports, host_node, route_off, route_port, n_hosts) -> np.ndarray:
+def ideal_fct_ps(flows, sc, nodes, pt, host_node, routes) -> np.ndarray:
     """Ideal completion per message (see module doc). A READ's data flows back from the
-    responder: its ideal is the request's one-way time plus the responses' pipeline."""
-    if len(flows) == 0:
+    responder: its ideal is the request's one-way time plus the responses' pipeline.
+
+    NOTE: messages are grouped by what their ideal depends on (size, MTU, verb, lanes and
+    the hop types of each path, as small integer ids), and _pipeline runs once per group."""
+    n = len(flows)
+    if n == 0:
         return np.zeros(0, dtype=np.int64)
-    fwd = _paths(flows, nodes, ports, host_node, route_off, route_port, n_hosts)
-    rev_flows = flows.copy()
-    rev_flows["src"], rev_flows["dst"] = flows["dst"], flows["src"]
-    rev = _paths(rev_flows, nodes, ports, host_node, route_off, route_port, n_hosts)
-    depth = max(len(fwd), len(rev))
-    empty = np.zeros(len(flows), dtype=fwd[0].dtype)
-    fwd += [empty] * (depth - len(fwd))
-    rev += [empty] * (depth - len(rev))
+    # a hop's type: its link's rate and delay, the receiving node's latency and cut-through
+    peer = pt.node[pt.peer]
+    params = np.stack([pt.rate_bps, pt.delay_ps, nodes["latency_ps"][peer], nodes["cut_through"][peer]],
+                      axis=1).astype(np.int64)
+    types, port_type = np.unique(params, axis=0, return_inverse=True)
+    port_type = port_type.reshape(-1)
+    hop_params = [tuple(int(x) for x in r) for r in params]
+    src, dst = flows["src"].astype(np.int64), flows["dst"].astype(np.int64)
+    fwd = _paths(src, dst, nodes, pt, host_node, routes)
     is_read = flows["verb"] == V_READ
-    sig = _signatures(flows, fwd, [(f"r{i}", rev[0].dtype) for i in range(depth)] + [("lanes", "i4")])
-    for i in range(depth):
-        sig[f"r{i}"] = np.where(is_read, rev[i], empty)
+    reads = np.nonzero(is_read)[0]
+    rev = _paths(dst[reads], src[reads], nodes, pt, host_node, routes) if len(reads) else []
+    rev_id = np.zeros(n, dtype=np.int64)
+    if len(reads):
+        rev_id[reads] = 1 + _path_ids(rev, port_type, len(types))
     # A host that sprays over P equal-cost ports sends frame i on port i mod P.
-    src_node = host_node[np.where(is_read, flows["dst"], flows["src"])]
-    dst_host = np.where(is_read, flows["src"], flows["dst"]).astype(np.int64)
-    key = src_node.astype(np.int64) * n_hosts + dst_host
-    sig["lanes"] = np.where(nodes["ecmp"][src_node] == ECMP["spray"], route_off[key + 1] - route_off[key], 1)
-    first, inverse = unique_rows(sig)
-    uniq = sig[first]
-    out = np.empty(len(uniq), dtype=np.int64)
-
-    def path_of(row, prefix):
-        return [tuple(int(x) for x in row[f"{prefix}{i}"]) for i in range(depth) if row[f"{prefix}{i}"]["rate"] > 0]
-
-    for j, row in enumerate(uniq):
-        verb, size, mtu, lanes = int(row["verb"]), int(row["size"]), int(row["mtu"]), int(row["lanes"])
+    sender = np.where(is_read, dst, src)
+    receiver = np.where(is_read, src, dst)
+    lanes = np.ones(n, dtype=np.int64)
+    spr = np.nonzero(nodes["ecmp"][host_node[sender]] == ECMP["spray"])[0]
+    if len(spr):
+        lanes[spr] = routes.next_hops(pt, host_node, host_node[sender[spr]], receiver[spr])[1]
+    key = np.stack([flows["size"].astype(np.int64), flows["mtu"].astype(np.int64), flows["verb"].astype(np.int64),
+                    lanes, _path_ids(fwd, port_type, len(types)), rev_id], axis=1)
+    first, inverse = unique_rows(key)
+    read_pos = np.full(n, -1, dtype=np.int64)
+    read_pos[reads] = np.arange(len(reads))
+    out = np.empty(len(first), dtype=np.int64)
+    for j, i in enumerate(first.tolist()):
+        verb, size, mtu, ln = int(flows["verb"][i]), int(flows["size"][i]), int(flows["mtu"][i]), int(lanes[i])
         frames = frame_sizes(verb, size, mtu)
+        path = _hops(fwd, i, hop_params)
         if verb == V_READ:
-            out[j] = (_pipeline(np.array([READ_REQUEST_BYTES]), path_of(row, "h"))
-                      + max(_pipeline(frames[k::lanes], path_of(row, "r")) for k in range(min(lanes, len(frames)))))
+            back = _hops(rev, int(read_pos[i]), hop_params)
+            out[j] = (_pipeline(np.array([READ_REQUEST_BYTES]), path)
+                      + max(_pipeline(frames[k::ln], back) for k in range(min(ln, len(frames)))))
         else:
-            out[j] = max(_pipeline(frames[k::lanes], path_of(row, "h")) for k in range(min(lanes, len(frames))))
-    return out[inverse.reshape(-1)]
+            out[j] = max(_pipeline(frames[k::ln], path) for k in range(min(ln, len(frames))))
+    return out[inverse]
 
 
 def _pipeline(frame, path) -> int:
@@ -482,8 +512,11 @@ def _pipeline(frame, path) -> int:
 
 
 class Result:
-    """What a run produced: `summary` (the dict written to summary.json) and the engine's
-    tables as numpy structured arrays (`flows`, `ports`, `queues`, `nodes`)."""
+    """What a run produced: `summary` (the aggregates written to summary.json), the
+    per-flow, per-QP and per-port results as Arrow tables (`table(name)`,
+    `flows_table()`...; pandas with `flows_df()`...; Parquet with `write_tables`), and
+    the engine's own records as numpy structured arrays (`flows`, `qps`, `ports`,
+    `queues`, `nodes`)."""
 
     def __init__(self, sim: "Simulation", wall_s: float, stop: str):
         eng, comp = sim.engine, sim.compiled
@@ -554,10 +587,64 @@ class Result:
                                  if self.nodes["kind"][i] == SWITCH},
             "headroom_hwm_bytes": {names[i]: int(v) for i, v in enumerate(self.nodes["hdrm_hwm"])
                                    if self.nodes["kind"][i] == SWITCH},
-            "ports": self._ports(names, sim.compiled.port_table, sim_s),
-            "qps": self._qps(),
-            "flows": self._flows(),
         }
+        self._names, self._port_table, self._sim_s = names, sim.compiled.port_table, sim_s
+        self._tables: dict = {}
+
+    # Per-flow, per-QP and per-port results: Arrow tables (ethlink.tables), Parquet files.
+    def table(self, name: str):
+        """The run's `flows`, `qps` or `ports` rows as an Arrow table (built once); the
+        columns are README's flows.parquet, qps.parquet and ports.parquet."""
+        if name not in self._tables:
+            from . import tables
+            if name == "flows":
+                self._tables[name] = tables.table(self._flows(), nulls=FLOW_NULLABLE)
+            elif name == "qps":
+                self._tables[name] = tables.rows_table(self._qps(), keys=("qp", "host", "peer"))
+            elif name == "ports":
+                self._tables[name] = tables.rows_table(self._ports(self._names, self._port_table, self._sim_s),
+                                                       keys=("port", "node", "peer"))
+            else:
+                raise ValueError(f"table {name!r}: choose one of {', '.join(tables.TABLE_NAMES)}")
+        return self._tables[name]
+
+    def flows_table(self):
+        """Per flow (message), as an Arrow table."""
+        return self.table("flows")
+
+    def qps_table(self):
+        """Per active RoCE QP endpoint, as an Arrow table."""
+        return self.table("qps")
+
+    def ports_table(self):
+        """Per port that sent or dropped a frame, as an Arrow table."""
+        return self.table("ports")
+
+    def flows_df(self):
+        """flows_table() as a pandas DataFrame (imports pandas)."""
+        return self.table("flows").to_pandas()
+
+    def qps_df(self):
+        """qps_table() as a pandas DataFrame (imports pandas)."""
+        return self.table("qps").to_pandas()
+
+    def ports_df(self):
+        """ports_table() as a pandas DataFrame (imports pandas)."""
+        return self.table("ports").to_pandas()
+
+    def write_tables(self, outdir, on_table: Callable[[str], None] | None = None) -> list:
+        """Write OUTDIR/flows.parquet, qps.parquet and ports.parquet, each atomically;
+        `on_table(name)` is called before each. Returns the paths."""
+        from pathlib import Path
+        from . import tables
+        paths = []
+        for name in tables.TABLE_NAMES:
+            if on_table is not None:
+                on_table(name)
+            path = Path(outdir) / f"{name}.parquet"
+            tables.write_parquet_atomic(path, self.table(name))
+            paths.append(path)
+        return paths
 
     @staticmethod
     def _cycle(names, pt, queues):
@@ -601,9 +688,12 @@ class Result:
         q = self.qps
         active = (q["transport"] == 1) & ((q["psn_end"] > 0) | (q["cnps_tx"] > 0) | (q["acks_rx"] > 0))
         samples = self.rate_samples
+        # NOTE: samples grouped by QP once (stable: time order kept), not filtered per QP.
+        by_qp = samples[np.argsort(samples[:, 1], kind="stable")] if len(samples) else samples
+        bounds = np.searchsorted(by_qp[:, 1], np.arange(len(q) + 1)) if len(samples) else np.zeros(len(q) + 1, int)
         out = []
         for i in np.nonzero(active)[0]:
-            mine = samples[samples[:, 1] == i] if len(samples) else samples
+            mine = by_qp[bounds[i]:bounds[i + 1]]
             out.append({
                 "qp": int(i), "host": int(q["host"][i]), "peer": int(q["peer"][i]),
                 "retransmitted_packets": int(q["retx_pkts"][i]), "timeouts": int(q["timeouts"][i]),
@@ -611,28 +701,24 @@ class Result:
                 "cnps_sent": int(q["cnps_tx"][i]),
                 "rate_min_bps": int(mine[:, 2].min()) if len(mine) else int(q["line_bps"][i]),
                 "rate_final_bps": int(q["rate_bps"][i]), "rate_samples": int(len(mine)),
-                # every DCQCN rate change: [time_ps, rate_bps]
-                "rate_series": mine[:, [0, 2]].tolist(),
+                # every DCQCN rate change, as two parallel lists
+                "rate_series_ps": mine[:, 0].tolist(), "rate_series_bps": mine[:, 2].tolist(),
             })
         return out
 
     def _flows(self):
+        """Per-flow columns (numpy), for flows_table(); -1 in FLOW_NULLABLE columns is null."""
+        from .tables import categorical
         fl = self.flows
-        ids = np.arange(len(fl)).tolist()
-        verbs = np.asarray(VERB_NAMES, dtype=object)[fl["verb"]].tolist()
-        cols = [ids, fl["src"].tolist(), fl["dst"].tolist(), fl["size"].tolist(), verbs,
-                fl["start_ps"].tolist(), fl["finish_ps"].tolist(), fl["complete_ps"].tolist(),
-                self.fct_ps.tolist(), self.ideal_fct_ps.tolist(), self.slowdown.tolist(),
-                fl["retx"].tolist()]
-        keys = ("id", "src", "dst", "bytes", "verb", "start_ps", "finish_ps", "complete_ps", "fct_ps",
-                "ideal_fct_ps", "slowdown", "retransmitted_packets")
-        rows = [dict(zip(keys, r)) for r in zip(*cols)]
-        for r in rows:
-            if r["finish_ps"] < 0:
-                r["finish_ps"] = r["fct_ps"] = r["slowdown"] = None
-            if r["complete_ps"] < 0:
-                r["complete_ps"] = None
-        return rows
+        return {
+            "id": np.arange(len(fl)), "src": fl["src"], "dst": fl["dst"], "bytes": fl["size"],
+            "verb": categorical(fl["verb"], VERB_NAMES), "start_ps": fl["start_ps"],
+            "finish_ps": fl["finish_ps"], "complete_ps": fl["complete_ps"], "fct_ps": self.fct_ps,
+            "ideal_fct_ps": self.ideal_fct_ps, "slowdown": self.slowdown, "retransmitted_packets": fl["retx"],
+        }
+
+
+FLOW_NULLABLE = ("finish_ps", "complete_ps", "fct_ps")
 
 
 def _stats(x):
@@ -652,9 +738,13 @@ class Simulation:
     """One scenario, compiled and ready. `run()` may be called again with a later
     `until` to continue."""
 
-    def __init__(self, scenario: Scenario, *, trace: str | None = None, workload=None):
+    def __init__(self, scenario: Scenario, *, trace: str | None = None, workload=None,
+                 on_step: Callable[[str], None] | None = None):
+        """`on_step(name)` is told each step of compiling (for a progress display)."""
         self.scenario = scenario
-        self.compiled = c = compile_scenario(scenario, workload)
+        self.compiled = c = compile_scenario(scenario, workload, on_step)
+        if on_step is not None:
+            on_step("engine")
         level = trace if trace is not None else scenario.run.trace
         self.trace_level = level
         dc = scenario.dcqcn
@@ -662,7 +752,7 @@ class Simulation:
         line = int(scenario.topology.rate_bps)
         rai = dc.rai_bps or line // 20
         self.engine = _engine.Engine(
-            c.nodes, c.ports, c.queues, c.flows, c.qps, c.host_node, c.route_off, c.route_port,
+            c.nodes, c.ports, c.queues, c.flows, c.qps, c.host_node, c.routes,
             seed=scenario.seed, dwrr_quantum=scenario.ports.quantum, ttl=scenario.run.ttl,
             trace_level=TRACE[level], trace_capacity=scenario.run.trace_capacity,
             lossless_mask=sum(1 << p for p in scenario.pfc.priorities) if scenario.pfc.enabled else 0,

@@ -14,8 +14,9 @@ a `concurrent.futures.ProcessPoolExecutor` of `jobs` processes (default: the CPU
 process may use), or, given a scheduler address, as tasks of an existing Dask
 distributed cluster (`pip install 'ethlink[sweep]'`; its workers need ethlink installed
 and OUTDIR on a file system they share with the client). A point runs exactly as
-`ethlink run` would with the same overrides (same summary.json, same trace) and writes
+`ethlink run` would with the same overrides (same summary.json, tables and trace) and writes
 
+    OUTDIR/<name>/flows.parquet, qps.parquet, ports.parquet    per-flow, QP, port rows
     OUTDIR/<name>/summary.json          written last, atomically: present = point finished
     OUTDIR/<name>/trace.arrow           when the points trace (--trace, or run.trace)
     OUTDIR/traces/point=<i>/part-0.parquet   the same rows, one hive partition per point
@@ -24,9 +25,11 @@ where <name> is the point's index and its overrides, e.g. `01-ls.header=roce-see
 The sweep then writes OUTDIR/sweep.csv and OUTDIR/sweep.parquet: one row per point with
 `point` (index), `name`, one column per grid key (the value), `seed`, then one column
 per metric. A metric is a dotted path into summary.json (`ls.p99_ps`, `fct_ps.max`,
-`flows.0.fct_ps`, `drops.buffer_full`); a path that ends at a table of counts (`drops`)
-gives their sum; a key absent from this point's summary (e.g. `ls.*` with no Load/Store
-traffic) gives null. Metrics are checked against the keys summary.json can have before
+`drops.buffer_full`), or a cell of the point's flows, qps or ports table as
+`TABLE.ROW.COLUMN` (`flows.0.fct_ps`: row 0 of flows.parquet; a negative row counts from
+the end); a path that ends at a table of counts (`drops`) gives their sum; a key absent
+from this point's summary (e.g. `ls.*` with no Load/Store traffic), or a row it lacks,
+gives null. Metrics are checked against the keys summary.json can have before
 anything runs. Wall-clock metrics (`wall_s`, `events_per_s`) are allowed but not in the
 default set, which keeps sweep.csv a function of the grid alone: the same sweep gives the
 same file whatever `jobs` is.
@@ -69,6 +72,7 @@ import pyarrow as pa
 from . import scenarios, units
 from .fileio import replacing
 from .scenario import Scenario, ScenarioError
+from .tables import TABLE_NAMES, read_table
 
 __all__ = ["DEFAULT_METRICS", "SweepError", "Point", "parse_grid_item", "split_values", "parse_value",
            "toml_literal", "plan", "check_metrics", "require_dask", "metric_value", "run_point", "sweep", "results_table"]
@@ -257,7 +261,7 @@ def plan(scenario: str, grid: Mapping[str, Sequence[Any]], *, seeds: Sequence[in
 @functools.lru_cache(maxsize=1)
 def _probe_summary() -> dict:
     """summary.json of a tiny run with every kind of entry (a RoCE flow, a Load/Store
-    op): the keys a metric may name."""
+    op), and the columns of its tables: the keys a metric may name."""
     from .sim import Simulation
 
     sc = Scenario.from_dict({
@@ -265,7 +269,8 @@ def _probe_summary() -> dict:
         "flow": [{"src": 0, "dst": 1, "size": 64, "transport": "roce"}],
         "ls_op": [{"src": 0, "dst": 1, "kind": "load", "size": 64}],
     })
-    return Simulation(sc).run().summary
+    res = Simulation(sc).run()
+    return {**res.summary, **{n: res.table(n).column_names for n in TABLE_NAMES}}
 
 
 def check_metrics(metrics: Sequence[str]) -> list[str]:
@@ -277,6 +282,16 @@ def check_metrics(metrics: Sequence[str]) -> list[str]:
         if not m or any(not p for p in m.split(".")):
             raise SweepError(f"--metric {m!r}: expected a dotted key into summary.json, e.g. ls.p99_ps")
         if m in out:
+            continue
+        head, *rest = m.split(".")
+        if head in TABLE_NAMES:
+            if len(rest) != 2 or not re.fullmatch(r"-?\d+", rest[0]):
+                raise SweepError(f"--metric {m}: {head} is a table; name a cell as {head}.ROW.COLUMN, "
+                                 f"e.g. {head}.0.{probe[head][-1]}")
+            if rest[1] not in probe[head]:
+                raise SweepError(f"--metric {m}: {head} has no column {rest[1]!r}; columns: "
+                                 f"{', '.join(probe[head])}")
+            out.append(m)
             continue
         node: Any = probe
         walked: list[str] = []
@@ -303,9 +318,13 @@ def check_metrics(metrics: Sequence[str]) -> list[str]:
     return out
 
 
-def metric_value(summary: Mapping[str, Any], metric: str) -> Any:
+def metric_value(summary: Mapping[str, Any], metric: str, tables: Callable[[str], Any] | None = None) -> Any:
     """The value of a dotted metric in a summary: a number, string or bool; the sum of a
-    table of counts; None when absent here."""
+    table of counts; None when absent here. `tables(name)` gives the run's flows, qps or
+    ports table (Arrow), for a metric TABLE.ROW.COLUMN."""
+    head, *rest = metric.split(".")
+    if head in TABLE_NAMES and head not in summary:
+        return _cell(tables(head), rest) if tables is not None else None
     node: Any = summary
     for part in metric.split("."):
         if isinstance(node, list):
@@ -327,6 +346,20 @@ def metric_value(summary: Mapping[str, Any], metric: str) -> Any:
     if isinstance(node, list):
         return json.dumps(node)
     return node
+
+
+def _cell(table, rest: list[str]) -> Any:
+    """table[COLUMN][ROW] for rest = [ROW, COLUMN]; None if either is absent; a list in JSON."""
+    if len(rest) != 2 or rest[1] not in table.column_names:
+        return None
+    try:
+        row = int(rest[0])
+    except ValueError:
+        return None
+    if not -table.num_rows <= row < table.num_rows:
+        return None
+    v = table[rest[1]][row % table.num_rows].as_py()
+    return json.dumps(v) if isinstance(v, list) else v
 
 
 # ---------------------------------------------------------------------------------------
@@ -370,9 +403,10 @@ def run_point(task: Mapping[str, Any]) -> dict[str, Any]:
         writer.close(True)
         rows = writer.rows
         _write_partition(out / "trace.arrow", Path(task["outdir"]) / "traces", task["index"])
+    result.write_tables(out)
     summary = _clean_nan(result.summary)
     write_json_atomic(out / "summary.json", summary)
-    return {"index": task["index"], "metrics": {m: metric_value(summary, m) for m in task["metrics"]},
+    return {"index": task["index"], "metrics": {m: metric_value(summary, m, result.table) for m in task["metrics"]},
             "trace_rows": rows, "error": ""}
 
 
@@ -638,11 +672,14 @@ def _recover_or_remove(out: Path, points: Sequence[Point], results: dict[int, di
         except (OSError, ValueError):
             summary = None
         if summary is not None:
-            results[p.index] = {"index": p.index, "metrics": {m: metric_value(summary, m) for m in metrics},
+            tables = functools.partial(read_table, d)
+            results[p.index] = {"index": p.index, "metrics": {m: metric_value(summary, m, tables) for m in metrics},
                                 "trace_rows": None, "error": ""}
             continue
-        # the trace, the trace being written, a summary being written (cli.write_json_atomic)
-        for f in (d / "trace.arrow", partial_path(d / "trace.arrow"), *d.glob("summary.json.*.tmp")):
+        # the trace, the trace being written, the tables and a summary, written or being
+        # written (fileio.replacing)
+        tables_written = [d / f"{n}.parquet" for n in TABLE_NAMES]
+        for f in (d / "trace.arrow", partial_path(d / "trace.arrow"), *tables_written, *d.glob("*.tmp")):
             f.unlink(missing_ok=True)
         for part in (f".tmp-point={p.index}", f"point={p.index}"):
             shutil.rmtree(out / "traces" / part, ignore_errors=True)

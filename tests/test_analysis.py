@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import ethlink
@@ -58,13 +59,19 @@ def run_to(outdir: Path, sc, level="hop", workload=None, trace_filter=None):
     return path, summary
 
 
+def rows_of(path: Path, name: str) -> list[dict]:
+    """The rows of the run's flows, qps or ports table, beside its trace at `path`."""
+    return pq.read_table(Path(path).parent / f"{name}.parquet").to_pylist()
+
+
 def run_res(outdir: Path, sc, level="hop", workload=None, trace_filter=None):
-    """Run `sc` with a trace to OUTDIR/trace.arrow and OUTDIR/summary.json, as `ethlink
-    run` does: (trace path, summary, Result)."""
+    """Run `sc` with a trace to OUTDIR/trace.arrow, its tables and OUTDIR/summary.json, as
+    `ethlink run` does: (trace path, summary, Result)."""
     sim = Simulation(sc, trace=level, workload=workload)
     md = R.replay_metadata(sim, workload) if workload is not None else T.simulation_metadata(sim)
     with T.TraceWriter(outdir / "trace.arrow", md, engine=sim.engine, trace_filter=trace_filter) as w:
         res = sim.run(trace_sink=w.write)
+    res.write_tables(outdir)
     summary = _clean_nan(res.summary)
     write_json_atomic(outdir / "summary.json", summary)
     return outdir / "trace.arrow", summary, res
@@ -84,9 +91,9 @@ def test_flows_from_the_trace_equal_the_engines(runs, name):
     fl = A.flows(path, source="trace")
     assert fl.num_rows == s["flows_total"]
     for key in ("start_ps", "finish_ps", "complete_ps", "fct_ps", "ideal_fct_ps"):
-        assert fl[key].to_pylist() == [f[key] for f in s["flows"]], key
+        assert fl[key].to_pylist() == [f[key] for f in rows_of(path, "flows")], key
     got = fl["slowdown"].to_pylist()
-    for g, f in zip(got, s["flows"]):
+    for g, f in zip(got, rows_of(path, "flows")):
         assert (g is None and f["slowdown"] is None) or g == pytest.approx(f["slowdown"], rel=1e-12)
     done = fl["finish_ps"].is_valid().to_numpy(zero_copy_only=False)
     assert np.array_equal(fl["delivered_bytes"].to_numpy()[done], fl["bytes"].to_numpy()[done])
@@ -122,7 +129,7 @@ def test_queue_depth_peaks_are_the_high_water_marks(runs, name):
     qd = A.queue_depth(path)
     port, prio, qb = (qd[c].to_numpy() for c in ("port", "prio", "qbytes"))
     checked = 0
-    for p in s["ports"]:
+    for p in rows_of(path, "ports"):
         for pr, hwm in enumerate(p["queue_hwm_bytes"]):
             m = (port == p["port"]) & (prio == pr)
             assert (qb[m].max() if m.any() else 0) == hwm, (p["port"], pr)
@@ -130,7 +137,7 @@ def test_queue_depth_peaks_are_the_high_water_marks(runs, name):
     assert checked >= 5
     top = A.top_queues(path, n=3)
     assert top["max_qbytes"].to_pylist() == sorted(top["max_qbytes"].to_pylist(), reverse=True)
-    assert top["max_qbytes"][0].as_py() == max(max(p["queue_hwm_bytes"]) for p in s["ports"])
+    assert top["max_qbytes"][0].as_py() == max(max(p["queue_hwm_bytes"]) for p in rows_of(path, "ports"))
     assert top["name"][0].as_py() == "sw0:0 -> h0:0"
 
 
@@ -157,7 +164,7 @@ def test_latency_percentiles(runs):
     lat = A.latency_percentiles(fl)
     assert lat["op"].to_pylist() == ["read", "send"]
     assert lat["count"].to_pylist() == [4, 1]
-    reads = [f["complete_ps"] - f["start_ps"] for f in s["flows"] if f["verb"] == "read"]
+    reads = [f["complete_ps"] - f["start_ps"] for f in rows_of(path, "flows") if f["verb"] == "read"]
     assert lat["p50_ps"][0].as_py() == pytest.approx(float(np.percentile(reads, 50)))
     assert lat["p99_9_ps"][0].as_py() <= lat["max_ps"][0].as_py() == max(reads)
     by_src = A.latency_percentiles(path, by="src")
@@ -167,28 +174,32 @@ def test_latency_percentiles(runs):
 def test_pandas_and_duckdb(runs):
     path, s = runs["write"]
     df = A.flows(path).to_pandas()
-    assert list(df["fct_ps"]) == [f["fct_ps"] for f in s["flows"]]
+    assert list(df["fct_ps"]) == [f["fct_ps"] for f in rows_of(path, "flows")]
     duckdb = pytest.importorskip("duckdb")
     t = T.read_trace(path)                              # noqa: F841 (DuckDB finds it by name)
     got = duckdb.sql("""SELECT port, prio, max(qbytes) AS m FROM t
                         WHERE event IN ('enqueue', 'tx_start', 'mark', 'drop') AND port >= 0
                         GROUP BY port, prio ORDER BY port, prio""").fetchall()
-    hwm = {(p["port"], pr): v for p in s["ports"] for pr, v in enumerate(p["queue_hwm_bytes"])}
+    hwm = {(p["port"], pr): v for p in rows_of(path, "ports") for pr, v in enumerate(p["queue_hwm_bytes"])}
     assert got and all(m == hwm[(p, pr)] for p, pr, m in got)
     fl = A.flows(path)                                  # noqa: F841
     [(n,)] = duckdb.sql("SELECT count(*) FROM fl WHERE complete_ps IS NOT NULL").fetchall()
     assert n == s["flows_completed"]
 
 
-def test_filtered_trace_takes_times_from_the_summary(tmp_path):
+def test_filtered_trace_takes_times_from_the_results_table(tmp_path):
     sc = ethlink.Scenario.from_dict(SCENARIOS["write"])
     path, s = run_to(tmp_path, sc, "hop", trace_filter=T.TraceFilter(events=("tx_start",)))
-    fl = A.flows(path)                                  # auto: summary.json beside the trace
-    assert fl["complete_ps"].to_pylist() == [f["complete_ps"] for f in s["flows"]]
-    (tmp_path / "summary.json").unlink()
-    with pytest.raises(T.TraceError, match="filtered.*need its summary.json"):
+    rows = rows_of(path, "flows")
+    fl = A.flows(path)                                  # auto: flows.parquet beside the trace
+    assert fl["complete_ps"].to_pylist() == [f["complete_ps"] for f in rows]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for name in ("summary.json", "flows.parquet"):
+        (tmp_path / name).rename(elsewhere / name)
+    with pytest.raises(T.TraceError, match="filtered.*need the run's flows.parquet"):
         A.flows(path)
-    assert A.flows(path, summary=s)["fct_ps"].to_pylist() == [f["fct_ps"] for f in s["flows"]]
+    assert A.flows(path, summary=elsewhere / "summary.json")["fct_ps"].to_pylist() == [f["fct_ps"] for f in rows]
 
 
 def test_dependent_post_times_from_the_trace(tmp_path):
@@ -199,7 +210,7 @@ def test_dependent_post_times_from_the_trace(tmp_path):
     path, s = run_to(tmp_path, sc, "endpoints", workload=wl)
     (tmp_path / "summary.json").unlink()
     fl = A.flows(path, source="trace")
-    assert fl["start_ps"].to_pylist() == [f["start_ps"] for f in s["flows"]]
+    assert fl["start_ps"].to_pylist() == [f["start_ps"] for f in rows_of(path, "flows")]
     assert fl["dep"].to_pylist() == wl["dep"].to_pylist()
     assert len(set(fl["start_ps"].to_pylist())) == 2 * (4 - 1)     # one post time per step
 

@@ -150,7 +150,7 @@ def test_tiny_credits_stall_the_link_but_drop_nothing():
         s = r.summary
         assert s["flows_completed"] == s["flows_total"] and s["packets_dropped"] == 0 and s["pfc_pause_frames"] == 0
     assert tiny.summary["credits_stalled_ps"] > default.summary["credits_stalled_ps"]
-    last = [max(f["finish_ps"] for f in r.summary["flows"]) for r in (default, tiny)]
+    last = [max(r.flows_table()["finish_ps"].to_pylist()) for r in (default, tiny)]
     assert last[1] > last[0]
     assert tiny.summary["buffer_hwm_bytes"]["sw0"] < default.summary["buffer_hwm_bytes"]["sw0"]
 

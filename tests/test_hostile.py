@@ -157,7 +157,7 @@ def test_the_memory_estimate_is_within_a_small_factor_of_what_compile_allocates(
 
 
 @pytest.mark.parametrize("overrides,part", [
-    (["topology.hosts=1048576"], "routing"), (["topology.kind=\"fat-tree\"", "topology.k=128"], "routing"),
+    (["topology.hosts=1048576"], "ports"), (["topology.kind=\"fat-tree\"", "topology.k=128"], "routing"),
     (["workload.0.size=1e12"], "frames"), (["workload=[{kind=\"alltoall\",size=64}]", "topology.hosts=4096"], "flows")])
 def test_a_scenario_beyond_the_memory_available_is_refused_with_the_figure(overrides, part):
     """Checked against a given 1 GiB, so the result does not depend on this machine."""
@@ -207,7 +207,7 @@ def test_a_replayed_op_of_1e17_bytes_is_refused_before_anything_is_allocated(tmp
 @pytest.mark.parametrize("args,needle", [
     (["--set", "pfc.alpha=nan"], "pfc.alpha: expected a finite number"),
     (["--until", "1e30s"], "a stop time is in 0..1e6 s"),
-    (["--set", "topology.hosts=1048576"], "GiB of memory"),
+    (["--set", "topology.hosts=1048576", "--set", "workload=[{kind=\"alltoall\",size=64}]"], "GiB of memory"),
     (["--trace-event", "tx_start"], "need a trace level"),
     (["--trace", "hop", "--trace-flow", "99"], "this scenario has flows")])
 def test_run_refuses_bad_input_with_exit_2_and_writes_nothing(tmp_path, args, needle):

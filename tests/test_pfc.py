@@ -247,7 +247,7 @@ def test_paused_time_per_port_priority_matches_the_pause_frames(request, which):
         assert paused[p, LOSSLESS] == total, f"port {p}"
         assert paused[p].sum() == paused[p, LOSSLESS]
     assert res.summary["paused_time_ps"] == int(paused.sum()) > 0
-    by_port = {row["port"]: row for row in res.summary["ports"]}
+    by_port = {row["port"]: row for row in res.ports_table().to_pylist()}
     for p, row in by_port.items():
         assert row["paused_ps"] == paused[p].tolist()
         assert (row["pause_tx"], row["pause_rx"]) == (ports["pause_tx"][p], ports["pause_rx"][p])

@@ -13,7 +13,7 @@ from ethlink import analysis as A
 from ethlink import plots as P
 from ethlink.cli import main
 
-from test_analysis import SCENARIOS, run_to
+from test_analysis import SCENARIOS, rows_of, run_to
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_queue_depth_plot_draws_the_deepest_queues(pfc, tmp_path, figures):
     assert [ln.get_label() for ln in lines] == [f"{n} prio {p}" for n, p in zip(top["name"].to_pylist(),
                                                                                  top["prio"].to_pylist())]
     assert max(lines[0].get_ydata()) * 1024 == top["max_qbytes"][0].as_py() == max(
-        max(p["queue_hwm_bytes"]) for p in s["ports"])
+        max(p["queue_hwm_bytes"]) for p in rows_of(path, "ports"))
     assert max(lines[0].get_xdata()) == s["sim_time_ps"] / 1e6
 
 

@@ -277,7 +277,7 @@ def test_incast_cbfc_no_drop_no_pause_near_analytic_completion():
     base = (ser(PREAMBLE + first, rate) + delay + sc.switch.latency_ps      # first frame to the switch
             + delay + sc.host.latency_ps - ser(WIRE_EXTRA - PREAMBLE, rate))  # last frame: its IFG aside
     analytic = ser(total, rate) + base
-    last = max(f["finish_ps"] for f in s["flows"])
+    last = max(res.flows_table()["finish_ps"].to_pylist())
     print(f"\nincast-cbfc: last completion {last / 1e6:.3f} us, analytic {analytic / 1e6:.3f} us "
           f"({(last / analytic - 1) * 100:+.3f} %); switch buffer hwm {s['buffer_hwm_bytes']['sw0']} B "
           f"(incast-pfc: {pfc.summary['buffer_hwm_bytes']['sw0']} B); credits stalled "

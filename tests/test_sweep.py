@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
@@ -15,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from ethlink import sweep as S
+from ethlink import tables as T
 from ethlink.cli import main
 from ethlink.trace import read_trace
 
@@ -22,7 +25,7 @@ from ethlink.trace import read_trace
 BASE = ["--set", "workload.0.senders=4", "--set", "switch.buffer=160KiB"]
 GRID = ["--grid", "workload.0.size=16KiB,48KiB", "--grid", "switch.cut_through=false,true"]
 METRICS = ["events", "bytes_delivered", "drops", "fct_ps.max", "flows_completed", "packet_hops",
-           "ports.0.tx_bytes"]
+           "ports.0.tx_bytes", "flows.-1.fct_ps"]
 WALL_CLOCK = ("wall_s", "events_per_s")
 
 
@@ -97,7 +100,10 @@ def test_points_equal_separate_runs(swept, tmp_path):
             alone.pop(k), point.pop(k)
         assert point == alone
         for m in METRICS:
-            assert r[m] == S.metric_value(alone, m), m
+            assert r[m] == S.metric_value(alone, m, lambda name: pq.read_table(out / f"{name}.parquet")), m
+        for name in ("flows", "qps", "ports"):
+            assert pq.read_table(out / f"{name}.parquet").equals(
+                pq.read_table(swept[2] / r["name"] / f"{name}.parquet")), name
     # the grid matters: the big incast drops into the small buffer, the small one does not
     assert rows[0]["drops"] == 0 and rows[2]["drops"] > 0
     assert rows[0]["drops"] == sum(json.loads((swept[2] / rows[0]["name"] / "summary.json").read_text())
@@ -132,6 +138,8 @@ def test_traces_dataset_has_one_partition_per_point(swept):
     (["--grid", "switch.threshold=static,dymanic"], "switch.threshold"),
     (["--grid", "workload.3.size=1KiB,2KiB"], "index 3 out of range"),
     (["--grid", "switch.cut_through=false,true", "--metric", "fct_ps.p98"], "fct_ps.p98"),
+    (["--metric", "flows.fct_ps"], "name a cell as flows.ROW.COLUMN"),
+    (["--metric", "ports.0.tx_byte"], "ports has no column 'tx_byte'"),
     (["--seeds", "1,x"], "--seeds"),
 ])
 def test_bad_input_fails_before_any_run(tmp_path, args, needle):
@@ -167,6 +175,7 @@ def test_interrupted_sweep_keeps_whole_points(tmp_path):
         assert s["stop"] == "empty"
         trace = read_trace(out / r["name"] / "trace.arrow")
         assert trace.schema.metadata[b"complete"] == b"true"
+        assert pq.read_table(out / r["name"] / "flows.parquet").num_rows == s["flows_total"]
     assert (out / "sweep.csv").read_text().count("\n") == len(rows) + 1
 
 
@@ -181,7 +190,11 @@ def test_python_api_and_metric_values(tmp_path):
     assert S.metric_value({"drops": {"buffer_full": 3, "ttl": 2}}, "drops") == 5
     assert S.metric_value({"drops": {"ttl": 2}}, "drops.buffer_full") == 0
     assert S.metric_value({"ls": None}, "ls.p99_ps") is None
-    assert S.metric_value({"flows": [{"fct_ps": 7}]}, "flows.0.fct_ps") == 7
+    flows = {"flows": T.table({"fct_ps": np.array([7, 9]), "verb": ["raw", "read"]})}.__getitem__
+    assert S.metric_value({}, "flows.0.fct_ps", flows) == 7
+    assert S.metric_value({}, "flows.-1.verb", flows) == "read"
+    assert S.metric_value({}, "flows.2.fct_ps", flows) is None
+    assert S.metric_value({}, "flows.0.nope", flows) is None
 
 
 def test_dask_scheduler_gives_the_same_table(tmp_path):

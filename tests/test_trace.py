@@ -474,6 +474,12 @@ def test_cli_ctrl_c_finishes_the_trace_incomplete_and_writes_the_summary(tmp_pat
     # The trace holds every event up to the interrupt: it agrees with the summary.
     assert ev(t, "tx_start").sum() == summary["packet_hops"] > 0
     assert ev(t, "deliver").sum() == summary["packets_delivered"]
+    # ... and so do the result tables, complete so far
+    import pyarrow.parquet as pq
+    flows = pq.read_table(out / "flows.parquet")
+    assert flows.num_rows == summary["flows_total"]
+    assert flows["finish_ps"].null_count == summary["flows_total"] - summary["flows_completed"]
+    assert sum(pq.read_table(out / "ports.parquet")["tx_frames"].to_pylist()) == summary["packet_hops"]
 
 
 def test_an_event_that_writes_more_than_the_margin_grows_the_ring(tmp_path):

@@ -1,0 +1,124 @@
+"""Run results as tables (ethlink.tables, Result.table, the Parquet files beside
+summary.json) and what `ethlink run` imports at start-up."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ethlink import scenarios
+from ethlink import tables as T
+from ethlink.sim import Simulation
+
+ETHLINK = Path(sys.executable).with_name("ethlink")
+HEAVY = ("pyarrow.compute", "pandas", "scapy", "matplotlib", "ethlink.trace")
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.integers(-2**62, 2**62)), max_size=20),
+       st.lists(st.one_of(st.none(), st.lists(st.integers(0, 2**40), max_size=4)), max_size=20),
+       st.lists(st.one_of(st.none(), st.sampled_from(["raw", "write", "sw0"])), max_size=20))
+def test_columns_round_trip_through_arrow(ints, lists, strs):
+    """Every value, None and nested list comes back as it went in (pyarrow's to_pylist)."""
+    for values in (ints, lists, strs):
+        assert T.column(values).to_pylist() == values
+
+
+def test_numpy_columns_nulls_and_nan():
+    t = T.table({"a": np.array([5, -1, 0]), "b": np.array([1.5, np.nan, 0.0]), "c": np.array([True, False, True]),
+                 "d": T.categorical(np.array([2, 0, 2]), ("x", "y", "z"))}, nulls=("a",))
+    assert t.to_pylist() == [{"a": 5, "b": 1.5, "c": True, "d": "z"}, {"a": None, "b": None, "c": False, "d": "x"},
+                             {"a": 0, "b": 0.0, "c": True, "d": "z"}]
+
+
+def test_rows_table_takes_every_key_a_row_carries():
+    """A key only some rows carry (a counter another module adds) is a column, null elsewhere."""
+    t = T.rows_table([{"qp": 0, "x": 1}, {"qp": 1, "y": [1, 2]}], keys=("qp", "host"))
+    assert t.column_names == ["qp", "host", "x", "y"]
+    assert t.to_pylist()[1] == {"qp": 1, "host": None, "x": None, "y": [1, 2]}
+    assert T.rows_table([], keys=("port", "node")).column_names == ["port", "node"]
+
+
+@pytest.fixture(scope="module")
+def dcqcn():
+    """A short fairness-dcqcn run: RoCE QPs whose DCQCN rates change, PFC, ports."""
+    return Simulation(scenarios.load("fairness-dcqcn", ["run.until=300us"])).run()
+
+
+def test_flows_table_is_the_engines_flows(dcqcn):
+    res = dcqcn
+    fl, t = res.flows, res.flows_table()
+    assert t.num_rows == len(fl) == res.summary["flows_total"]
+    done = fl["finish_ps"] >= 0
+    assert t["finish_ps"].null_count == int((~done).sum()) == res.summary["flows_total"] - res.summary["flows_completed"]
+    assert t["bytes"].to_pylist() == fl["size"].tolist()
+    fct = [None if f < 0 else int(f - s) for f, s in zip(fl["finish_ps"], fl["start_ps"])]
+    assert t["fct_ps"].to_pylist() == fct
+    assert set(t["verb"].to_pylist()) == {"write"}
+    df = res.flows_df()
+    assert list(df.columns) == t.column_names and len(df) == len(fl)
+
+
+def test_qps_table_carries_each_qps_rate_series(dcqcn):
+    res = dcqcn
+    t = res.qps_table()
+    s = res.rate_samples
+    assert t.num_rows > 0 and len(s) > 0
+    for row in t.to_pylist():
+        mine = s[s[:, 1] == row["qp"]]
+        assert row["rate_series_ps"] == mine[:, 0].tolist() and row["rate_series_bps"] == mine[:, 2].tolist()
+        assert row["rate_samples"] == len(mine)
+        assert row["rate_min_bps"] == (int(mine[:, 2].min()) if len(mine) else int(res.qps["line_bps"][row["qp"]]))
+    assert sum(len(r) for r in t["rate_series_bps"].to_pylist()) == len(s)
+
+
+def test_ports_table_counts_every_frame(dcqcn):
+    res = dcqcn
+    t = res.ports_table()
+    assert sum(t["tx_frames"].to_pylist()) == res.summary["packet_hops"]
+    assert sum(map(sum, t["paused_ps"].to_pylist())) == res.summary["paused_time_ps"]
+    assert t["node"].to_pylist()[0] in res.summary["buffer_hwm_bytes"] or t["node"].to_pylist()[0].startswith("h")
+
+
+def test_write_tables_writes_what_the_result_holds(dcqcn, tmp_path):
+    paths = dcqcn.write_tables(tmp_path, on_table=lambda name: None)
+    assert [p.name for p in paths] == ["flows.parquet", "qps.parquet", "ports.parquet"]
+    for name in T.TABLE_NAMES:
+        assert T.read_table(tmp_path, name).equals(dcqcn.table(name))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flows.parquet", "ports.parquet", "qps.parquet"]
+
+
+def test_write_is_atomic_a_failed_write_leaves_the_old_file(tmp_path):
+    path = tmp_path / "flows.parquet"
+    T.write_parquet_atomic(path, T.table({"a": np.arange(3)}))
+    with pytest.raises(AttributeError):
+        T.write_parquet_atomic(path, "not a table")
+    assert pq.read_table(path)["a"].to_pylist() == [0, 1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["flows.parquet"]
+
+
+def test_run_without_trace_imports_no_heavy_module_and_writes_tables(tmp_path):
+    """`ethlink run` with tracing off: pyarrow (for the Parquet tables) but none of pandas,
+    pyarrow.compute, scapy, matplotlib or ethlink.trace; summary.json stays small."""
+    out = tmp_path / "o"
+    code = ("import sys, runpy; sys.argv = ['ethlink'] + sys.argv[1:]\n"
+            "try:\n    runpy.run_module('ethlink.cli', run_name='__main__')\n"
+            "except SystemExit as e:\n    assert not e.code, e.code\n"
+            "print(' '.join(sorted(m for m in sys.modules if '.' not in m or m.startswith(('pyarrow', 'ethlink')))))")
+    p = subprocess.run([sys.executable, "-c", code, "run", "incast-pfc", "-o", str(out), "--quiet",
+                        "--set", "workload.0.senders=4", "--trace", "off"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    mods = set(p.stdout.split())
+    assert "ethlink.sim" in mods and "pyarrow.parquet" in mods
+    assert not mods & set(HEAVY), mods & set(HEAVY)
+    s = json.loads((out / "summary.json").read_text())
+    assert not {"flows", "qps", "ports"} & set(s)
+    assert pq.read_table(out / "flows.parquet").num_rows == s["flows_total"] == 4
