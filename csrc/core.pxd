@@ -394,6 +394,8 @@ cdef struct Qp:                 # a queue-pair endpoint; raw flows get a send-on
     int64_t cnps_tx
     int64_t naks_rx
     int64_t acks_rx
+    int64_t spurious            # data frames (or READ responses) that reached this endpoint
+                                # as copies of a PSN it had already accepted
 
 cdef struct TraceRec:           # one row of the trace; ethlink/trace.py mirrors it
     int64_t time_ps
@@ -492,7 +494,7 @@ cdef struct Sim:
     int32_t ack_prio            # priority of ACK/NAK frames, -1: the data's priority
     int32_t cnp_prio            # priority of CNP frames
     int32_t ecn_capable         # 1: RoCE data frames leave as ECT(0)
-    int64_t rto_initial_ps      # first retransmission timeout
+    int64_t rto_initial_ps      # first retransmission timeout; 0: never time out (IBA timeout 0)
     int64_t rto_max_ps
     int32_t retry_limit         # consecutive timeouts before the QP goes to the error state
     int32_t pad3
@@ -553,7 +555,8 @@ cdef struct Sim:
     int64_t lossless_drops      # frames of lossless priorities dropped (any reason)
     int32_t* dl_cycle           # queue indices of the deadlock cycle found (malloc), or NULL
     int32_t dl_cycle_n
-    int32_t pad4
+    int32_t dl_armed            # 1 while a deadlock check is scheduled (only while packets live)
+    int64_t spurious            # RoCE: copies of already-accepted PSNs received (see Qp.spurious)
 
 
 # ---------------------------------------------------------------------------------------
@@ -690,6 +693,10 @@ cdef inline int32_t pkt_alloc(Sim* s) noexcept nogil:
     s.pkts_live += 1
     if s.pkts_live > s.pkts_live_hwm:
         s.pkts_live_hwm = s.pkts_live
+    if not s.dl_armed and s.deadlock_check_ps > 0 and s.lossless_mask:
+        # checks run on the period's grid while packets exist (idle timers need none)
+        s.dl_armed = 1
+        schedule(s, (s.now // s.deadlock_check_ps + 1) * s.deadlock_check_ps, EV_DEADLOCK_CHECK, 0, 0)
     return i
 
 cdef inline TraceRec* trace_slot(Sim* s) noexcept nogil:

@@ -392,8 +392,10 @@ cdef inline bint deadlock_check(Sim* s) noexcept nogil:
     if n > 0:
         s.deadlock_ps = s.now
         return 1
-    if s.heap_n > 0 or s.pkts_live > 0:
+    if s.pkts_live > 0:
         schedule(s, s.now + s.deadlock_check_ps, EV_DEADLOCK_CHECK, 0, 0)
+    else:
+        s.dl_armed = 0                      # the next packet re-arms it (core.pxd pkt_alloc)
     return 0
 
 
@@ -714,8 +716,6 @@ cdef class Engine:
             # The first flow start is the first event; constructing schedules nothing.
             self.started = True
             schedule_next_flow(&self.s)
-            if self.s.deadlock_check_ps > 0 and self.s.lossless_mask:
-                schedule(&self.s, self.s.deadlock_check_ps, EV_DEADLOCK_CHECK, 0, 0)
             for i in range(self.s.n_hosts):
                 if self.s.ls_gpus[i].pend >= 0:
                     ls_try_issue(&self.s, i)
@@ -787,6 +787,7 @@ cdef class Engine:
             "packets_discarded": s.pkts_discarded,
             "retransmitted_packets": s.retx_pkts,
             "timeouts": s.timeouts,
+            "spurious_retransmissions": s.spurious,
             "qp_errors": s.qp_errors,
             "cnps": s.cnps,
             "naks": s.naks,

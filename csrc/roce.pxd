@@ -9,7 +9,14 @@
 # `ack_every` packets and at each message end; a PSN beyond epsn is discarded and answered
 # by one NAK (PSN sequence error, syndrome 0x60) until epsn arrives; an old PSN is a
 # duplicate, discarded and re-ACKed. A NAK sends the requester back to the NAKed PSN
-# (go-back-N); a retransmission timeout (doubling up to rto_max) back to snd_una.
+# (go-back-N); a retransmission timeout back to snd_una.
+#
+# The timeout is the IBA local ACK timeout, 4.096 us x 2^timeout (IBA vol. 1 9.7.6.1.3;
+# Linux qib_rc.c computes it so), 0 meaning infinite; ethlink.scenario turns roce.timeout
+# into ps (or takes roce.rto). Consecutive expiries double it up to rto_max (by default
+# no doubling past the IBA value itself), and progress resets it. A copy of a PSN the
+# receiver had already accepted is a spurious retransmission (Qp.spurious): it can only
+# come from a timeout or NAK that fired while the first copy was queued, not lost.
 # A READ request (RETH with the length) consumes the PSNs of its responses; the responder
 # streams READ RESPONSE FIRST/MIDDLE/LAST/ONLY (AETH on first, last, only), which are the
 # requester's acknowledgement; a gap makes the requester re-issue the READ for the rest.
@@ -145,6 +152,8 @@ cdef inline void rto_arm(Sim* s, int32_t qi) noexcept nogil:
     # fires early, moves itself to the deadline. Re-scheduling on every ACK would leave a
     # stale event in the heap per ACK for a whole timeout (seconds with real NIC timers).
     cdef Qp* q = &s.qps[qi]
+    if q.rto_ps == 0:
+        return                              # IBA local ACK timeout 0: infinite
     q.rto_deadline = s.now + q.rto_ps
     q.rto_armed = 1
     if not q.rto_pending or q.rto_event_ps > q.rto_deadline:
@@ -401,6 +410,8 @@ cdef inline void roce_rx_data(Sim* s, int32_t pi) noexcept nogil:
                 qp_activate(s, qi)
         else:
             s.pkts_discarded += 1
+            q.spurious += 1                 # a response sent again though the first arrived
+            s.spurious += 1
         return
     if pk.psn == q.epsn:
         q.nak_sent = 0
@@ -434,4 +445,6 @@ cdef inline void roce_rx_data(Sim* s, int32_t pi) noexcept nogil:
         qp_activate(s, qi)
     else:
         s.pkts_discarded += 1               # duplicate: discard and re-ACK
+        q.spurious += 1                     # its first copy was accepted: a spurious retransmission
+        s.spurious += 1
         send_ack(s, qi, q.epsn - 1, SYN_ACK, pk.prio)

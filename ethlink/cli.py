@@ -524,12 +524,25 @@ def _print_summary(s: dict) -> None:
     t.add_row("goodput", units.fmt_rate(s["goodput_bps"]))
     drops = s["drops"]
     t.add_row("drops", ", ".join(f"{k} {v:,}" for k, v in drops.items()) if drops else "0")
+    if s["pfc_pause_frames"] or s["lossless_drops"]:
+        t.add_row("pause frames / lossless drops", f"{s['pfc_pause_frames']:,} / {s['lossless_drops']:,}")
+    if s["retransmitted_packets"] or s["timeouts"]:
+        t.add_row("retransmitted / spurious / timeouts",
+                  f"{s['retransmitted_packets']:,} / {s['spurious_retransmissions']:,} / {s['timeouts']:,}")
+    if s["deadlock_detected"]:
+        cyc = s["deadlock_cycle"]
+        t.add_row("deadlock", " -> ".join(f"{c['node']}:{c['port']}" for c in cyc) + (f" -> {cyc[0]['node']}" if cyc else ""))
     if s["fct_ps"]:
         f = s["fct_ps"]
         t.add_row("FCT p50 / p99 / max", " / ".join(units.fmt_time(int(f[k])) for k in ("p50", "p99", "max")))
         sd = s["slowdown"]
         t.add_row("slowdown p50 / p99 / max", " / ".join(f"{sd[k]:.2f}" for k in ("p50", "p99", "max")))
     Console().print(t)
+
+
+def _print_warnings(s: dict) -> None:
+    for w in s.get("warnings", ()):
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)
 
 # ---------------------------------------------------------------------------------------
 # Replay, workload extraction and plots.
@@ -626,6 +639,7 @@ def _run_to_outdir(sim, outdir: Path, until_ps, writer, phases: _Phases) -> None
     phases.close()
     if not phases.quiet:
         _print_summary(summary)
+    _print_warnings(summary)
     console.print(f"wrote {outdir / 'summary.json'} and {', '.join(p.name for p in tables)}")
     if trace_path is not None:
         console.print(f"wrote {trace_path} ({writer.rows:,} rows, {trace_path.stat().st_size / 1e6:.1f} MB"

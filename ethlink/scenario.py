@@ -167,17 +167,43 @@ class Ecn:
     pmax: float = 0.2
 
 
+# RoCE retransmission timer: the IBA local ACK timeout is 4.096 us x 2^timeout, a 5-bit QP
+# attribute (IBA vol. 1 9.7.6.1.3; Linux drivers/infiniband/hw/qib/qib_rc.c), 0 = infinite.
+# Defaults in deployments: NCCL_IB_TIMEOUT 20 (NCCL src/transport/net_ib.cc
+# NCCL_PARAM(IbTimeout, "IB_TIMEOUT", 20); 14 in early releases, then 18), Huawei HCCL
+# HCCL_RDMA_TIMEOUT 20, Broadcom bnxt_re 16 (Linux commit 601577b). GPU fabrics run NCCL:
+# 20, about 4.3 s.
+IBA_TIMEOUT_DEFAULT = 20
+IBA_TIMEOUT_UNIT_PS = 4_096_000
+
+
+def iba_timeout_ps(exponent: int) -> int:
+    """The IBA local ACK timeout in ps for a 5-bit exponent (0: infinite, returned as 0)."""
+    return 0 if exponent == 0 else IBA_TIMEOUT_UNIT_PS << exponent
+
+
 @dataclass(frozen=True)
 class Roce:
     """RoCEv2 RC transport settings (csrc/roce.pxd)."""
     ack_every: int = 1                  # ACK every N in-order packets (and at message end)
     ack_prio: int = -1                  # -1: ACKs travel at the data's priority
     cnp_prio: int = 6
-    rto_ps: int = 100_000_000           # 100 us initial retransmission timeout
-    rto_max_ps: int = 10_000_000_000    # 10 ms
+    timeout: int = IBA_TIMEOUT_DEFAULT   # IBA local ACK timeout exponent: 4.096 us x 2^timeout; 0 infinite
+    rto_ps: int = 0                     # initial retransmission timeout, ps; 0: from `timeout`
+    rto_max_ps: int = 0                 # backoff cap; 0: max(10 ms, the initial timeout)
     retry_limit: int = 7                # IBA retry_cnt (3 bits): consecutive timeouts before the QP errors
     cnp_interval_ps: int = 50_000_000   # 50 us (DCQCN paper; NVIDIA min_time_between_cnps)
     ecn: bool = True                    # data frames leave as ECT(0)
+
+
+def rto_initial_ps(r: Roce) -> int:
+    """The first retransmission timeout, ps (0: never): roce.rto, else the IBA value."""
+    return r.rto_ps or iba_timeout_ps(r.timeout)
+
+
+def rto_cap_ps(r: Roce) -> int:
+    """The backoff cap, ps: roce.rto_max, else the larger of 10 ms and the initial timeout."""
+    return r.rto_max_ps or max(10_000_000_000, rto_initial_ps(r))
 
 
 @dataclass(frozen=True)
@@ -669,15 +695,21 @@ def _roce(sec: _Section) -> Roce:
         ack_every=sec.int("ack_every", d.ack_every, lo=1, hi=1 << 16),
         ack_prio=sec.int("ack_prio", d.ack_prio, lo=-1, hi=7),
         cnp_prio=sec.int("cnp_prio", d.cnp_prio, lo=0, hi=7),
-        rto_ps=sec.time("rto", d.rto_ps, positive=True),
-        rto_max_ps=sec.time("rto_max", d.rto_max_ps, positive=True),
+        timeout=sec.int("timeout", d.timeout, lo=0, hi=31),
+        rto_ps=sec.time("rto", d.rto_ps, positive="rto" in sec.data),
+        rto_max_ps=sec.time("rto_max", d.rto_max_ps, positive="rto_max" in sec.data),
         retry_limit=sec.int("retry_limit", d.retry_limit, lo=0, hi=7),
         cnp_interval_ps=sec.time("cnp_interval", d.cnp_interval_ps),
         ecn=sec.bool("ecn", d.ecn),
     )
     sec.done()
-    if r.rto_max_ps < r.rto_ps:
-        raise ScenarioError(f"roce.rto_max ({r.rto_max_ps} ps) must be >= roce.rto ({r.rto_ps} ps)")
+    if "timeout" in sec.data and "rto" in sec.data:
+        raise ScenarioError("roce.rto: give the retransmission timeout either as roce.timeout (the IBA "
+                            "exponent, 4.096 us x 2^timeout) or as roce.rto (a time), not both")
+    initial = r.rto_ps or iba_timeout_ps(r.timeout)
+    if r.rto_max_ps and initial and r.rto_max_ps < initial:
+        src = "roce.rto" if r.rto_ps else f"roce.timeout {r.timeout}"
+        raise ScenarioError(f"roce.rto_max ({r.rto_max_ps} ps) must be >= the initial timeout ({src}: {initial} ps)")
     return r
 
 

@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from . import _engine
-from .scenario import Scenario, ScenarioError, spine_count
+from .scenario import Scenario, ScenarioError, rto_cap_ps, rto_initial_ps, spine_count
 from .topology import (HOST, SWITCH, Fabric, PortTable, Routes, clockwise_routes, fat_tree, leaf_spine,
                        multiplane_star, ring, route, star)
 from .workloads import expand, from_table
@@ -313,7 +313,7 @@ def build_qps(flows, sc, pt, host_node, nodes, qp_key=None) -> np.ndarray:
     qps["rate_bps"] = line
     qps["target_bps"] = line
     qps["alpha"] = 1.0
-    qps["rto_ps"] = sc.roce.rto_ps
+    qps["rto_ps"] = rto_initial_ps(sc.roce)
     qps["last_cnp_ps"] = -(2**62)
     return qps
 
@@ -563,6 +563,7 @@ class Result:
             "naks": c["naks"],
             "retransmitted_packets": c["retransmitted_packets"],
             "timeouts": c["timeouts"],
+            "spurious_retransmissions": c["spurious_retransmissions"],
             "qp_errors": c["qp_errors"],
             "packets_discarded": c["packets_discarded"],
             "deadlock_detected": c["deadlock_ps"] >= 0,
@@ -570,7 +571,7 @@ class Result:
             "deadlock_cycle": self._cycle(names, comp.port_table, eng.deadlock_cycle()),
             "lossless_drops": c["lossless_drops"],
             "headroom_violations": int(c["drops_by_reason"][DROP_REASONS.index("headroom")]),
-            "warnings": list(comp.warnings),
+            "warnings": list(comp.warnings) + _run_warnings(c, sim.scenario),
             "watchdog_storms": c["watchdog_storms"],
             "ls": loadstore.summarize(self.ls_ops, eng.ls_gpus, c, c["sim_time_ps"]),
             "llr_replays": c["llr_replays"],
@@ -697,6 +698,8 @@ class Result:
             out.append({
                 "qp": int(i), "host": int(q["host"][i]), "peer": int(q["peer"][i]),
                 "retransmitted_packets": int(q["retx_pkts"][i]), "timeouts": int(q["timeouts"][i]),
+                # copies it sent of PSNs its peer had already accepted
+                "spurious_retransmissions": int(q["spurious"][q["peer"][i]]) if q["peer"][i] >= 0 else 0,
                 "naks_received": int(q["naks_rx"][i]), "cnps_received": int(q["cnps_rx"][i]),
                 "cnps_sent": int(q["cnps_tx"][i]),
                 "rate_min_bps": int(mine[:, 2].min()) if len(mine) else int(q["line_bps"][i]),
@@ -719,6 +722,17 @@ class Result:
 
 
 FLOW_NULLABLE = ("finish_ps", "complete_ps", "fct_ps")
+
+
+def _run_warnings(c: dict, sc: Scenario) -> list[str]:
+    """What the run itself shows is probably misconfigured."""
+    out = []
+    if c["timeouts"] and not c["packets_dropped"]:
+        timer = f"roce.rto {sc.roce.rto_ps} ps" if sc.roce.rto_ps else f"roce.timeout {sc.roce.timeout}"
+        out.append(f"{c['timeouts']} RoCE retransmission timeouts without a single drop: the timer ({timer}) is "
+                   f"shorter than the queueing delay, and {c['spurious_retransmissions']} retransmitted packets "
+                   f"arrived as duplicates (spurious_retransmissions); raise roce.timeout")
+    return out
 
 
 def _stats(x):
@@ -762,7 +776,7 @@ class Simulation:
             deadlock_check_ps=scenario.pfc.deadlock_check_ps,
             ack_every=scenario.roce.ack_every, ack_prio=scenario.roce.ack_prio,
             cnp_prio=scenario.roce.cnp_prio, ecn_capable=scenario.roce.ecn,
-            rto_initial_ps=scenario.roce.rto_ps, rto_max_ps=scenario.roce.rto_max_ps,
+            rto_initial_ps=rto_initial_ps(scenario.roce), rto_max_ps=rto_cap_ps(scenario.roce),
             retry_limit=scenario.roce.retry_limit,
             cnp_interval_ps=scenario.roce.cnp_interval_ps, dcqcn=dc.enabled, dc_f=dc.f, dc_g=dc.g,
             dc_alpha_ps=dc.alpha_timer_ps, dc_timer_ps=dc.rate_timer_ps, dc_bytes=dc.byte_counter,
