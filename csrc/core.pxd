@@ -658,6 +658,7 @@ cdef inline int32_t pkt_alloc(Sim* s) noexcept nogil:
     s.pkts[i].opcode = 0
     s.pkts[i].psn = 0
     s.pkts[i].offset = 0
+    s.pkts[i].payload = 0               # control frames carry none (a reused slot keeps the old value)
     s.pkts[i].in_port = -1
     s.pkts[i].egress = -1
     s.pkts[i].qp = -1
