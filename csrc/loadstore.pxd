@@ -185,15 +185,23 @@ cdef inline void ls_add(Sim* s, int32_t gi, int32_t dst, int32_t oi, bint respon
     cdef LsOp* op = &s.ls_ops[oi]
     cdef bint roce = s.ls_header == 1
     cdef int32_t data = txn_data(op.kind, op.size, response)
-    cdef int32_t add = EL_TXN_BYTES + data, pi
+    cdef int32_t add = EL_TXN_BYTES + data, pi, j
     cdef Packet* pk
-    op.chain = -1
     if g.open_pi >= 0:
         pk = &s.pkts[g.open_pi]
         if (pk.dst != dst or ((pk.flags & PF_RESPONSE) != 0) != response
                 or pk.size + add > s.ls_coalesce_bytes):
             ls_flush(s, gi)
         else:
+            # A retry (ls.timeout shorter than the coalescing wait) of a transaction still
+            # waiting in this open frame adds nothing: it leaves with the frame. Linking it
+            # again would close its chain into a cycle, which the frame's walks never leave.
+            j = pk.flow
+            while j >= 0:
+                if j == oi:
+                    return
+                j = s.ls_ops[j].chain
+            op.chain = -1
             s.ls_ops[g.open_tail].chain = oi
             g.open_tail = oi
             pk.size += add
@@ -203,6 +211,7 @@ cdef inline void ls_add(Sim* s, int32_t gi, int32_t dst, int32_t oi, bint respon
             if pk.size + EL_TXN_BYTES > s.ls_coalesce_bytes:
                 ls_flush(s, gi)
             return
+    op.chain = -1
     pi = pkt_alloc(s)
     if pi < 0:
         return

@@ -536,3 +536,27 @@ def test_the_sweep_api_raises_on_failed_points_and_runs_in_a_script_without_a_ma
     assert r.stdout.strip() == "FAILED ['1-workload.0.size=8KiB'] 2", r.stdout
     assert json.loads((tmp_path / "sw" / "0-workload.0.size=4KiB" / "summary.json").read_text())["stop"] == "empty"
     assert issubclass(ethlink.sweep.SweepFailed, RuntimeError) and not issubclass(ethlink.sweep.SweepFailed, SweepError)
+
+
+# ---------------------------------------------------------------------------------------
+# Valid but extreme values: the engine must not hang.
+
+LS_RETRY = textwrap.dedent("""
+    import ethlink
+    sc = ethlink.Scenario.from_dict({
+        "topology": {"kind": "star", "hosts": 4},
+        "ls": {"coalesce": 512, "coalesce_wait": "50ns", "timeout": "10ns"},
+        "loadstore": [{"gpus": "all", "ops": 20, "mode": "closed", "mix": {"load": 1, "store_ack": 1}}]})
+    sim = ethlink.Simulation(sc)
+    ls = sim.run(until=10**9).summary["ls"]
+    print(ls["count"], ls["total"], ls["retries"] > 0)
+""")
+
+
+def test_a_retry_of_a_transaction_still_in_its_open_frame_does_not_hang_the_engine():
+    """ls.timeout shorter than ls.coalesce_wait: the retry found its transaction still in
+    the GPU's open coalesced frame, linked it again and closed the frame's chain into a
+    cycle that the engine walked forever (nogil: not even Ctrl-C stopped it)."""
+    r = subprocess.run([sys.executable, "-c", LS_RETRY], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["80", "80", "True"]
