@@ -557,6 +557,9 @@ cdef struct Sim:
     int32_t dl_cycle_n
     int32_t dl_armed            # 1 while a deadlock check is scheduled (only while packets live)
     int64_t spurious            # RoCE: copies of already-accepted PSNs received (see Qp.spurious)
+    int64_t bytes_retx          # payload bytes of retransmitted copies (RoCE data, READ responses)
+    int64_t bytes_discarded     # payload bytes of data frames a transport receiver discarded
+    int64_t bytes_dropped_flow  # payload bytes of dropped flow data frames (bytes_dropped less Load/Store)
 
 
 # ---------------------------------------------------------------------------------------

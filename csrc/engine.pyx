@@ -198,6 +198,8 @@ cdef inline void drop(Sim* s, int32_t node, int32_t port, int32_t pi, uint8_t re
         s.lossless_drops += 1
     s.pkts_dropped += 1
     s.bytes_dropped += pk.payload
+    if not (pk.flags & PF_LS):
+        s.bytes_dropped_flow += pk.payload
     pkt_free(s, pi)
 
 
@@ -730,6 +732,25 @@ cdef class Engine:
         order (each waits for the next, the last for the first); empty if none."""
         return [self.s.dl_cycle[i] for i in range(self.s.dl_cycle_n)]
 
+    def data_in_flight(self):
+        """(frames, payload bytes) of flow data frames (raw, RoCE data and READ responses;
+        not Load/Store, not control frames) still queued or on a wire: a walk of the pool."""
+        cdef Sim* s = &self.s
+        cdef int32_t i
+        cdef int64_t n = 0, nbytes = 0
+        free_mark = np.zeros(s.pkt_cap, dtype=np.uint8)
+        cdef uint8_t[::1] free_ = free_mark
+        i = s.free_head
+        while i >= 0:
+            free_[i] = 1
+            i = s.pkts[i].next
+        for i in range(s.pkt_cap):
+            if not free_[i] and s.pkts[i].payload > 0 and not (s.pkts[i].flags & PF_LS) \
+                    and (s.pkts[i].kind == FK_RAW or s.pkts[i].kind == FK_ROCE):
+                n += 1
+                nbytes += s.pkts[i].payload
+        return n, nbytes
+
     def rate_samples(self):
         """DCQCN rate changes so far: an (n, 3) int64 array of (time_ps, qp, rate_bps)."""
         cdef int64_t[::1] view
@@ -788,6 +809,9 @@ cdef class Engine:
             "retransmitted_packets": s.retx_pkts,
             "timeouts": s.timeouts,
             "spurious_retransmissions": s.spurious,
+            "bytes_retransmitted": s.bytes_retx,
+            "bytes_discarded": s.bytes_discarded,
+            "bytes_dropped_flow": s.bytes_dropped_flow,
             "qp_errors": s.qp_errors,
             "cnps": s.cnps,
             "naks": s.naks,

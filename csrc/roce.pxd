@@ -185,6 +185,7 @@ cdef inline int32_t roce_response_packet(Sim* s, int32_t qi) noexcept nogil:
     if q.rsp_nxt < q.rsp_max:               # sent again after a re-issued READ
         q.retx_pkts += 1
         s.retx_pkts += 1
+        s.bytes_retx += payload
         fl.retx += 1
     else:
         q.rsp_max = q.rsp_nxt + 1
@@ -258,6 +259,7 @@ cdef inline int32_t roce_next_packet(Sim* s, int32_t qi) noexcept nogil:
         if retx:
             q.retx_pkts += 1
             s.retx_pkts += 1
+            s.bytes_retx += s.pkts[pi].payload
             s.flows[f].retx += 1
         if q.snd_nxt > q.snd_max:
             q.snd_max = q.snd_nxt
@@ -403,6 +405,7 @@ cdef inline void roce_rx_data(Sim* s, int32_t pi) noexcept nogil:
             roce_advance_una(s, qi, pk.psn + 1)
         elif pk.psn > q.snd_una:
             s.pkts_discarded += 1
+            s.bytes_discarded += pk.payload
             if not q.nak_sent:
                 q.nak_sent = 1
                 q.snd_nxt = q.snd_una
@@ -410,6 +413,7 @@ cdef inline void roce_rx_data(Sim* s, int32_t pi) noexcept nogil:
                 qp_activate(s, qi)
         else:
             s.pkts_discarded += 1
+            s.bytes_discarded += pk.payload
             q.spurious += 1                 # a response sent again though the first arrived
             s.spurious += 1
         return
@@ -433,6 +437,7 @@ cdef inline void roce_rx_data(Sim* s, int32_t pi) noexcept nogil:
             send_ack(s, qi, pk.psn, SYN_ACK, pk.prio)
     elif pk.psn > q.epsn:
         s.pkts_discarded += 1
+        s.bytes_discarded += pk.payload
         if not q.nak_sent:
             q.nak_sent = 1
             send_ack(s, qi, q.epsn, SYN_NAK_SEQ, pk.prio)
@@ -445,6 +450,7 @@ cdef inline void roce_rx_data(Sim* s, int32_t pi) noexcept nogil:
         qp_activate(s, qi)
     else:
         s.pkts_discarded += 1               # duplicate: discard and re-ACK
+        s.bytes_discarded += pk.payload
         q.spurious += 1                     # its first copy was accepted: a spurious retransmission
         s.spurious += 1
         send_ack(s, qi, q.epsn - 1, SYN_ACK, pk.prio)

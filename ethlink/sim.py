@@ -564,6 +564,7 @@ class Result:
             "retransmitted_packets": c["retransmitted_packets"],
             "timeouts": c["timeouts"],
             "spurious_retransmissions": c["spurious_retransmissions"],
+            "conservation": _conservation(c, eng.data_in_flight()),
             "qp_errors": c["qp_errors"],
             "packets_discarded": c["packets_discarded"],
             "deadlock_detected": c["deadlock_ps"] >= 0,
@@ -722,6 +723,20 @@ class Result:
 
 
 FLOW_NULLABLE = ("finish_ps", "complete_ps", "fct_ps")
+
+
+def _conservation(c: dict, in_flight: tuple[int, int]) -> dict:
+    """Where every payload byte of flow data (raw, RoCE data, READ responses; not
+    Load/Store) went: first transmissions + retransmitted copies = delivered (accepted by
+    the receiver, each byte once) + discarded by the transport receiver (out of order,
+    duplicate) + dropped in the fabric + still queued or on a wire. `residual` is the
+    left side minus the right: 0 at the end of every run."""
+    out = {"first_tx_bytes": c["bytes_sent"], "retransmitted_bytes": c["bytes_retransmitted"],
+           "delivered_bytes": c["bytes_delivered"], "discarded_bytes": c["bytes_discarded"],
+           "dropped_bytes": c["bytes_dropped_flow"], "in_flight_bytes": in_flight[1]}
+    out["residual"] = (out["first_tx_bytes"] + out["retransmitted_bytes"] - out["delivered_bytes"]
+                       - out["discarded_bytes"] - out["dropped_bytes"] - out["in_flight_bytes"])
+    return out
 
 
 def _run_warnings(c: dict, sc: Scenario) -> list[str]:
