@@ -6,8 +6,8 @@ Times the engine loop (`sim.engine.run()`; compiling is setup) and records in
 extra_info what the run must show: zero drops, zero timeouts and retransmissions, and
 `line_rate_ratio`, the last completion over the time the bottleneck link needs for all
 the frames at line rate (1.0 is the bound; the difference is one path latency). The
-10,000:1 case is marked slow (about a minute to compile its dense route table, several
-GB): `pytest benchmarks -m slow --benchmark-only`.
+10,000:1 case (about 5 s a round) is marked slow, so the smoke run skips it:
+`pytest benchmarks -m slow --benchmark-only`.
 """
 from __future__ import annotations
 

@@ -286,10 +286,9 @@ def test_1000_to_1_incast_defaults_lossless_at_line_rate():
     check_big(1000)
 
 
-@pytest.mark.slow
 def test_10000_to_1_incast_defaults_lossless_at_line_rate():
-    """About a minute and several GB today (the dense route table of 10,269 nodes x
-    10,048 hosts); run with `pytest -m slow`."""
+    """10,048 hosts on 157 leaves and 64 spines, 2.5 GiB into one port: about 5 s and
+    300 MB here."""
     check_big(10000)
 
 
