@@ -627,20 +627,18 @@ def _priorities(sec: _Section, key: str, default):
 WATCHDOG_ACTIONS = ("off", "drop", "ignore")
 
 
+def _size_or_word(sec: _Section, key: str, word: str) -> int:
+    """A size in bytes (at least 64), or `word` (or absent) for 0: the computed default."""
+    v = sec._get(key, None)
+    if v is None or v == word:
+        return 0
+    return sec.size(key, None, lo=64)
+
+
 def _pfc(sec: _Section) -> Pfc:
     d = Pfc()
-    xoff = sec._get("xoff", None)
-    if xoff is None or xoff == "dynamic":
-        xoff_bytes = 0
-    else:
-        sec.used.add("xoff")
-        xoff_bytes = sec.size("xoff", None, lo=64)
-    pool = sec._get("headroom_pool", None)
-    if pool is None or pool == "auto":
-        pool_bytes = 0
-    else:
-        sec.used.add("headroom_pool")
-        pool_bytes = sec.size("headroom_pool", None, lo=64)
+    xoff_bytes = _size_or_word(sec, "xoff", "dynamic")
+    pool_bytes = _size_or_word(sec, "headroom_pool", "auto")
     wd = _Section(sec._get("watchdog", None), sec.path("watchdog"))
     p = Pfc(
         enabled=sec.bool("enabled", True),
