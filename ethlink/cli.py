@@ -281,6 +281,26 @@ class _StopRequest:
             raise KeyboardInterrupt
 
 
+@contextmanager
+def _signals_interrupt() -> Iterator[dict]:
+    """SIGTERM and SIGHUP interrupt like Ctrl-C (a KeyboardInterrupt at once) while the
+    block runs; the dict yielded holds the signal that did (`signum`)."""
+    got = {"signum": signal.SIGINT}
+
+    def on_signal(signum, frame):
+        got["signum"] = signum
+        raise KeyboardInterrupt
+
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        old = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+    try:
+        yield got
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 def _abandon(writer, exc: BaseException) -> None:
     """Close the trace of a run that failed, marked complete=false with the reason. A
     failure of the close itself (the disk that made the run fail is still full) is not
@@ -815,7 +835,7 @@ def sweep_cmd(scenario, outdir, grid, seeds, sets, jobs, metrics, until, trace, 
             bar.update(task, advance=1, last=point.name)
 
         try:
-            with _writing(outdir):
+            with _writing(outdir), _signals_interrupt() as stop:
                 table = S.sweep(scenario, outdir, parsed, seeds=seed_list, sets=sets, jobs=jobs,
                                 metrics=metric_list, trace=trace, until_ps=until_ps, scheduler=scheduler,
                                 points=points, on_point=on_point)
@@ -825,9 +845,10 @@ def sweep_cmd(scenario, outdir, grid, seeds, sets, jobs, metrics, until, trace, 
             table = exc.table               # the failed points were reported as they came
         except KeyboardInterrupt:
             bar.stop()
-            console.print(f"[yellow]interrupted: the finished points' files are complete; "
+            name = signal.Signals(stop["signum"]).name
+            console.print(f"[yellow]interrupted ({name}): the finished points' files are complete; "
                           f"{outdir / 'sweep.csv'} lists them[/]")
-            sys.exit(130)
+            sys.exit(128 + stop["signum"])
     if not quiet:
         _print_sweep(table, list(parsed), metric_list, scenario)
     console.print(f"wrote {outdir / 'sweep.csv'}, {outdir / 'sweep.parquet'} ({table.num_rows} points)")

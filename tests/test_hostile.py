@@ -285,6 +285,23 @@ def test_sigterm_and_sighup_save_the_results_like_ctrl_c(tmp_path, signum):
     assert md["complete"] == "false" and md["incomplete_reason"] == f"interrupted ({name})"
 
 
+def test_sigterm_stops_a_sweep_like_ctrl_c(tmp_path):
+    """Two long points on one process: SIGTERM once the first point's files exist ends the
+    sweep with the finished points listed in sweep.csv and exit 143."""
+    out = tmp_path / "sw"
+    p = subprocess.Popen([str(ETHLINK), "sweep", "incast-raw", "-o", str(out), "--quiet", "--jobs", "1",
+                          "--grid", "workload.0.size=64KiB,64GiB", "--set", "workload.0.senders=2"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while p.poll() is None and not list(out.glob("0-*/summary.json")) and time.time() < deadline:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err
+    assert "interrupted (SIGTERM)" in err and "Traceback" not in err
+    assert (out / "sweep.csv").read_text().count("\n") == 2          # header and the finished point
+
+
 # ---------------------------------------------------------------------------------------
 # Traces: structure, indices, counts.
 
