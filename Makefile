@@ -16,10 +16,11 @@ $(PY):
 	$(PIP) install -q --upgrade pip
 
 # Dependencies (and the package itself, editable) are installed once, again only when
-# pyproject.toml changes.
+# pyproject.toml changes. setuptools' boxed "Editable installation" notice (about folders
+# named like the package) is silenced: it reads like a failure to a new user.
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -q "cython>=3.0" "numpy>=1.26" "setuptools>=68" wheel
-	$(PIP) install -q --no-build-isolation -e ".[test]"
+	PYTHONWARNINGS="ignore:Editable installation" $(PIP) install -q --no-build-isolation -e ".[test]"
 	touch $@
 
 # The Cython engine is rebuilt in place whenever a csrc/ file changes.
