@@ -536,7 +536,7 @@ def _short_loads(text: str, pkt, width: int = 100) -> str:
 def _print_summary(s: dict) -> None:
     t = Table(title=f"{s['scenario']} (seed {s['seed']})", show_header=False)
     t.add_column(style="bold")
-    t.add_column(justify="right")
+    t.add_column(justify="right", overflow="fold")
     t.add_row("simulated time", units.fmt_time(s["sim_time_ps"]))
     t.add_row("events", f"{s['events']:,}  ({(s['events_per_s'] or 0) / 1e6:.1f} M/s, wall {s['wall_s']:.2f} s)")
     t.add_row("flows completed", f"{s['flows_completed']:,} / {s['flows_total']:,}")

@@ -742,7 +742,7 @@ def _conservation(c: dict, in_flight: tuple[int, int]) -> dict:
 def _run_warnings(c: dict, sc: Scenario) -> list[str]:
     """What the run itself shows is probably misconfigured."""
     out = []
-    if c["timeouts"] and not c["packets_dropped"]:
+    if c["timeouts"] and not c["packets_dropped"] and c["deadlock_ps"] < 0:
         timer = f"roce.rto {sc.roce.rto_ps} ps" if sc.roce.rto_ps else f"roce.timeout {sc.roce.timeout}"
         out.append(f"{c['timeouts']} RoCE retransmission timeouts without a single drop: the timer ({timer}) is "
                    f"shorter than the queueing delay, and {c['spurious_retransmissions']} retransmitted packets "
