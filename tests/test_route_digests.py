@@ -39,8 +39,8 @@ SCALE = {
     "fairness-dcqcn": ["run.until=200us"],
     "ethlink-mixed": ["topology.hosts=16", "workload.0.size=16KiB", "loadstore.0.ops=200"],
 }
-# Wall-clock keys and the per-row lists that moved to Parquet tables.
-SKIP = ("wall_s", "events_per_s", "ethlink_version", "flows", "qps", "ports")
+# Wall-clock keys, the per-row lists that moved to Parquet tables, and warnings (prose).
+SKIP = ("wall_s", "events_per_s", "ethlink_version", "flows", "qps", "ports", "warnings")
 
 
 def _sha(*arrays) -> str:
