@@ -610,29 +610,66 @@ class Result:
                 raise ValueError(f"table {name!r}: choose one of {', '.join(tables.TABLE_NAMES)}")
         return self._tables[name]
 
-    def flows_table(self):
+    def to_arrow(self, name: str = "flows") -> "pyarrow.Table":
+        """The `flows`, `qps` or `ports` table as a pyarrow.Table (same as `table(name)`):
+        for DuckDB (`duckdb.sql("select ... from t")`), Polars (`polars.from_arrow`) or
+        Parquet."""
+        return self.table(name)
+
+    def to_pandas(self, name: str = "flows") -> "pandas.DataFrame":
+        """The `flows`, `qps` or `ports` table as a pandas DataFrame (imports pandas)."""
+        return self.table(name).to_pandas()
+
+    def flows_table(self) -> "pyarrow.Table":
         """Per flow (message), as an Arrow table."""
         return self.table("flows")
 
-    def qps_table(self):
+    def qps_table(self) -> "pyarrow.Table":
         """Per active RoCE QP endpoint, as an Arrow table."""
         return self.table("qps")
 
-    def ports_table(self):
+    def ports_table(self) -> "pyarrow.Table":
         """Per port that sent or dropped a frame, as an Arrow table."""
         return self.table("ports")
 
-    def flows_df(self):
+    def flows_df(self) -> "pandas.DataFrame":
         """flows_table() as a pandas DataFrame (imports pandas)."""
-        return self.table("flows").to_pandas()
+        return self.to_pandas("flows")
 
-    def qps_df(self):
+    def qps_df(self) -> "pandas.DataFrame":
         """qps_table() as a pandas DataFrame (imports pandas)."""
-        return self.table("qps").to_pandas()
+        return self.to_pandas("qps")
 
-    def ports_df(self):
+    def ports_df(self) -> "pandas.DataFrame":
         """ports_table() as a pandas DataFrame (imports pandas)."""
-        return self.table("ports").to_pandas()
+        return self.to_pandas("ports")
+
+    def __repr__(self) -> str:
+        """A run at a glance (what a notebook shows for a Result)."""
+        from .units import fmt_time
+        s = self.summary
+        lines = [f"<ethlink.Result {s['scenario']!r} seed {s['seed']}: stop={s['stop']}, "
+                 f"simulated {fmt_time(s['sim_time_ps'])}, {s['events']:,} events>",
+                 f"  flows      {s['flows_completed']:,} / {s['flows_total']:,} completed"]
+        if s["fct_ps"]:
+            f, sd = s["fct_ps"], s["slowdown"]
+            lines[-1] += (f"; FCT p50 {fmt_time(int(f['p50']))}, p99 {fmt_time(int(f['p99']))}, "
+                          f"max {fmt_time(int(f['max']))}; slowdown p99 {sd['p99']:.2f}")
+        drops = ", ".join(f"{k} {v:,}" for k, v in s["drops"].items()) or "none"
+        lines.append(f"  drops      {drops}; lossless drops {s['lossless_drops']:,}")
+        lines.append(f"  PFC        {s['pfc_pause_frames']:,} pause frames, paused {fmt_time(s['paused_time_ps'])}"
+                     f"{'; DEADLOCK' if s['deadlock_detected'] else ''}")
+        if s["retransmitted_packets"] or s["timeouts"] or s["cnps"] or s["ecn_marked"]:
+            lines.append(f"  RoCE       {s['retransmitted_packets']:,} retransmitted ({s['spurious_retransmissions']:,} "
+                         f"spurious), {s['timeouts']:,} timeouts, {s['ecn_marked']:,} ECN marks, {s['cnps']:,} CNPs")
+        ls = s["ls"]
+        if ls:
+            lat = (f", latency p50 {fmt_time(ls['p50_ps'])}, p99 {fmt_time(ls['p99_ps'])}" if "p50_ps" in ls else "")
+            lines.append(f"  Load/Store {ls['count']:,} of {ls['total']:,} ops completed{lat}")
+        for w in s["warnings"]:
+            lines.append(f"  warning    {w}")
+        lines.append("  tables     to_arrow(name) / to_pandas(name), name in flows, qps, ports")
+        return "\n".join(lines)
 
     def write_tables(self, outdir, on_table: Callable[[str], None] | None = None) -> list:
         """Write OUTDIR/flows.parquet, qps.parquet and ports.parquet, each atomically;
