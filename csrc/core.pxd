@@ -563,6 +563,15 @@ cdef struct Sim:
 
 
 # ---------------------------------------------------------------------------------------
+# A cache-line prefetch hint (GCC/Clang builtin): for data the loop will touch soon.
+cdef extern from *:
+    """
+    #define prefetch(p) __builtin_prefetch((const void*)(p))
+    """
+    void prefetch(const void* p) noexcept nogil
+
+
+# ---------------------------------------------------------------------------------------
 # Serialization time, exact: ceil(bits * 1e12 / rate).
 cdef extern from "muldiv.h":
     int64_t ethlink_mul_div_ceil(int64_t a, int64_t b, int64_t c) nogil

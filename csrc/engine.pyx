@@ -427,6 +427,11 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
         if s.trace_level != TRACE_OFF and s.trace_n + s.trace_margin > s.trace_batch:
             return STOP_TRACE
         heap_pop(s, &ev)
+        if s.heap_n > 0 and s.heap[0].kind == EV_RX:
+            # NOTE: the next event's frame was last touched when it started on its link,
+            # many events ago: fetch its cache line now, while this event is processed
+            # (a cold miss here was a fifth of the loop on the 1024-host permutation).
+            prefetch(&s.pkts[s.heap[0].arg])
         s.now = ev.time
         s.events += 1
         done += 1
