@@ -6,7 +6,11 @@
 # side by side. Events are ordered by (time, insertion sequence): same-time events run
 # first-in first-out, which makes runs reproducible to the byte.
 #
-# Limits: the heap and the packet pool grow by doubling (realloc); a run that holds more
+# A frame's arrival at the far end of its link waits in that link's FIFO (link_push) until
+# the link's earlier arrivals have happened: the heap holds busy links and timers, not every
+# frame in flight, and events still pop in (time, seq) order.
+#
+# Limits: the heap, the link FIFO nodes and the packet pool grow by doubling (realloc); a run that holds more
 # than 2**30 packets at once is refused. All structs are plain C, readable from Python as
 # numpy structured arrays (engine.pyx exposes them).
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -35,6 +39,7 @@ cdef enum EventKind:
     EV_QP_TIMER = 9             # a queue-pair timer: obj = QP, arg = kind | generation << 8
     EV_LS = 10                  # Load/Store engine: obj = GPU or op, arg = LsEvent | gen << 8
     EV_LLR_NACK = 11            # an LLR NACK reaches the sender port obj
+    EV_LINK_RX = 12             # as EV_RX, for the head of a link's arrival FIFO (see link_push)
 
 cdef enum QpTimer:              # EV_QP_TIMER kinds (low 8 bits of arg)
     QT_WAKE = 0                 # rate limiter allows the next frame
@@ -181,6 +186,12 @@ cdef struct Packet:
     int32_t llr_seq             # LLR frame sequence number on the link it is crossing
     int32_t ntx                 # Load/Store transactions it carries (coalesced), 0 otherwise
 
+cdef struct RxNode:             # an arrival waiting behind the earlier ones of its link
+    int64_t time                # ps of the EV_LINK_RX event it becomes
+    int64_t seq                 # the sequence number it was given when sent (event order)
+    int32_t pkt
+    int32_t next                # next node in the FIFO, or free-list link; -1 ends
+
 cdef struct Node:
     int32_t kind                # NodeKind
     int32_t first_port          # its ports are first_port .. first_port + nports - 1
@@ -236,6 +247,14 @@ cdef struct Port:
     int64_t llr_replays         # frames sent again from this port
     int64_t fcs_errors          # corrupted frames received on this port
     int64_t cbfc_updates        # credit update frames sent from this port
+    # Arrivals at this port (link_push): only the earliest is an event in the heap; the
+    # later ones wait in a FIFO of RxNodes, data frames and link-local control frames apart
+    int32_t rx_head             # data FIFO (arrivals after the one in the heap), -1 empty
+    int32_t rx_tail
+    int32_t rx_busy             # 1 while a data arrival of this port is in the heap
+    int32_t crx_head            # control-frame FIFO (PFC, credits: no pipeline latency)
+    int32_t crx_tail
+    int32_t crx_busy
 
 cdef struct Queue:              # queues[port * 8 + prio]
     int32_t head                # first packet index, -1 empty
@@ -556,6 +575,9 @@ cdef struct Sim:
     int32_t* dl_cycle           # queue indices of the deadlock cycle found (malloc), or NULL
     int32_t dl_cycle_n
     int32_t dl_armed            # 1 while a deadlock check is scheduled (only while packets live)
+    RxNode* rxn                 # pool of link FIFO nodes (malloc; grows by doubling)
+    int32_t rxn_cap
+    int32_t rxn_free            # free list of nodes, -1 when empty (grow)
     int64_t spurious            # RoCE: copies of already-accepted PSNs received (see Qp.spurious)
     int64_t bytes_retx          # payload bytes of retransmitted copies (RoCE data, READ responses)
     int64_t bytes_discarded     # payload bytes of data frames a transport receiver discarded
@@ -606,6 +628,11 @@ cdef inline bint ev_less(Event* a, Event* b) noexcept nogil:
     return a.time < b.time or (a.time == b.time and a.seq < b.seq)
 
 cdef inline int schedule(Sim* s, int64_t time, int32_t kind, int32_t obj, int64_t arg) noexcept nogil:
+    s.seq += 1
+    return schedule_seq(s, time, s.seq - 1, kind, obj, arg)
+
+cdef inline int schedule_seq(Sim* s, int64_t time, int64_t seq, int32_t kind, int32_t obj, int64_t arg) noexcept nogil:
+    # Insert an event with a sequence number taken earlier (link FIFOs keep their order).
     cdef Event* h
     cdef int64_t i, parent
     cdef Event ev
@@ -617,11 +644,10 @@ cdef inline int schedule(Sim* s, int64_t time, int32_t kind, int32_t obj, int64_
         s.heap = h
         s.heap_cap *= 2
     ev.time = time
-    ev.seq = s.seq
+    ev.seq = seq
     ev.kind = kind
     ev.obj = obj
     ev.arg = arg
-    s.seq += 1
     h = s.heap
     i = s.heap_n
     s.heap_n += 1
@@ -661,6 +687,83 @@ cdef inline void heap_pop(Sim* s, Event* out) noexcept nogil:
         h[i] = h[best]
         i = best
     h[i] = last
+
+
+# ---------------------------------------------------------------------------------------
+# Link arrival FIFOs. A link delivers frames in the order it sent them, at increasing
+# times (data frames: last bit or cut-through header plus the receiver's latency; control
+# frames: last bit plus the PFC response time, a FIFO of their own), so only the earliest
+# arrival of each port needs to be in the heap; the rest wait in order with the sequence
+# number they got when sent. The events pop in exactly the (time, seq) order a heap
+# holding all of them would give.
+# NOTE: the heap then holds busy links and timers, not every frame in flight: smaller, so
+# its sift stays in cache on large fabrics.
+cdef inline int link_push(Sim* s, int32_t port, int64_t time, int32_t pi, bint ctrl) noexcept nogil:
+    cdef Port* pt = &s.ports[port]
+    cdef int32_t n, i, old
+    cdef RxNode* grown
+    cdef int64_t seq = s.seq
+    s.seq += 1
+    if not (pt.crx_busy if ctrl else pt.rx_busy):
+        if ctrl:
+            pt.crx_busy = 1
+        else:
+            pt.rx_busy = 1
+        return schedule_seq(s, time, seq, EV_LINK_RX, port, pi)
+    if s.rxn_free < 0:
+        old = s.rxn_cap
+        grown = <RxNode*>realloc(s.rxn, 2 * old * sizeof(RxNode))
+        if grown == NULL:
+            s.error = 1
+            return -1
+        s.rxn = grown
+        s.rxn_cap = 2 * old
+        for i in range(old, 2 * old - 1):
+            grown[i].next = i + 1
+        grown[2 * old - 1].next = -1
+        s.rxn_free = old
+    n = s.rxn_free
+    s.rxn_free = s.rxn[n].next
+    s.rxn[n].time = time
+    s.rxn[n].seq = seq
+    s.rxn[n].pkt = pi
+    s.rxn[n].next = -1
+    if ctrl:
+        if pt.crx_tail >= 0:
+            s.rxn[pt.crx_tail].next = n
+        else:
+            pt.crx_head = n
+        pt.crx_tail = n
+    else:
+        if pt.rx_tail >= 0:
+            s.rxn[pt.rx_tail].next = n
+        else:
+            pt.rx_head = n
+        pt.rx_tail = n
+    return 0
+
+
+cdef inline void link_pop(Sim* s, int32_t port, bint ctrl) noexcept nogil:
+    # The port's earliest arrival left the heap: put the next one of its FIFO there.
+    cdef Port* pt = &s.ports[port]
+    cdef int32_t n = pt.crx_head if ctrl else pt.rx_head
+    if n < 0:
+        if ctrl:
+            pt.crx_busy = 0
+        else:
+            pt.rx_busy = 0
+        return
+    if ctrl:
+        pt.crx_head = s.rxn[n].next
+        if pt.crx_head < 0:
+            pt.crx_tail = -1
+    else:
+        pt.rx_head = s.rxn[n].next
+        if pt.rx_head < 0:
+            pt.rx_tail = -1
+    schedule_seq(s, s.rxn[n].time, s.rxn[n].seq, EV_LINK_RX, port, s.rxn[n].pkt)
+    s.rxn[n].next = s.rxn_free
+    s.rxn_free = n
 
 
 # ---------------------------------------------------------------------------------------

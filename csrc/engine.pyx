@@ -115,7 +115,7 @@ cdef inline void tx_start(Sim* s, int32_t p, int32_t pi, bint replay) noexcept n
     pk.t_last = s.now + ser_ps(PREAMBLE_BYTES + pk.size, pt.rate_bps) + pt.delay_ps
     if pk.kind == FK_PFC or pk.kind == FK_CBFC:
         # Link-local control: consumed by the peer's MAC, no pipeline latency.
-        schedule(s, pk.t_last + s.pfc_response_ps, EV_RX, peer, pi)
+        link_push(s, peer, pk.t_last + s.pfc_response_ps, pi, 1)
         return
     s.data_tx += 1
     if replay:
@@ -138,7 +138,7 @@ cdef inline void tx_start(Sim* s, int32_t p, int32_t pi, bint replay) noexcept n
         t_rx = s.now + ser_ps(PREAMBLE_BYTES + CT_HEADER_BYTES, pt.rate_bps) + pt.delay_ps
     pk.hops += 1
     s.hops += 1
-    schedule(s, t_rx + pn.latency_ps, EV_RX, peer, pi)
+    link_push(s, peer, t_rx + pn.latency_ps, pi, 0)
 
 
 cdef inline void leave_switch(Sim* s, Node* nd, int32_t pi) noexcept nogil:
@@ -427,7 +427,10 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
         if s.trace_level != TRACE_OFF and s.trace_n + s.trace_margin > s.trace_batch:
             return STOP_TRACE
         heap_pop(s, &ev)
-        if s.heap_n > 0 and s.heap[0].kind == EV_RX:
+        if ev.kind == EV_LINK_RX:           # the head of a link's arrivals: the next takes its place
+            link_pop(s, ev.obj, s.pkts[ev.arg].kind == FK_PFC or s.pkts[ev.arg].kind == FK_CBFC)
+            ev.kind = EV_RX
+        if s.heap_n > 0 and (s.heap[0].kind == EV_LINK_RX or s.heap[0].kind == EV_RX):
             # NOTE: the next event's frame was last touched when it started on its link,
             # many events ago: fetch its cache line now, while this event is processed
             # (a cold miss here was a fifth of the loop on the 1024-host permutation).
@@ -681,6 +684,10 @@ cdef class Engine:
             s.ports[i].ctrl_tail = -1
             s.ports[i].replay_head = -1
             s.ports[i].replay_tail = -1
+            s.ports[i].rx_head = -1
+            s.ports[i].rx_tail = -1
+            s.ports[i].crx_head = -1
+            s.ports[i].crx_tail = -1
             s.ports[i].rng = mix64(seed ^ mix64(<uint64_t>i + 0x5EED)) | 1
         s.dwrr_quantum = dwrr_quantum
         s.ttl = ttl
@@ -688,8 +695,14 @@ cdef class Engine:
         s.heap = <Event*>malloc(s.heap_cap * sizeof(Event))
         s.pkt_cap = max(16, initial_packets)
         s.pkts = <Packet*>malloc(s.pkt_cap * sizeof(Packet))
-        if s.heap == NULL or s.pkts == NULL or s.rate_log == NULL:
+        s.rxn_cap = 1024
+        s.rxn = <RxNode*>malloc(s.rxn_cap * sizeof(RxNode))
+        if s.heap == NULL or s.pkts == NULL or s.rate_log == NULL or s.rxn == NULL:
             raise MemoryError()
+        for i in range(s.rxn_cap - 1):
+            s.rxn[i].next = i + 1
+        s.rxn[s.rxn_cap - 1].next = -1
+        s.rxn_free = 0
         for i in range(s.pkt_cap - 1):
             s.pkts[i].next = i + 1
         s.pkts[s.pkt_cap - 1].next = -1
@@ -709,6 +722,7 @@ cdef class Engine:
 
     def __dealloc__(self):
         free(self.s.heap)
+        free(self.s.rxn)
         free(self.s.pkts)
         free(self.s.rate_log)
         free(self.s.trace)
