@@ -21,7 +21,8 @@
 # sender: a 64 B MAC Control frame, opcode 0x0101, class-enable vector with one bit, pause
 # time `pfc_quanta` (802.1Qbb clause 36.1.3). XON (pause time 0) when the PG holds nothing
 # in headroom and its bytes fall to XOFF - xon_offset (>= 0): evaluated whenever the PG's
-# bytes fall, and at every refresh (every half pause time while XOFF is in force), so with
+# bytes fall, and at every refresh (every half pause time while XOFF is in force, at least
+# one maximum frame's wire time apart), so with
 # the floor on XOFF a PG that drains always resumes its sender.
 #
 # Egress side (switches and NICs): a received pause stops the queue of that priority from
@@ -116,10 +117,14 @@ cdef inline uint8_t pfc_admit(Sim* s, Node* nd, Packet* pk, bint* to_hdrm) noexc
 
 
 cdef inline void pfc_arm_refresh(Sim* s, int32_t qi) noexcept nogil:
+    # Refresh at half the pause time, but not more often than one maximum frame's wire
+    # time: a tiny pfc.quanta (warned about at compile) would otherwise refresh every few
+    # ns, an event storm that carries no information.
     cdef int32_t port = qi // NPRIO
+    cdef int64_t half = pause_ps(s.pfc_quanta, s.ports[port].rate_bps) // 2
+    cdef int64_t frame = ser_ps(s.pfc_floor + WIRE_EXTRA_BYTES, s.ports[port].rate_bps)
     s.queues[qi].pause_gen += 1
-    schedule(s, s.now + pause_ps(s.pfc_quanta, s.ports[port].rate_bps) // 2,
-             EV_PFC_REFRESH, qi, s.queues[qi].pause_gen)
+    schedule(s, s.now + (half if half > frame else frame), EV_PFC_REFRESH, qi, s.queues[qi].pause_gen)
 
 
 cdef inline void pfc_on_admit(Sim* s, Node* nd, Packet* pk, bint to_hdrm) noexcept nogil:

@@ -58,6 +58,17 @@ def build_fabric(sc: Scenario) -> Fabric:
     return fat_tree(t.k, t.rate_bps, t.delay_ps, t.fabric_delay_ps, t.uplink_rate_bps)
 
 
+def bytes_on_wire(ps, rate_bps) -> np.ndarray:
+    """Bytes a link of `rate_bps` carries in `ps` picoseconds, rounded up: exact in int64
+    where ps x rate fits (below 9.2e18), else in float64 plus one byte (an upper bound;
+    e.g. a 100 us response time at 400G overflowed int64 and gave a small headroom)."""
+    ps, rate = np.broadcast_arrays(np.asarray(ps, dtype=np.int64), np.asarray(rate_bps, dtype=np.int64))
+    fits = ps <= (2**63 - 1) // np.maximum(rate, 1)
+    exact = -((-np.where(fits, ps, 0) * rate) // (8 * PS))
+    approx = np.ceil(ps.astype(np.float64) * rate.astype(np.float64) / (8.0 * PS)).astype(np.int64) + 1
+    return np.where(fits, exact, approx)
+
+
 def ser_ps(nbytes, rate_bps):
     """Exact serialization time, ceil(bits * 1e12 / rate), as the engine computes it."""
     return -((-np.asarray(nbytes, dtype=np.int64) * 8 * PS) // rate_bps)
@@ -250,6 +261,10 @@ def buffer_pools(sc, fabric, pt, nodes, per_pg, needed, n_prios, max_frame) -> l
         warnings.append(f"pfc.quanta {sc.pfc.quanta} is below {min_quanta}: a pause lapses before its refresh "
                         f"can arrive behind a {max_frame} B frame, so senders resume while still above XOFF "
                         f"and lossless frames may be dropped (counted as headroom violations)")
+    if sc.pfc.watchdog != "off":
+        warnings.append(f"pfc.watchdog.action {sc.pfc.watchdog!r}: a queue the watchdog declares stormed "
+                        f"{'drops its frames' if sc.pfc.watchdog == 'drop' else 'ignores pauses, so its peer may get more than its headroom holds'}"
+                        f": lossless frames may be dropped (reason watchdog, or headroom)")
     if sc.pfc.headroom_bytes and np.any(sc.pfc.headroom_bytes < needed[sw_port]):
         warnings.append(f"pfc.headroom {_fmt_bytes(sc.pfc.headroom_bytes)} is below the "
                         f"{_fmt_bytes(needed[sw_port].max())} a port needs for what arrives after XOFF: "
@@ -266,7 +281,7 @@ def cbfc_credits(sc, pt, nodes, max_frame):
         return -(-sc.cbfc.credits_bytes // cell)
     rx_lat = nodes["latency_ps"][pt.node[pt.peer]]
     loop_ps = 2 * pt.delay_ps + rx_lat + ser_ps(2 * max_frame + 2 * (64 + 20), pt.rate_bps)
-    room = -((-loop_ps * pt.rate_bps) // (8 * PS)) + 2 * (max_frame + 20) + (sc.cbfc.update_bytes or max_frame)
+    room = bytes_on_wire(loop_ps, pt.rate_bps) + 2 * (max_frame + 20) + (sc.cbfc.update_bytes or max_frame)
     return -(-room // cell)
 
 
@@ -325,12 +340,8 @@ def pfc_headroom_bytes(rate_bps, delay_ps, max_frame, response_ps, pipeline_ps):
     already received but not yet admitted: ingress accounting happens after the pipeline
     latency in this model), and a maximum frame being sent at each end when the pause is
     generated and when it arrives, and the frame that found the port at XOFF."""
-    rate = np.asarray(rate_bps, dtype=np.int64)
-
-    def on_wire(ps):
-        return -((-np.asarray(ps, dtype=np.int64) * rate) // (8 * PS))
-
-    return (on_wire(2 * np.asarray(delay_ps, dtype=np.int64)) + on_wire(response_ps) + on_wire(pipeline_ps)
+    return (bytes_on_wire(2 * np.asarray(delay_ps, dtype=np.int64), rate_bps) + bytes_on_wire(response_ps, rate_bps)
+            + bytes_on_wire(pipeline_ps, rate_bps)
             + 3 * (max_frame + PREAMBLE_BYTES + IFG_BYTES) + 64 + PREAMBLE_BYTES + IFG_BYTES)
 
 

@@ -110,7 +110,7 @@ def cases(draw):
         alpha=draw(st.sampled_from([1 / 64, 1 / 8, 1.0, 4.0])),
         quanta=draw(st.sampled_from([0xFFFF, 0x400, 0x40])),
         cut_through=draw(st.booleans()),
-        response=draw(st.sampled_from(["0ns", "50ns", "1us"])),
+        response=draw(st.sampled_from(["0ns", "50ns", "1us", "100us"])),
         lossy=draw(st.sampled_from([0, 0, 64 * KiB, MiB])),
         ecn=ecn, dcqcn=ecn and draw(st.booleans()))
 
@@ -195,6 +195,13 @@ def test_buffer_that_cannot_hold_the_headroom_is_refused_with_the_size_needed():
     assert res.summary["flows_completed"] == 64 and res.summary["lossless_drops"] == 0
     with pytest.raises(ScenarioError, match=r"^switch\.buffer: "):
         Simulation(scenarios.load("incast-pfc", [f"switch.buffer={need - 1}"]))
+
+
+def test_headroom_of_a_long_response_time_does_not_overflow():
+    """100 us of response at 400G is 5 MB per port (ps x rate overflows int64: it once
+    gave 426 KB and a run that dropped lossless frames): 65 ports need 325 MB."""
+    with pytest.raises(ScenarioError, match=r"^switch\.buffer: .* x about 4\.\d+ MiB .* = 31\d\.\d+ MiB"):
+        Simulation(scenarios.load("incast-pfc", ['pfc.response="100us"']))
 
 
 def test_tier_buffer_names_the_tier():
