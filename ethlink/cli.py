@@ -12,8 +12,11 @@
                 [--metric KEY ...] [--set key=value ...] [--until T] [--trace LEVEL] [--scheduler ADDRESS]
 
 SCENARIO is a built-in name (see `ethlink list`) or a path to a TOML file. A run shows a
-progress bar naming its phase (compile and its step; run: simulated time against the
-horizon, events/s; write: each file), prints a summary table and writes
+progress bar naming its phase (compile and its step; run: events/s and `sim T`, the time
+of the last frame event, which the table's "simulated time (last frame)" and
+summary.json's sim_time_ps also give; the bar itself fills with the engine's clock against
+the horizon, which runs on through timers that fire after the last frame; write: each
+file), prints a summary table and writes
 OUTDIR/flows.parquet, qps.parquet, ports.parquet, then OUTDIR/summary.json (aggregates;
 keys and columns documented in README.md) and, when the trace level is not off,
 OUTDIR/trace.arrow (schema in ethlink/trace.py). Scenario errors are reported before
@@ -537,7 +540,7 @@ def _print_summary(s: dict) -> None:
     t = Table(title=f"{s['scenario']} (seed {s['seed']})", show_header=False)
     t.add_column(style="bold")
     t.add_column(justify="right", overflow="fold")
-    t.add_row("simulated time", units.fmt_time(s["sim_time_ps"]))
+    t.add_row("simulated time (last frame)", units.fmt_time(s["sim_time_ps"]))
     t.add_row("events", f"{s['events']:,}  ({(s['events_per_s'] or 0) / 1e6:.1f} M/s, wall {s['wall_s']:.2f} s)")
     t.add_row("flows completed", f"{s['flows_completed']:,} / {s['flows_total']:,}")
     t.add_row("bytes sent / delivered", f"{s['bytes_sent']:,} / {s['bytes_delivered']:,}")
@@ -557,6 +560,13 @@ def _print_summary(s: dict) -> None:
         t.add_row("FCT p50 / p99 / max", " / ".join(units.fmt_time(int(f[k])) for k in ("p50", "p99", "max")))
         sd = s["slowdown"]
         t.add_row("slowdown p50 / p99 / max", " / ".join(f"{sd[k]:.2f}" for k in ("p50", "p99", "max")))
+    ls = s.get("ls")
+    if ls:
+        rate = f"  ({ls['ops_per_s'] / 1e6:,.0f} M ops/s)" if ls.get("ops_per_s") else ""
+        t.add_row("Load/Store ops completed", f"{ls['count']:,} / {ls['total']:,}{rate}")
+        if ls.get("p50_ps") is not None:
+            t.add_row("Load/Store p50 / p99 / max", " / ".join(units.fmt_time(int(ls[k]))
+                                                              for k in ("p50_ps", "p99_ps", "max_ps")))
     Console().print(t)
 
 
@@ -618,8 +628,11 @@ def _run_to_outdir(sim, outdir: Path, until_ps, writer, phases: _Phases) -> None
     stop = _StopRequest()
 
     def progress(now, _h, events):
+        # The bar advances with the engine's clock (`now`, against the horizon) but names
+        # the time of the last frame event (`sim_time_ps`): trailing timers (a RoCE
+        # retransmission timer armed for seconds) move `now`, not what the run did.
         el = time.perf_counter() - t0
-        phases.update(completed=now if horizon else None, simt=f"sim {units.fmt_time(now)}",
+        phases.update(completed=now if horizon else None, simt=f"sim {units.fmt_time(sim.engine.active_ps)}",
                       rate=f"{events / el / 1e6:.1f} M events/s" if el > 0 else "")
         stop.check()
 
@@ -637,7 +650,7 @@ def _run_to_outdir(sim, outdir: Path, until_ps, writer, phases: _Phases) -> None
     except BaseException as exc:
         _abandon(writer, exc)
         raise
-    phases.update(completed=horizon or 1, total=horizon or 1)
+    phases.update(completed=horizon or 1, total=horizon or 1, simt=f"sim {units.fmt_time(result.summary['sim_time_ps'])}")
     n_files = 4 + (writer is not None)
     phases.phase("write", total=n_files)
     trace_path = None
