@@ -445,8 +445,10 @@ def pcap_cmd(trace_file, out, port, node, port_index, event, flows, limit):
 @click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True, help="At most N rows.")
 @click.option("--brief", is_flag=True, help="One line per row (scapy summary) instead of the decoded layers.")
 def show_cmd(trace_file, row, nodes, ports, events, flows, pkts, limit, brief):
-    """Print trace rows with their frames decoded by scapy."""
+    """Print trace rows with their frames decoded by scapy: without filters the first
+    frames (operation rows skipped), reading only the start of the trace."""
     import numpy as np
+    import pyarrow as pa
 
     from . import tracepcap
     from .frames import build_frame, decode
@@ -454,7 +456,14 @@ def show_cmd(trace_file, row, nodes, ports, events, flows, pkts, limit, brief):
     if row is not None and (nodes or ports or events or flows or pkts):
         raise BadInput("--row shows one row: give it without filters")
     _check_events(events)
-    table, info = _open_trace(trace_file)
+    filtered = bool(nodes or ports or events or flows or pkts)
+    whole = True
+    if filtered:
+        table, info = _open_trace(trace_file)
+    elif row is not None:
+        table, info, whole = _open_trace_head(trace_file, lambda t: t.num_rows > row)
+    else:
+        table, info, whole = _open_trace_head(trace_file, lambda t: _frame_rows(t).sum() >= limit)
     _incomplete_note(info, trace_file)
     if table.num_rows == 0:
         filters = {k: v for k, v in info.filters.items() if v}
@@ -466,6 +475,22 @@ def show_cmd(trace_file, row, nodes, ports, events, flows, pkts, limit, brief):
             raise BadInput(f"--row {row}: the trace has rows 0..{table.num_rows - 1}")
         idx = np.array([row])
         sel = table.slice(row, 1)
+    elif not filtered:
+        # Frames first: operation and transaction rows (op_issue, op_complete, txn) open
+        # a trace but have no frame; they are counted, and --event shows them.
+        frame = _frame_rows(table)
+        idx = np.nonzero(frame)[0][:limit]
+        sel = table.take(pa.array(idx, pa.int64()))
+        if len(idx):
+            skipped = int((~frame[: idx[-1] + 1]).sum())
+            total = info.metadata.get("rows")
+            click.echo(f"{trace_file}: the first {len(idx)} frames (rows {idx[0]}..{idx[-1]}"
+                       f"{f' of {int(total):,}' if total else ''})"
+                       + (f"; the {skipped:,} rows among them are operations (op_issue, op_complete, txn: "
+                          f"no frame; --event op_issue shows them)" if skipped else ""))
+        if not whole:
+            click.echo(f"(read the first {table.num_rows:,} rows; the rest of the file was checked on its "
+                       f"time_ps and pkt columns: row counts, checksum, time order)")
     else:
         node_ids = []
         for n in nodes:
@@ -496,6 +521,28 @@ def show_cmd(trace_file, row, nodes, ports, events, flows, pkts, limit, brief):
         if missing:
             click.echo(f"  not in the trace (defaults shown): {', '.join(missing)}")
         click.echo(_short_loads(pkt.show(dump=True), pkt))
+
+
+def _open_trace_head(path, enough):
+    """The first batches of a trace (read_trace_head) with its TraceInfo and whether
+    they are the whole trace; exit 2 on a bad file."""
+    from .trace import TraceError, TraceInfo, read_trace_head
+
+    try:
+        table, whole = read_trace_head(path, enough)
+        return table, TraceInfo.of(table, str(path)), whole
+    except TraceError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def _frame_rows(table):
+    """Mask of the rows that are frames (not op_issue, op_complete or txn rows)."""
+    import numpy as np
+
+    from .trace import EVENT_NAMES, codes
+
+    ev = codes(table, "event")
+    return ~np.isin(ev, [EVENT_NAMES.index(e) for e in ("op_issue", "op_complete", "txn")])
 
 
 def _row_line(i: int, r: dict, info) -> str:
