@@ -812,7 +812,8 @@ def workload_cmd(trace_file, out):
               help="Time bins for throughput.")
 def plot_cmd(trace_file, outdir, summary_file, top, bins):
     """Write PNGs of a trace: queue depth, per-flow throughput, pause timeline,
-    completion-time CDF; prints where they are."""
+    completion-time CDF and, with Load/Store rows, the Load/Store latency CDF; prints
+    where they are."""
     from . import plots
     from .trace import TraceError
 

@@ -73,7 +73,7 @@ another exception.
 
 Batches are compressed (Arrow IPC body compression) with lz4 by default, or zstd, or not
 at all. The ethlink-mixed demo's hop-level trace (6.46 M rows) takes 35 B per row with lz4
-(228 MB), 17 B with zstd (110 MB), 80 B uncompressed (517 MB). zstd costs more time: on the 64:1
+(227 MB), 17 B with zstd (109 MB), 80 B uncompressed (517 MB). zstd costs more time: on the 64:1
 incast-dcqcn, hop-level tracing slows the run 1.4x uncompressed, 1.4x to 1.9x with lz4
 and 1.8x to 2.1x with zstd (benchmarks/README.md).
 
