@@ -697,9 +697,11 @@ def _run_to_outdir(sim, outdir: Path, until_ps, writer, phases: _Phases) -> None
     except BaseException as exc:
         _abandon(writer, exc)
         raise
-    phases.update(completed=horizon or 1, total=horizon or 1, simt=f"sim {units.fmt_time(result.summary['sim_time_ps'])}")
+    phases.update(completed=horizon or 1, total=horizon or 1)
     n_files = 4 + (writer is not None)
     phases.phase("write", total=n_files)
+    # the bar's last line keeps the run's simulated time, the table's
+    phases.update(simt=f"sim {units.fmt_time(result.summary['sim_time_ps'])}")
     trace_path = None
     if writer is not None:
         phases.step("trace.arrow")
