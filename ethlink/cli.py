@@ -140,8 +140,8 @@ def _new_outdir(outdir: Path) -> Iterator[None]:
 
 class _Main(click.Group):
     """The command group, with the last line of defence of every command: an OSError no
-    command caught is one line naming its file (exit 1), running out of memory one line
-    (exit 1), Ctrl-C outside a run's loop (loading, compiling) one line (exit 130)."""
+    command caught is one line naming its file (exit 1), a closed stdout pipe nothing (exit
+    141), running out of memory one line (exit 1), Ctrl-C outside a run's loop (loading, compiling) one line (exit 130)."""
 
     def invoke(self, ctx):
         try:
@@ -152,6 +152,11 @@ class _Main(click.Group):
         except MemoryError:
             raise click.ClickException("out of memory; make the scenario smaller (fewer hosts, flows or "
                                        "operations, smaller messages)") from None
+        except BrokenPipeError:
+            # the reader of stdout left (`ethlink show TRACE | head`): stop quietly, as
+            # a Unix filter does; stdout goes to /dev/null so the final flush cannot fail
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(128 + signal.SIGPIPE)
         except OSError as exc:
             raise OutputError(exc.filename or "a file", exc, verb="") from None
 

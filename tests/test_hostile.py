@@ -608,3 +608,15 @@ def test_a_retry_of_a_transaction_still_in_its_open_frame_does_not_hang_the_engi
     r = subprocess.run([sys.executable, "-c", LS_RETRY], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["80", "80", "True"]
+
+
+def test_show_into_a_closed_pipe_stops_quietly(small_trace):
+    """`ethlink show TRACE | head -1`: no error message once the reader has left."""
+    # 500 decoded frames: far more than a pipe buffer holds, so the writer meets the closed pipe
+    p = subprocess.Popen([sys.executable, "-m", "ethlink.cli", "show", str(small_trace), "--limit", "500"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = p.stdout.readline()
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141 and first.startswith(str(small_trace).encode())
+    assert err == "", err
