@@ -141,7 +141,8 @@ def _new_outdir(outdir: Path) -> Iterator[None]:
 class _Main(click.Group):
     """The command group, with the last line of defence of every command: an OSError no
     command caught is one line naming its file (exit 1), a closed stdout pipe nothing (exit
-    141), running out of memory one line (exit 1), Ctrl-C outside a run's loop (loading, compiling) one line (exit 130)."""
+    141), running out of memory one line (exit 1), Ctrl-C outside a run's loop (loading,
+    compiling) one line (exit 130)."""
 
     def invoke(self, ctx):
         try:
