@@ -796,6 +796,12 @@ cdef class Engine:
         return self.s.now
 
     @property
+    def active_ps(self):
+        """Time of the last frame event or flow/operation start (summary.json's
+        sim_time_ps); `now` runs on through timers that fire after it."""
+        return self.s.t_active
+
+    @property
     def events(self):
         return self.s.events
 

@@ -582,7 +582,7 @@ def latency_percentiles(flows_table: pa.Table | Any, *, by: str = "op",
 _LS_SCHEMA = pa.schema([
     ("op", pa.int64()), ("src", pa.string()), ("dst", pa.string()), ("src_index", pa.int32()),
     ("dst_index", pa.int32()), ("kind", pa.string()), ("bytes", pa.int64()),
-    ("issue_ps", pa.int64()), ("complete_ps", pa.int64()), ("latency_ps", pa.int64()),
+    ("issue_ps", pa.int64()), ("complete_ps", pa.int64()), ("latency_ps", pa.int64()), ("prio", pa.uint8()),
 ])
 _LS_EVENTS = ("op_issue", "op_complete")
 
@@ -594,9 +594,10 @@ def ls_ops(trace, summary=None) -> pa.Table:
     indices), kind (ethlink.scenario.LS_KINDS: load, store, store_ack, fadd, cas, fence),
     bytes (the rows' payload; atomics 8, fence 0), issue_ps (its op_issue row: when it
     took a tag, the engine's start_ps), complete_ps (its op_complete row; for a posted
-    store, when the engine counts it complete) and latency_ps (complete_ps - issue_ps, as
-    summary.json's `ls`); the last two are null for an operation that did not complete
-    (the run ended first). Operations never issued are not in the trace, so not here.
+    store, when the engine counts it complete), latency_ps (complete_ps - issue_ps, as
+    summary.json's `ls`; these two are null for an operation that did not complete: the
+    run ended first) and prio (its traffic class, scenario `ls.prio`). Operations never
+    issued are not in the trace, so not here.
 
     Vectorised over the op rows (event op_issue/op_complete with flag PF_LS). A trace
     filtered by node or flow has the operations of those issuing hosts or indices only;
@@ -643,6 +644,7 @@ def ls_ops(trace, summary=None) -> pa.Table:
         "bytes": _take(run, "payload", at).astype(np.int64),
         "issue_ps": _nullable(issue), "complete_ps": _nullable(complete),
         "latency_ps": _nullable(np.where(done, complete - issue, -1)),
+        "prio": _take(run, "prio", at),
     }, schema=_LS_SCHEMA)
 
 

@@ -12,8 +12,11 @@
                 [--metric KEY ...] [--set key=value ...] [--until T] [--trace LEVEL] [--scheduler ADDRESS]
 
 SCENARIO is a built-in name (see `ethlink list`) or a path to a TOML file. A run shows a
-progress bar naming its phase (compile and its step; run: simulated time against the
-horizon, events/s; write: each file), prints a summary table and writes
+progress bar naming its phase (compile and its step; run: events/s and `sim T`, the time
+of the last frame event, which the table's "simulated time (last frame)" and
+summary.json's sim_time_ps also give; the bar itself fills with the engine's clock against
+the horizon, which runs on through timers that fire after the last frame; write: each
+file), prints a summary table and writes
 OUTDIR/flows.parquet, qps.parquet, ports.parquet, then OUTDIR/summary.json (aggregates;
 keys and columns documented in README.md) and, when the trace level is not off,
 OUTDIR/trace.arrow (schema in ethlink/trace.py). Scenario errors are reported before
@@ -137,8 +140,9 @@ def _new_outdir(outdir: Path) -> Iterator[None]:
 
 class _Main(click.Group):
     """The command group, with the last line of defence of every command: an OSError no
-    command caught is one line naming its file (exit 1), running out of memory one line
-    (exit 1), Ctrl-C outside a run's loop (loading, compiling) one line (exit 130)."""
+    command caught is one line naming its file (exit 1), a closed stdout pipe nothing (exit
+    141), running out of memory one line (exit 1), Ctrl-C outside a run's loop (loading,
+    compiling) one line (exit 130)."""
 
     def invoke(self, ctx):
         try:
@@ -149,6 +153,11 @@ class _Main(click.Group):
         except MemoryError:
             raise click.ClickException("out of memory; make the scenario smaller (fewer hosts, flows or "
                                        "operations, smaller messages)") from None
+        except BrokenPipeError:
+            # the reader of stdout left (`ethlink show TRACE | head`): stop quietly, as
+            # a Unix filter does; stdout goes to /dev/null so the final flush cannot fail
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(128 + signal.SIGPIPE)
         except OSError as exc:
             raise OutputError(exc.filename or "a file", exc, verb="") from None
 
@@ -442,8 +451,10 @@ def pcap_cmd(trace_file, out, port, node, port_index, event, flows, limit):
 @click.option("--limit", type=click.IntRange(min=1), default=10, show_default=True, help="At most N rows.")
 @click.option("--brief", is_flag=True, help="One line per row (scapy summary) instead of the decoded layers.")
 def show_cmd(trace_file, row, nodes, ports, events, flows, pkts, limit, brief):
-    """Print trace rows with their frames decoded by scapy."""
+    """Print trace rows with their frames decoded by scapy: without filters the first
+    frames (operation rows skipped), reading only the start of the trace."""
     import numpy as np
+    import pyarrow as pa
 
     from . import tracepcap
     from .frames import build_frame, decode
@@ -451,7 +462,14 @@ def show_cmd(trace_file, row, nodes, ports, events, flows, pkts, limit, brief):
     if row is not None and (nodes or ports or events or flows or pkts):
         raise BadInput("--row shows one row: give it without filters")
     _check_events(events)
-    table, info = _open_trace(trace_file)
+    filtered = bool(nodes or ports or events or flows or pkts)
+    whole = True
+    if filtered:
+        table, info = _open_trace(trace_file)
+    elif row is not None:
+        table, info, whole = _open_trace_head(trace_file, lambda t: t.num_rows > row)
+    else:
+        table, info, whole = _open_trace_head(trace_file, lambda t: _frame_rows(t).sum() >= limit)
     _incomplete_note(info, trace_file)
     if table.num_rows == 0:
         filters = {k: v for k, v in info.filters.items() if v}
@@ -463,6 +481,22 @@ def show_cmd(trace_file, row, nodes, ports, events, flows, pkts, limit, brief):
             raise BadInput(f"--row {row}: the trace has rows 0..{table.num_rows - 1}")
         idx = np.array([row])
         sel = table.slice(row, 1)
+    elif not filtered:
+        # Frames first: operation and transaction rows (op_issue, op_complete, txn) open
+        # a trace but have no frame; they are counted, and --event shows them.
+        frame = _frame_rows(table)
+        idx = np.nonzero(frame)[0][:limit]
+        sel = table.take(pa.array(idx, pa.int64()))
+        if len(idx):
+            skipped = int((~frame[: idx[-1] + 1]).sum())
+            total = info.metadata.get("rows")
+            click.echo(f"{trace_file}: the first {len(idx)} frames (rows {idx[0]}..{idx[-1]}"
+                       f"{f' of {int(total):,}' if total else ''})"
+                       + (f"; the {skipped:,} rows among them are operations (op_issue, op_complete, txn: "
+                          f"no frame; --event op_issue shows them)" if skipped else ""))
+        if not whole:
+            click.echo(f"(read the first {table.num_rows:,} rows; the rest of the file was checked on its "
+                       f"time_ps and pkt columns: row counts, checksum, time order)")
     else:
         node_ids = []
         for n in nodes:
@@ -493,6 +527,28 @@ def show_cmd(trace_file, row, nodes, ports, events, flows, pkts, limit, brief):
         if missing:
             click.echo(f"  not in the trace (defaults shown): {', '.join(missing)}")
         click.echo(_short_loads(pkt.show(dump=True), pkt))
+
+
+def _open_trace_head(path, enough):
+    """The first batches of a trace (read_trace_head) with its TraceInfo and whether
+    they are the whole trace; exit 2 on a bad file."""
+    from .trace import TraceError, TraceInfo, read_trace_head
+
+    try:
+        table, whole = read_trace_head(path, enough)
+        return table, TraceInfo.of(table, str(path)), whole
+    except TraceError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def _frame_rows(table):
+    """Mask of the rows that are frames (not op_issue, op_complete or txn rows)."""
+    import numpy as np
+
+    from .trace import EVENT_NAMES, codes
+
+    ev = codes(table, "event")
+    return ~np.isin(ev, [EVENT_NAMES.index(e) for e in ("op_issue", "op_complete", "txn")])
 
 
 def _row_line(i: int, r: dict, info) -> str:
@@ -537,7 +593,7 @@ def _print_summary(s: dict) -> None:
     t = Table(title=f"{s['scenario']} (seed {s['seed']})", show_header=False)
     t.add_column(style="bold")
     t.add_column(justify="right", overflow="fold")
-    t.add_row("simulated time", units.fmt_time(s["sim_time_ps"]))
+    t.add_row("simulated time (last frame)", units.fmt_time(s["sim_time_ps"]))
     t.add_row("events", f"{s['events']:,}  ({(s['events_per_s'] or 0) / 1e6:.1f} M/s, wall {s['wall_s']:.2f} s)")
     t.add_row("flows completed", f"{s['flows_completed']:,} / {s['flows_total']:,}")
     t.add_row("bytes sent / delivered", f"{s['bytes_sent']:,} / {s['bytes_delivered']:,}")
@@ -557,6 +613,13 @@ def _print_summary(s: dict) -> None:
         t.add_row("FCT p50 / p99 / max", " / ".join(units.fmt_time(int(f[k])) for k in ("p50", "p99", "max")))
         sd = s["slowdown"]
         t.add_row("slowdown p50 / p99 / max", " / ".join(f"{sd[k]:.2f}" for k in ("p50", "p99", "max")))
+    ls = s.get("ls")
+    if ls:
+        rate = f"  ({ls['ops_per_s'] / 1e6:,.0f} M ops/s)" if ls.get("ops_per_s") else ""
+        t.add_row("Load/Store ops completed", f"{ls['count']:,} / {ls['total']:,}{rate}")
+        if ls.get("p50_ps") is not None:
+            t.add_row("Load/Store p50 / p99 / max", " / ".join(units.fmt_time(int(ls[k]))
+                                                              for k in ("p50_ps", "p99_ps", "max_ps")))
     Console().print(t)
 
 
@@ -618,8 +681,11 @@ def _run_to_outdir(sim, outdir: Path, until_ps, writer, phases: _Phases) -> None
     stop = _StopRequest()
 
     def progress(now, _h, events):
+        # The bar advances with the engine's clock (`now`, against the horizon) but names
+        # the time of the last frame event (`sim_time_ps`): trailing timers (a RoCE
+        # retransmission timer armed for seconds) move `now`, not what the run did.
         el = time.perf_counter() - t0
-        phases.update(completed=now if horizon else None, simt=f"sim {units.fmt_time(now)}",
+        phases.update(completed=now if horizon else None, simt=f"sim {units.fmt_time(sim.engine.active_ps)}",
                       rate=f"{events / el / 1e6:.1f} M events/s" if el > 0 else "")
         stop.check()
 
@@ -640,6 +706,8 @@ def _run_to_outdir(sim, outdir: Path, until_ps, writer, phases: _Phases) -> None
     phases.update(completed=horizon or 1, total=horizon or 1)
     n_files = 4 + (writer is not None)
     phases.phase("write", total=n_files)
+    # the bar's last line keeps the run's simulated time, the table's
+    phases.update(simt=f"sim {units.fmt_time(result.summary['sim_time_ps'])}")
     trace_path = None
     if writer is not None:
         phases.step("trace.arrow")
@@ -752,7 +820,8 @@ def workload_cmd(trace_file, out):
               help="Time bins for throughput.")
 def plot_cmd(trace_file, outdir, summary_file, top, bins):
     """Write PNGs of a trace: queue depth, per-flow throughput, pause timeline,
-    completion-time CDF; prints where they are."""
+    completion-time CDF and, with Load/Store rows, the Load/Store latency CDF; prints
+    where they are."""
     from . import plots
     from .trace import TraceError
 

@@ -9,7 +9,12 @@ writes, from the tables of ethlink.analysis:
 - flow_throughput.png: accepted throughput (Gb/s) over time of the largest flows, and
   the whole run's goodput;
 - pause_timeline.png: PFC pause intervals per egress queue (port, prio) over time;
-- fct_cdf.png: CDF of flow completion times (and of slowdown against the ideal).
+- fct_cdf.png: CDF of flow completion times (and of slowdown against the ideal);
+- ls_latency_cdf.png (traces with Load/Store operations): CDF of Load/Store latency
+  (issue to completion, `analysis.ls_ops`) per kind and, when the run also has messages
+  (RDMA or raw flows) on the same ports, per traffic class beside the message completion
+  times of each class, on one log time axis: what the bulk traffic does to the memory
+  traffic that shares the fabric.
 
 Time axes are in ns, us or ms, chosen from the run's length. Each function takes a
 trace path (or an analysis.TraceRun) and an output path and returns that path.
@@ -31,7 +36,8 @@ import numpy as np  # noqa: E402
 from . import analysis as A  # noqa: E402
 from .fileio import replacing  # noqa: E402
 
-__all__ = ["plot_all", "plot_queue_depth", "plot_flow_throughput", "plot_pause_timeline", "plot_fct_cdf"]
+__all__ = ["plot_all", "plot_queue_depth", "plot_flow_throughput", "plot_pause_timeline", "plot_fct_cdf",
+           "plot_ls_latency", "has_ls"]
 
 _SCALES = (("ms", 10**9), ("us", 10**6), ("ns", 10**3))
 
@@ -166,13 +172,81 @@ def plot_fct_cdf(trace, path: str | os.PathLike[str], *, summary=None) -> Path:
     return _finish(fig, ax, Path(path), _title(run, f"completion-time CDF ({len(fct)} of {fl.num_rows} flows completed)"))
 
 
+def _cdf(ax, x: np.ndarray, **kw) -> None:
+    xs = np.sort(x)
+    ax.step(np.concatenate([[xs[0]], xs]), np.concatenate([[0], np.arange(1, len(xs) + 1) / len(xs)]),
+            where="post", **kw)
+
+
+def has_ls(trace, summary=None) -> bool:
+    """True when the trace has Load/Store operation rows (op_issue with the Load/Store flag)."""
+    run = A.open_run(trace, summary)
+    ev = run.col("event")
+    rows = np.nonzero(ev == A._EV["op_issue"])[0]
+    return bool(len(rows)) and bool(np.any(A._take(run, "flags", rows) & A.PF_LS))
+
+
+def plot_ls_latency(trace, path: str | os.PathLike[str], *, summary=None) -> Path:
+    """Load/Store latency CDF per kind; beside it, when the run has messages too, per
+    traffic class: Load/Store latency and message completion time (FCT) of each class."""
+    run = A.open_run(trace, summary)
+    ops = A.ls_ops(run)
+    kind = ops["kind"].to_numpy(zero_copy_only=False)
+    lat = ops["latency_ps"].fill_null(-1).to_numpy()
+    prio = ops["prio"].to_numpy()
+    real = (kind != "fence") & (lat >= 0)
+    fl = A.flows(run) if len(run.workload) else None
+    fct = fl["fct_ps"].fill_null(-1).to_numpy() if fl is not None else np.zeros(0, dtype=np.int64)
+    fprio = fl["prio"].to_numpy() if fl is not None else np.zeros(0, dtype=np.int64)
+    fop = fl["op"].to_numpy(zero_copy_only=False) if fl is not None else np.zeros(0, dtype=object)
+    both = bool(real.any() and (fct >= 0).any())
+    fig, axes = plt.subplots(1, 2 if both else 1, figsize=(11 if both else 6.5, 4.2), squeeze=False)
+    ax = axes[0][0]
+    unit, scale = _time_scale(int(lat[real].max()) if real.any() else run.end_ps)
+    for k in [k for k in A.LS_KINDS if k != "fence"]:
+        m = real & (kind == k)
+        if m.any():
+            _cdf(ax, lat[m] / scale, label=f"{k} ({int(m.sum()):,})")
+    if real.any():
+        ax.legend(fontsize=8, loc="lower right")
+    else:
+        _empty(ax, "no completed Load/Store operation")
+    ax.set_xlabel(f"Load/Store latency, issue to completion ({unit})")
+    ax.set_ylabel("fraction of completed operations")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("per kind", fontsize=10)
+    if both:
+        ax2 = axes[0][1]
+        for p in np.unique(prio[real]).tolist():
+            m = real & (prio == p)
+            _cdf(ax2, lat[m] / 1e6, lw=1.6, label=f"Load/Store, prio {p} ({int(m.sum()):,})")
+        done = fct >= 0
+        for p in np.unique(fprio[done]).tolist():
+            for op in np.unique(fop[done & (fprio == p)]).tolist():
+                m = done & (fprio == p) & (fop == op)
+                _cdf(ax2, fct[m] / 1e6, ls="--", label=f"{op} messages (FCT), prio {p} ({int(m.sum()):,})")
+        ax2.set_xscale("log")
+        ax2.set_xlabel("latency / completion time (us, log)")
+        ax2.set_ylabel("fraction completed")
+        ax2.set_ylim(0, 1.02)
+        ax2.set_title("per traffic class: Load/Store latency and message completion", fontsize=10)
+        ax2.legend(fontsize=7, loc="lower right")
+        ax2.grid(True, alpha=0.3, which="both")
+    n, total = int(real.sum()), int((kind != "fence").sum())
+    return _finish(fig, ax, Path(path), _title(run, f"Load/Store latency CDF ({n:,} of {total:,} operations completed)"))
+
+
 def plot_all(trace, outdir: str | os.PathLike[str], *, summary=None, top: int = 6, bins: int = 100) -> list[Path]:
-    """All four plots into `outdir`; returns their paths."""
+    """All four plots into `outdir`, and ls_latency_cdf.png when the trace has Load/Store
+    operations; returns their paths."""
     run = A.open_run(trace, summary)
     out = Path(outdir)
-    return [
+    paths = [
         plot_queue_depth(run, out / "queue_depth.png", top=top),
         plot_flow_throughput(run, out / "flow_throughput.png", top=top, bins=bins),
         plot_pause_timeline(run, out / "pause_timeline.png", top=2 * top),
         plot_fct_cdf(run, out / "fct_cdf.png"),
     ]
+    if has_ls(run):
+        paths.append(plot_ls_latency(run, out / "ls_latency_cdf.png"))
+    return paths

@@ -316,6 +316,7 @@ def test_ls_ops_equal_the_engines_op_table(ls_runs, name):
     assert ops["src_index"].to_pylist() == o["src"].tolist()
     assert ops["dst_index"].to_pylist() == o["dst"].tolist()
     assert ops["bytes"].to_pylist() == o["size"].tolist()
+    assert set(ops["prio"].to_pylist()) == {res.scenario.ls.prio}     # the Load/Store traffic class
     fab = Simulation(res.scenario).compiled.fabric
     host_names = [fab.names[n] for n in fab.hosts]
     assert ops["src"].to_pylist() == [host_names[i] for i in o["src"]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from ethlink import scenarios
+import ethlink
+from ethlink import scenarios, units
 from ethlink.cli import main
 
 REQUIRED_KEYS = {"events", "sim_time_ps", "wall_s", "bytes_sent", "bytes_delivered", "drops", "flows_total"}
@@ -184,3 +186,47 @@ def test_progress_names_every_phase(tmp_path, monkeypatch):
 def seen_phase(seen):
     """The last phase started in a list of phase and step names."""
     return next(s for s in reversed(seen) if ":" not in s)
+
+
+def test_the_bar_and_the_table_show_one_clock(tmp_path, monkeypatch):
+    """ls-idle's Load/Store timeout timers run the engine's clock on to 30 us after the
+    last frame (10.5 us): every `sim` the bar shows, and the table's simulated time, are
+    the last frame's time (summary.json's sim_time_ps), not the engine's clock."""
+    from ethlink import cli
+
+    shown = []
+    real = cli._Phases.update
+
+    def update(self, **fields):
+        if fields.get("simt"):
+            shown.append(fields["simt"])
+        real(self, **fields)
+
+    monkeypatch.setattr(cli._Phases, "update", update)
+    r = invoke("run", "ls-idle", "-o", str(tmp_path / "o"))
+    assert r.exit_code == 0, r.output
+    s = json.loads((tmp_path / "o" / "summary.json").read_text())
+    sim = ethlink.Simulation(scenarios.load("ls-idle", []), trace="off")
+    sim.run()
+    assert sim.engine.now > sim.engine.active_ps == s["sim_time_ps"]          # timers trail the last frame
+    assert shown and set(shown) == {f"sim {units.fmt_time(s['sim_time_ps'])}"}
+    assert re.search(rf"simulated time \(last frame\)\s*│\s*{re.escape(units.fmt_time(s['sim_time_ps']))}", r.output)
+
+
+def test_the_table_has_a_load_store_line_beside_the_completion_times(tmp_path):
+    r = invoke("run", "ls-under-rdma", "-o", str(tmp_path / "o"), "--set", "topology.leaves=2",
+               "--set", 'workload.0.size="64KiB"', "--set", "loadstore.0.ops=100")
+    assert r.exit_code == 0, r.output
+    ls = json.loads((tmp_path / "o" / "summary.json").read_text())["ls"]
+    lines = r.output.splitlines()
+    fct = next(i for i, ln in enumerate(lines) if "FCT p50 / p99 / max" in ln)
+    ops = next(i for i, ln in enumerate(lines) if "Load/Store ops completed" in ln)
+    lat = next(i for i, ln in enumerate(lines) if "Load/Store p50 / p99 / max" in ln)
+    assert fct < ops < lat
+    assert f"{ls['count']:,} / {ls['total']:,}" in lines[ops] and f"{ls['ops_per_s'] / 1e6:,.0f} M ops/s" in lines[ops]
+    assert " / ".join(units.fmt_time(ls[k]) for k in ("p50_ps", "p99_ps", "max_ps")) in lines[lat]
+
+
+def test_no_load_store_line_without_load_store(tmp_path):
+    r = invoke("run", "incast-raw", "-o", str(tmp_path / "o"), "--set", "workload.0.senders=4")
+    assert r.exit_code == 0 and "Load/Store" not in r.output

@@ -386,6 +386,37 @@ def test_show_on_a_trace_without_rows_says_so(tmp_path, small_trace):
     assert r.exit_code == 0 and "the trace has no rows (trace level hop)" in r.output
 
 
+def test_show_without_filters_prints_the_first_frames_from_the_first_batches(small_trace, monkeypatch):
+    """`show TRACE` skips the operation rows that open a trace and prints the first frames,
+    rebuilt; it reads the first batch, not the whole trace (read_trace is not called)."""
+    t = T.read_trace(small_trace)
+    ev = t["event"].to_pylist()
+    frames = [i for i, e in enumerate(ev) if e not in ("op_issue", "op_complete", "txn")][:4]
+    assert frames[0] > 0                                       # the trace opens with operation rows
+    monkeypatch.setattr(T, "read_trace", lambda *a: pytest.fail("show read the whole trace"))
+    r = invoke("show", small_trace, "--limit", 4, "--brief")
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    shown = [int(ln.split(":")[0].split()[1]) for ln in lines if ln.startswith("row ")]
+    assert shown == frames
+    assert "frame not rebuilt" not in r.output and all(" | Ether" in ln for ln in lines if ln.startswith("row "))
+    assert f"the first 4 frames (rows {frames[0]}..{frames[-1]} of {t.num_rows:,})" in lines[0]
+    head, whole = T.read_trace_head(small_trace, lambda tab: True)
+    assert not whole and head.num_rows == json.loads(t.schema.metadata[b"batch_rows"])[0] < t.num_rows
+    assert head.equals(t.slice(0, head.num_rows))
+    everything, whole = T.read_trace_head(small_trace, lambda tab: False)
+    assert whole and everything.equals(t)
+
+
+def test_show_checks_the_rest_of_the_file_on_two_columns(tmp_path, small_trace):
+    """A row altered in the last batch (never read whole by show): the checksum of the
+    time_ps and pkt columns still catches it."""
+    t = T.read_trace(small_trace)
+    dst = _rewrite(small_trace, tmp_path / "bad.arrow", _with_column(t, "pkt", lambda c: c.__setitem__(-1, c[-1] + 1)))
+    r = invoke("show", dst, "--limit", 1)
+    assert r.exit_code == 2 and "checksum mismatch" in r.output, r.output
+
+
 def test_the_writer_records_batch_rows_and_the_checksum_of_what_it_wrote(small_trace):
     t = T.read_trace(small_trace)
     md = T.TraceInfo.of(t).metadata
@@ -577,3 +608,15 @@ def test_a_retry_of_a_transaction_still_in_its_open_frame_does_not_hang_the_engi
     r = subprocess.run([sys.executable, "-c", LS_RETRY], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["80", "80", "True"]
+
+
+def test_show_into_a_closed_pipe_stops_quietly(small_trace):
+    """`ethlink show TRACE | head -1`: no error message once the reader has left."""
+    # 500 decoded frames: far more than a pipe buffer holds, so the writer meets the closed pipe
+    p = subprocess.Popen([sys.executable, "-m", "ethlink.cli", "show", str(small_trace), "--limit", "500"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = p.stdout.readline()
+    p.stdout.close()
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141 and first.startswith(str(small_trace).encode())
+    assert err == "", err

@@ -13,7 +13,8 @@ from ethlink import analysis as A
 from ethlink import plots as P
 from ethlink.cli import main
 
-from test_analysis import SCENARIOS, rows_of, run_to
+from ethlink import scenarios
+from test_analysis import LS_RUNS, SCENARIOS, rows_of, run_res, run_to
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +25,14 @@ def pfc(tmp_path_factory):
 @pytest.fixture(scope="module")
 def raw(tmp_path_factory):
     return run_to(tmp_path_factory.mktemp("raw"), ethlink.Scenario.from_dict(SCENARIOS["raw"]), "hop")
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory):
+    """Load/Store and RDMA on one small pod (test_analysis's "mixed" run)."""
+    scenario, sets, level = LS_RUNS["mixed"]
+    path, s, _ = run_res(tmp_path_factory.mktemp("mixed"), scenarios.load(scenario, sets), level)
+    return path, s
 
 
 @pytest.fixture
@@ -97,3 +106,34 @@ def test_cli_plot_prints_paths(pfc, tmp_path):
                        ("queue_depth.png", "flow_throughput.png", "pause_timeline.png", "fct_cdf.png")]
     r = CliRunner().invoke(main, ["plot", str(tmp_path / "missing.arrow"), "-o", str(tmp_path / "x")])
     assert r.exit_code == 2 and "no such trace file" in r.output
+
+
+def test_ls_latency_cdf_per_kind_and_per_class_beside_the_messages(mixed, tmp_path, figures):
+    """A trace with Load/Store operations gets a fifth plot: one CDF per kind whose steps
+    are the completed operations of that kind, and per traffic class the Load/Store
+    latency beside the message completion times."""
+    path, s = mixed
+    paths = P.plot_all(path, tmp_path / "plots")
+    assert [p.name for p in paths][-1] == "ls_latency_cdf.png"
+    assert image.imread(paths[-1])[..., :3].std() > 0.05
+    fig = figures[-1]
+    per_kind, per_class = fig.axes
+    ops = A.ls_ops(path)
+    kinds = [r["kind"] for r in A.ls_latency(ops).to_pylist() if r["kind"] != "all"]
+    lines = per_kind.get_lines()
+    assert [ln.get_label().split()[0] for ln in lines] == kinds
+    for ln, k in zip(lines, kinds):
+        assert len(ln.get_ydata()) == s["ls"]["by_kind"][k]["count"] + 1 and ln.get_ydata()[-1] == 1.0
+    assert per_kind.get_xlabel().startswith("Load/Store latency")
+    labels = [ln.get_label() for ln in per_class.get_lines()]
+    ls_prio = int(ops["prio"][0].as_py())
+    assert any(lb.startswith(f"Load/Store, prio {ls_prio}") for lb in labels)
+    assert any("messages (FCT)" in lb for lb in labels)
+    assert per_class.get_xscale() == "log"
+    assert f"{s['ls']['count']:,} of {s['ls']['total']:,} operations completed" in fig._suptitle.get_text()
+
+
+def test_no_ls_plot_without_load_store_rows(raw, tmp_path):
+    path, _ = raw
+    assert not P.has_ls(path)
+    assert "ls_latency_cdf.png" not in [p.name for p in P.plot_all(path, tmp_path / "plots")]

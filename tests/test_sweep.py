@@ -1,7 +1,7 @@
 """`ethlink sweep`: the grid syntax, determinism across worker processes (every point equals
 a separate `ethlink run` with the same overrides; --jobs 1 and 2 write the same files),
 validation before any run, the partitioned trace dataset, an interrupted sweep, and the
-Dask path when Dask is installed."""
+same sweep on a Dask distributed LocalCluster (Dask is in the test extras)."""
 from __future__ import annotations
 
 import json
@@ -197,13 +197,60 @@ def test_python_api_and_metric_values(tmp_path):
     assert S.metric_value({}, "flows.0.nope", flows) is None
 
 
-def test_dask_scheduler_gives_the_same_table(tmp_path):
-    distributed = pytest.importorskip("dask.distributed")
-    local = S.sweep("ls-idle", tmp_path / "local", {"ls.tags": [1, 4]}, jobs=1)
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster:
-        remote = S.sweep("ls-idle", tmp_path / "dask", {"ls.tags": [1, 4]}, scheduler=cluster.scheduler_address)
+@pytest.fixture(scope="module")
+def dask_cluster():
+    """A Dask distributed cluster in this process (a scheduler and 2 single-thread workers,
+    no dashboard): the engine `ethlink sweep --scheduler` talks to, started in about a second."""
+    from dask.distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        yield cluster
+
+
+def test_dask_cluster_gives_the_local_pool_results_point_by_point(tmp_path, dask_cluster):
+    """The same sweep on the local process pool and on a Dask LocalCluster: the same points,
+    each with the same metrics, summary.json and tables."""
+    grid = {"workload.0.size": ["16KiB", "48KiB"], "switch.cut_through": [False, True]}
+    sets = ["workload.0.senders=4", "switch.buffer=160KiB"]
+    local = S.sweep("incast-raw", tmp_path / "local", grid, sets=sets, jobs=2, metrics=METRICS)
+    remote = S.sweep("incast-raw", tmp_path / "dask", grid, sets=sets, metrics=METRICS,
+                     scheduler=dask_cluster.scheduler_address)
+    assert remote.num_rows == local.num_rows == 4
+    assert remote.column_names == local.column_names and "error" not in local.column_names
+    for a, b in zip(local.to_pylist(), remote.to_pylist()):
+        assert a["name"] == b["name"]
+        for m in METRICS:
+            assert a[m] == b[m], (a["name"], m)
+        here = json.loads((tmp_path / "local" / a["name"] / "summary.json").read_text())
+        there = json.loads((tmp_path / "dask" / b["name"] / "summary.json").read_text())
+        for k in WALL_CLOCK:
+            here.pop(k), there.pop(k)
+        assert here == there, a["name"]
+        for name in ("flows", "qps", "ports"):
+            assert pq.read_table(tmp_path / "local" / a["name"] / f"{name}.parquet").equals(
+                pq.read_table(tmp_path / "dask" / b["name"] / f"{name}.parquet")), (a["name"], name)
+    # the grid matters, so equal tables are not equal by accident
+    assert len(set(local["drops"].to_pylist())) > 1
     assert remote.equals(local)
+
+
+def test_a_point_failing_on_a_dask_worker_comes_back_with_its_error(tmp_path, dask_cluster):
+    """A point whose directory cannot be made fails on its worker: sweep() finishes the
+    others, writes sweep.csv with that point's error and raises SweepFailed naming it."""
+    grid = {"workload.0.size": ["4KiB", "8KiB"]}
+    sets = ["workload.0.senders=2"]
+    out = tmp_path / "o"
+    points = S.plan("incast-raw", grid, sets=sets)
+    out.mkdir()
+    (out / points[1].name).write_text("in the way")
+    with pytest.raises(S.SweepFailed) as info:
+        S.sweep("incast-raw", out, grid, sets=sets, scheduler=dask_cluster.scheduler_address)
+    assert list(info.value.errors) == [points[1].name]
+    assert points[1].name in info.value.errors[points[1].name]      # the error names what failed
+    rows = pq.read_table(out / "sweep.parquet").to_pylist()
+    assert [bool(r["error"]) for r in rows] == [False, True]
+    assert rows[1]["error"] == info.value.errors[points[1].name]
+    assert json.loads((out / points[0].name / "summary.json").read_text())["stop"] == "empty"
 
 
 def test_scheduler_without_dask_is_a_clear_error(tmp_path, monkeypatch):

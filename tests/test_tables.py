@@ -18,7 +18,7 @@ from ethlink import tables as T
 from ethlink.sim import Simulation
 
 ETHLINK = Path(sys.executable).with_name("ethlink")
-HEAVY = ("pyarrow.compute", "pandas", "scapy", "matplotlib", "ethlink.trace")
+HEAVY = ("pyarrow.compute", "pandas", "scapy", "matplotlib", "ethlink.trace", "dask", "distributed")
 
 
 @settings(max_examples=30, deadline=None)
