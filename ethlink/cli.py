@@ -18,7 +18,7 @@ summary.json's sim_time_ps also give; the bar itself fills with the engine's clo
 the horizon, which runs on through timers that fire after the last frame; write: each
 file), prints a summary table and writes
 OUTDIR/flows.parquet, qps.parquet, ports.parquet, then OUTDIR/summary.json (aggregates;
-keys and columns documented in README.md) and, when the trace level is not off,
+keys and columns documented in docs/results.md) and, when the trace level is not off,
 OUTDIR/trace.arrow (schema in ethlink/trace.py). Scenario errors are reported before
 anything runs, naming the field, and nothing is written; the exit status is 2 for bad
 input (scenario, options, trace file), 1 for an output that cannot be written (one line

@@ -607,7 +607,7 @@ class Result:
     # Per-flow, per-QP and per-port results: Arrow tables (ethlink.tables), Parquet files.
     def table(self, name: str):
         """The run's `flows`, `qps` or `ports` rows as an Arrow table (built once); the
-        columns are README's flows.parquet, qps.parquet and ports.parquet."""
+        columns are docs/results.md's flows.parquet, qps.parquet and ports.parquet."""
         if name not in self._tables:
             from . import tables
             if name == "flows":
