@@ -151,6 +151,12 @@ class TraceRun:
         return self.table[name].to_numpy()
 
 
+# What the functions below take: a trace (path, Arrow table or an opened TraceRun) and,
+# optionally, its run's summary.json (path or dict; by default the one beside the trace).
+TraceLike = str | os.PathLike[str] | pa.Table | TraceRun
+SummaryLike = str | os.PathLike[str] | dict | None
+
+
 def open_run(trace: str | os.PathLike[str] | pa.Table | TraceRun, summary: str | os.PathLike[str] | dict | None = None
              ) -> TraceRun:
     """A TraceRun from a trace path (or a read_trace table). `summary`: a summary.json
@@ -249,7 +255,7 @@ _FLOW_SCHEMA = pa.schema([
 ])
 
 
-def flows(trace, summary=None, *, source: str = "auto") -> pa.Table:
+def flows(trace: TraceLike, summary: SummaryLike = None, *, source: str = "auto") -> pa.Table:
     """One row per message (flow index order): its op (id, src, dst, op, bytes, prio,
     dep), post time, first transmission, finish (last payload byte accepted), completion
     (CQE at the requester), FCT (finish - post, as flows.parquet), ideal FCT, slowdown,
@@ -378,7 +384,7 @@ def _bins(run: TraceRun, bins: int | None, bin_ps: int | None) -> tuple[int, int
     return int(bin_ps), int(-(-end // bin_ps))
 
 
-def goodput(trace, summary=None, *, bins: int | None = 200, bin_ps: int | None = None) -> pa.Table:
+def goodput(trace: TraceLike, summary: SummaryLike = None, *, bins: int | None = 200, bin_ps: int | None = None) -> pa.Table:
     """Accepted payload per time bin over the whole run: time_ps (bin start), bin_ps,
     bytes, goodput_bps (bytes x 8 / bin time). Sums to summary.json's bytes_delivered."""
     run = open_run(trace, summary)
@@ -390,7 +396,7 @@ def goodput(trace, summary=None, *, bins: int | None = 200, bin_ps: int | None =
                      "bytes": byts, "goodput_bps": byts * 8 * PS / width})
 
 
-def flow_throughput(trace, summary=None, *, bins: int | None = 200, bin_ps: int | None = None,
+def flow_throughput(trace: TraceLike, summary: SummaryLike = None, *, bins: int | None = 200, bin_ps: int | None = None,
                     flows_: list[int] | None = None) -> pa.Table:
     """Accepted payload per flow and time bin (bins where the flow received something):
     flow, time_ps, bin_ps, bytes, throughput_bps."""
@@ -413,7 +419,7 @@ def flow_throughput(trace, summary=None, *, bins: int | None = 200, bin_ps: int 
 _QUEUE_EVENTS = ("enqueue", "tx_start", "mark", "drop")
 
 
-def queue_depth(trace, summary=None, *, ports: list[int] | None = None) -> pa.Table:
+def queue_depth(trace: TraceLike, summary: SummaryLike = None, *, ports: list[int] | None = None) -> pa.Table:
     """Egress queue depth samples: time_ps, port, node (name), prio, qbytes (after the
     event), event; from enqueue, tx_start, mark and queue-drop rows, in event order."""
     run = open_run(trace, summary)
@@ -433,7 +439,7 @@ def queue_depth(trace, summary=None, *, ports: list[int] | None = None) -> pa.Ta
     })
 
 
-def top_queues(trace, summary=None, *, n: int = 6) -> pa.Table:
+def top_queues(trace: TraceLike, summary: SummaryLike = None, *, n: int = 6) -> pa.Table:
     """The `n` (port, prio) queues with the highest traced depth: port, name
     ("sw0:1 -> h1:0"), prio, max_qbytes, samples."""
     run = open_run(trace, summary)
@@ -459,7 +465,7 @@ def _port_label(info: TraceInfo, port: int) -> str:
     return f"{info.port_name(port)} -> {info.port_name(int(info.port_peer[port]))}"
 
 
-def pause_intervals(trace, summary=None) -> pa.Table:
+def pause_intervals(trace: TraceLike, summary: SummaryLike = None) -> pa.Table:
     """PFC pause intervals of egress queues: port, node, prio, start_ps, end_ps
     (exclusive), open_at_end (closed at the run's end), from pause_rx rows."""
     run = open_run(trace, summary)
@@ -515,7 +521,7 @@ def pause_intervals(trace, summary=None) -> pa.Table:
     })
 
 
-def pause_time(trace, summary=None) -> pa.Table:
+def pause_time(trace: TraceLike, summary: SummaryLike = None) -> pa.Table:
     """Per port and priority with any PFC activity: port, name, prio, paused_ps (egress
     queue paused, from pause_intervals), pause_frames_rx, pause_frames_tx (the port
     sent them for that priority, XON included), and summary_paused_ps (the run's
@@ -587,7 +593,7 @@ _LS_SCHEMA = pa.schema([
 _LS_EVENTS = ("op_issue", "op_complete")
 
 
-def ls_ops(trace, summary=None) -> pa.Table:
+def ls_ops(trace: TraceLike, summary: SummaryLike = None) -> pa.Table:
     """One row per Load/Store operation in the trace (operation index order): op (its
     index in the engine's LsOp table, the rows' `flow`), src and dst (host names, from the
     metadata `nodes` and `hosts`; fence: src == dst), src_index and dst_index (host
@@ -659,7 +665,7 @@ def _names(codes_: np.ndarray, names: pa.Array) -> pa.Array:
     return pa.DictionaryArray.from_arrays(pa.array(codes_.astype(np.int32)), names).dictionary_decode()
 
 
-def ls_latency(trace, summary=None, *, by: str | None = "kind",
+def ls_latency(trace: TraceLike, summary: SummaryLike = None, *, by: str | None = "kind",
                percentiles: tuple[float, ...] = (50, 90, 99, 99.9)) -> pa.Table:
     """Load/Store latency (ps) per group: issued (operations), completed, mean_ps,
     the percentiles (p50_ps, p90_ps, p99_ps, p99_9_ps by default), min_ps and max_ps of

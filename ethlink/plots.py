@@ -71,7 +71,8 @@ def _title(run: A.TraceRun, what: str) -> str:
     return f"{md.get('scenario', '')} (seed {md.get('seed', '?')}): {what}"
 
 
-def plot_queue_depth(trace, path: str | os.PathLike[str], *, top: int = 6, summary=None) -> Path:
+def plot_queue_depth(trace: A.TraceLike, path: str | os.PathLike[str], *, top: int = 6, summary: A.SummaryLike = None) -> Path:
+    """Queue depth over time of the `top` busiest egress queues (queue_depth.png)."""
     run = A.open_run(trace, summary)
     unit, scale = _time_scale(run.end_ps)
     fig, ax = plt.subplots(figsize=(9, 4.5))
@@ -93,8 +94,9 @@ def plot_queue_depth(trace, path: str | os.PathLike[str], *, top: int = 6, summa
     return _finish(fig, ax, Path(path), _title(run, f"egress queue depth, top {top} queues"))
 
 
-def plot_flow_throughput(trace, path: str | os.PathLike[str], *, top: int = 6, bins: int = 100,
-                         summary=None) -> Path:
+def plot_flow_throughput(trace: A.TraceLike, path: str | os.PathLike[str], *, top: int = 6, bins: int = 100,
+                         summary: A.SummaryLike = None) -> Path:
+    """Throughput over time of the `top` largest flows, in `bins` bins (flow_throughput.png)."""
     run = A.open_run(trace, summary)
     unit, scale = _time_scale(run.end_ps)
     fig, ax = plt.subplots(figsize=(9, 4.5))
@@ -124,7 +126,8 @@ def plot_flow_throughput(trace, path: str | os.PathLike[str], *, top: int = 6, b
     return _finish(fig, ax, Path(path), _title(run, f"delivered throughput, top {top} flows"))
 
 
-def plot_pause_timeline(trace, path: str | os.PathLike[str], *, top: int = 12, summary=None) -> Path:
+def plot_pause_timeline(trace: A.TraceLike, path: str | os.PathLike[str], *, top: int = 12, summary: A.SummaryLike = None) -> Path:
+    """When each of the `top` most paused port-priorities was paused (pause_timeline.png)."""
     run = A.open_run(trace, summary)
     unit, scale = _time_scale(run.end_ps)
     iv = A.pause_intervals(run)
@@ -151,7 +154,8 @@ def plot_pause_timeline(trace, path: str | os.PathLike[str], *, top: int = 12, s
     return _finish(fig, ax, Path(path), _title(run, "PFC pause timeline"))
 
 
-def plot_fct_cdf(trace, path: str | os.PathLike[str], *, summary=None) -> Path:
+def plot_fct_cdf(trace: A.TraceLike, path: str | os.PathLike[str], *, summary: A.SummaryLike = None) -> Path:
+    """CDF of flow completion time and slowdown (fct_cdf.png)."""
     run = A.open_run(trace, summary)
     fl = A.flows(run)
     fct = np.asarray([x for x in fl["fct_ps"].to_pylist() if x is not None], dtype=np.float64)
@@ -178,7 +182,7 @@ def _cdf(ax, x: np.ndarray, **kw) -> None:
             where="post", **kw)
 
 
-def has_ls(trace, summary=None) -> bool:
+def has_ls(trace: A.TraceLike, summary: A.SummaryLike = None) -> bool:
     """True when the trace has Load/Store operation rows (op_issue with the Load/Store flag)."""
     run = A.open_run(trace, summary)
     ev = run.col("event")
@@ -186,7 +190,7 @@ def has_ls(trace, summary=None) -> bool:
     return bool(len(rows)) and bool(np.any(A._take(run, "flags", rows) & A.PF_LS))
 
 
-def plot_ls_latency(trace, path: str | os.PathLike[str], *, summary=None) -> Path:
+def plot_ls_latency(trace: A.TraceLike, path: str | os.PathLike[str], *, summary: A.SummaryLike = None) -> Path:
     """Load/Store latency CDF per kind; beside it, when the run has messages too, per
     traffic class: Load/Store latency and message completion time (FCT) of each class."""
     run = A.open_run(trace, summary)
@@ -236,7 +240,7 @@ def plot_ls_latency(trace, path: str | os.PathLike[str], *, summary=None) -> Pat
     return _finish(fig, ax, Path(path), _title(run, f"Load/Store latency CDF ({n:,} of {total:,} operations completed)"))
 
 
-def plot_all(trace, outdir: str | os.PathLike[str], *, summary=None, top: int = 6, bins: int = 100) -> list[Path]:
+def plot_all(trace: A.TraceLike, outdir: str | os.PathLike[str], *, summary: A.SummaryLike = None, top: int = 6, bins: int = 100) -> list[Path]:
     """All four plots into `outdir`, and ls_latency_cdf.png when the trace has Load/Store
     operations; returns their paths."""
     run = A.open_run(trace, summary)

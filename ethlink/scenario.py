@@ -46,6 +46,7 @@ import codecs
 import copy
 import difflib
 import math
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,7 @@ class ScenarioError(ValueError):
 
 @dataclass(frozen=True)
 class Topology:
+    """[topology]: the fabric's shape, sizes, link rates and delays (docs/scenarios.md)."""
     kind: str = "star"
     hosts: int = 8                      # star, multiplane-star
     planes: int = 1                     # multiplane-star
@@ -99,6 +101,7 @@ class Topology:
 
 @dataclass(frozen=True)
 class Switch:
+    """[switch] (and [switch.tiers.X]): buffer, admission thresholds, latency, cut-through, ECMP."""
     buffer_bytes: int = 32 * 2**20
     threshold: str = "dynamic"
     alpha: float = 1.0
@@ -119,6 +122,7 @@ TIERS = {"star": ("leaf",), "multiplane-star": ("leaf",), "ring": ("leaf",),
 
 @dataclass(frozen=True)
 class Host:
+    """[host]: every NIC's receive latency, MTU and port choice."""
     latency_ps: int = 200_000
     mtu: int = 4096                     # payload bytes per frame
     ecmp: str = "flow"                  # how a multi-port NIC picks its port
@@ -126,6 +130,7 @@ class Host:
 
 @dataclass(frozen=True)
 class Ports:
+    """[ports]: the egress scheduler of every port (strict priority or DWRR)."""
     scheduler: str = "strict"
     weights: tuple[int, ...] = (1,) * 8
     quantum: int = 9216
@@ -133,6 +138,7 @@ class Ports:
 
 @dataclass(frozen=True)
 class Run:
+    """[run]: horizon, hop limit, trace level and trace batch size."""
     until_ps: int = 0                   # 0: until no event is left
     ttl: int = 64
     trace: str = "off"
@@ -254,6 +260,7 @@ class Link:
 
 @dataclass(frozen=True)
 class FlowSpec:
+    """One [[flow]]: a message from host `src` to `dst` (indices), `size` bytes."""
     src: int
     dst: int
     size: int
@@ -265,6 +272,8 @@ class FlowSpec:
 
 @dataclass(frozen=True)
 class Scenario:
+    """A validated, frozen scenario: a fabric and its traffic. Build it with `from_toml`,
+    `from_dict` or `ethlink.scenarios.load`; every section is a frozen dataclass."""
     name: str = "scenario"
     description: str = ""
     seed: int = 1
@@ -288,7 +297,9 @@ class Scenario:
 
     # -----------------------------------------------------------------------------------
     @classmethod
-    def from_toml(cls, path, overrides: list[str] | tuple[str, ...] = ()) -> "Scenario":
+    def from_toml(cls, path: str | os.PathLike[str], overrides: list[str] | tuple[str, ...] = ()) -> "Scenario":
+        """Read and validate a TOML scenario file; `overrides` are `--set` items
+        ("topology.hosts=16"). Raises ScenarioError naming the field."""
         path = Path(path)
         try:
             raw = path.read_bytes()
@@ -305,16 +316,20 @@ class Scenario:
 
     @classmethod
     def from_dict(cls, data: dict, overrides: list[str] | tuple[str, ...] = ()) -> "Scenario":
+        """Validate a scenario given as the dict a TOML file would parse to (values with
+        units as numbers or strings such as "400G"); `overrides` as in from_toml."""
         data = copy.deepcopy(data)
         for item in overrides:
             apply_override(data, item)
         return _build(data)
 
     def with_overrides(self, *overrides: str) -> "Scenario":
+        """A new scenario: this one's source with `--set`-style overrides applied."""
         return Scenario.from_dict(self.source, overrides)
 
     @property
     def host_names(self) -> list[str]:
+        """The hosts' names, "h0" .. "hN-1", in index order."""
         return [f"h{i}" for i in range(n_hosts(self.topology))]
 
 
@@ -337,6 +352,8 @@ def _toml_text(raw: bytes, path: Path) -> str:
 # Overrides: --set topology.hosts=16, --set workload.0.size=2MiB
 
 def apply_override(data: dict, item: str) -> None:
+    """Apply one `--set key=value` item to a scenario dict in place (the value parsed as
+    TOML, else kept as a string); list items by index: workload.0.size."""
     if "=" not in item:
         raise ScenarioError(f"--set {item!r}: expected key=value, e.g. --set topology.hosts=16")
     key, raw = item.split("=", 1)
@@ -496,6 +513,7 @@ class _Section:
 
 
 def n_hosts(t: Topology) -> int:
+    """How many hosts the topology has."""
     if t.kind in ("star", "multiplane-star"):
         return t.hosts
     if t.kind == "leaf-spine":
