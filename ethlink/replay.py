@@ -53,9 +53,9 @@ import difflib
 import json
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -63,6 +63,9 @@ import pyarrow as pa
 from .fileio import replacing
 from .scenario import LS_KINDS, VERBS, Scenario, ScenarioError, apply_override
 from .trace import TRACE_SCHEMA, TraceError, read_trace
+
+if TYPE_CHECKING:
+    from .sim import Simulation
 
 __all__ = ["WORKLOAD_SCHEMA", "REQUIRED", "OPTIONAL", "LOADSTORE_OPS", "as_workload", "load_workload",
            "write_workload", "scenario_workload", "workload_from_trace", "load_fabric",
@@ -486,7 +489,8 @@ def _check_against_trace(wl: pa.Table, table: pa.Table, where: str) -> None:
 # ---------------------------------------------------------------------------------------
 # Running a replay
 
-def replay_simulation(workload: pa.Table, fabric: Scenario, *, trace: str | None = None, on_step=None):
+def replay_simulation(workload: pa.Table, fabric: Scenario, *, trace: str | None = None,
+                      on_step: Callable[[str], None] | None = None) -> "Simulation":
     """An ethlink.Simulation of `workload` on `fabric` (its traffic replaced); `on_step`
     as Simulation's."""
     from . import budget
@@ -497,7 +501,7 @@ def replay_simulation(workload: pa.Table, fabric: Scenario, *, trace: str | None
     return Simulation(fabric, trace=trace, workload=workload, on_step=on_step)
 
 
-def replay_metadata(sim, workload: pa.Table) -> dict[str, str]:
+def replay_metadata(sim: "Simulation", workload: pa.Table) -> dict[str, str]:
     """The trace metadata of a replay: a run's (trace.simulation_metadata) plus the
     workload when it is not the scenario's own traffic."""
     from .trace import simulation_metadata

@@ -605,7 +605,7 @@ class Result:
         self._tables: dict = {}
 
     # Per-flow, per-QP and per-port results: Arrow tables (ethlink.tables), Parquet files.
-    def table(self, name: str):
+    def table(self, name: str) -> "pyarrow.Table":
         """The run's `flows`, `qps` or `ports` rows as an Arrow table (built once); the
         columns are docs/results.md's flows.parquet, qps.parquet and ports.parquet."""
         if name not in self._tables:
@@ -682,7 +682,7 @@ class Result:
         lines.append("  tables     to_arrow(name) / to_pandas(name), name in flows, qps, ports")
         return "\n".join(lines)
 
-    def write_tables(self, outdir, on_table: Callable[[str], None] | None = None) -> list:
+    def write_tables(self, outdir: "str | os.PathLike[str]", on_table: Callable[[str], None] | None = None) -> list:
         """Write OUTDIR/flows.parquet, qps.parquet and ports.parquet, each atomically;
         `on_table(name)` is called before each. Returns the paths."""
         from pathlib import Path
