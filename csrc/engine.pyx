@@ -29,7 +29,7 @@ from pfc cimport (pfc_admit, pfc_on_admit, pfc_on_depart, pfc_refresh, pfc_rx, p
                   pause_close, pfc_find_cycle, WD_OFF, WD_DROP, WD_IGNORE)
 from ecn cimport ecn_should_mark, ECN_CE
 from nic cimport ring_push, ring_pop, qp_activate, host_port
-from route cimport route_count, route_nth
+from route cimport Hops, route_hops, route_nth, route_spray
 from flows cimport raw_make_packet, raw_deliver
 from roce cimport (roce_next_packet, roce_has_more, roce_rx_data, roce_rx_ack, roce_rto)
 from dcqcn cimport dc_on_cnp, dc_timer
@@ -42,12 +42,6 @@ cnp.import_array()
 
 # ---------------------------------------------------------------------------------------
 # Ports: start the next frame, finish a frame.
-
-cdef inline int32_t spray_port(Sim* s, int32_t node, int32_t dst, int32_t k) noexcept nogil:
-    cdef int32_t first = -1
-    cdef int32_t cnt = route_count(s, node, dst, &first)
-    return route_nth(s, node, dst, k % cnt)
-
 
 cdef inline int32_t raw_next_packet(Sim* s, int32_t qi) noexcept nogil:
     cdef Qp* q = &s.qps[qi]
@@ -90,7 +84,7 @@ cdef inline void host_refill(Sim* s, int32_t port) noexcept nogil:
             if more:
                 nxt = port
                 if s.nodes[s.ports[port].node].ecmp == ECMP_SPRAY:
-                    nxt = spray_port(s, s.ports[port].node, s.pkts[pi].dst, q.snd_nxt)
+                    nxt = route_spray(s, s.ports[port].node, s.pkts[pi].dst, q.snd_nxt)
                 q.port = nxt
                 ring_push(s, nxt * NPRIO + prio, qi)
                 if nxt != port:
@@ -205,18 +199,17 @@ cdef inline void drop(Sim* s, int32_t node, int32_t port, int32_t pi, uint8_t re
 
 cdef inline int32_t route(Sim* s, int32_t node, int32_t pi) noexcept nogil:
     cdef Packet* pk = &s.pkts[pi]
-    cdef int32_t first = -1
-    cdef int32_t cnt = route_count(s, node, pk.dst, &first)
+    cdef Hops hops = route_hops(s, node, pk.dst)
     cdef uint64_t h
-    if cnt <= 0:
+    if hops.n <= 0:
         return -1
-    if cnt == 1:
-        return first
+    if hops.n == 1:
+        return hops.first
     if s.nodes[node].ecmp == ECMP_SPRAY:
         h = hash3(s.seed, <uint64_t>node | (<uint64_t>1 << 40), <uint64_t>pk.uid)
     else:
         h = hash3(s.seed, <uint64_t>node, <uint64_t>(pk.flow if pk.flow >= 0 else pk.src))
-    return route_nth(s, node, pk.dst, <int32_t>(h % <uint64_t>cnt))
+    return route_nth(s, &hops, node, pk.dst, <int32_t>(h % <uint64_t>hops.n))
 
 
 cdef inline uint8_t admit(Sim* s, Node* nd, Queue* q, int32_t size) noexcept nogil:
@@ -341,7 +334,7 @@ cdef inline void flow_start(Sim* s, int32_t f) noexcept nogil:
     if q.port < 0:
         q.port = host_port(s, q.host, fl.dst, <uint64_t>fl.qp)
         if s.nodes[s.host_node[q.host]].ecmp == ECMP_SPRAY:
-            q.port = spray_port(s, s.host_node[q.host], fl.dst, 0)
+            q.port = route_spray(s, s.host_node[q.host], fl.dst, 0)
         if q.peer >= 0:
             s.qps[q.peer].port = host_port(s, fl.dst, q.host, <uint64_t>q.peer)
     qp_activate(s, fl.qp)

@@ -14,7 +14,7 @@
 # line rate, so hosts never send PFC).
 from core cimport *
 from port cimport q_push
-from route cimport route_count, route_nth
+from route cimport Hops, route_hops, route_nth, route_spray
 
 
 cdef inline void ring_push(Sim* s, int32_t ring, int32_t qi) noexcept nogil:
@@ -40,18 +40,16 @@ cdef inline int32_t ring_pop(Sim* s, int32_t ring) noexcept nogil:
 
 cdef inline int32_t host_port(Sim* s, int32_t host, int32_t dst, uint64_t key) noexcept nogil:
     # The NIC port towards `dst`: ECMP over the host's equal-cost ports by a seeded hash.
-    cdef int32_t node = s.host_node[host], first = -1
-    cdef int32_t cnt = route_count(s, node, dst, &first)
-    if cnt == 1:
-        return first
-    return route_nth(s, node, dst, <int32_t>(hash3(s.seed, <uint64_t>node, key) % <uint64_t>cnt))
+    cdef int32_t node = s.host_node[host]
+    cdef Hops h = route_hops(s, node, dst)
+    if h.n == 1:
+        return h.first
+    return route_nth(s, &h, node, dst, <int32_t>(hash3(s.seed, <uint64_t>node, key) % <uint64_t>h.n))
 
 
 cdef inline int32_t host_port_k(Sim* s, int32_t host, int32_t dst, int32_t k) noexcept nogil:
     # The k-th (mod count) of the host's equal-cost ports towards dst: spraying.
-    cdef int32_t node = s.host_node[host], first = -1
-    cdef int32_t cnt = route_count(s, node, dst, &first)
-    return route_nth(s, node, dst, k % cnt)
+    return route_spray(s, s.host_node[host], dst, k)
 
 
 cdef inline void qp_activate(Sim* s, int32_t qi) noexcept nogil:

@@ -5,7 +5,8 @@
 # the next hops are its links to that host (its table entry for the class is -1); at a
 # host with one port, that port; at any other router (a switch, or a host with several
 # ports), the set of ports stored for (router, class): table[node_row[node] * n_classes +
-# host_class[dst]] indexes route_off/route_port. Candidates are in ascending port order, as the dense
+# host_class[dst]] indexes route_off/route_port. One lookup (route_hops) serves a routing
+# decision: the count, the first hop and the k-th. Candidates are in ascending port order, as the dense
 # (node x host) table they replace listed them, so ECMP hashes pick the same port.
 #
 # Limits: a node linked to the destination by several links scans the host's ports
@@ -27,28 +28,46 @@ cdef inline int32_t linked_count(Sim* s, int32_t node, int32_t dst, int32_t k, i
     return n
 
 
-cdef inline int32_t route_count(Sim* s, int32_t node, int32_t dst, int32_t* first) noexcept nogil:
-    # Number of next hops at `node` towards host `dst` (0: none); *first = the first one.
+cdef struct Hops:               # the next hops at a node towards a destination, looked up once
+    int32_t n                   # how many (0: none)
+    int32_t first               # the first one
+    const int32_t* ports        # all n in order, from the table; NULL when `node` is linked to
+                                # the destination (then route_nth scans its links)
+
+
+cdef inline Hops route_hops(Sim* s, int32_t node, int32_t dst) noexcept nogil:
     # NOTE: the table first (one lookup for most hops); a router linked to the
     # destination has no set for its class (-1) and scans the host's few ports.
+    cdef Hops h
     cdef int32_t row = s.node_row[node], sid
+    h.ports = NULL
     if row < 0:                         # a host with one port: every route leaves by it
-        first[0] = s.nodes[node].first_port
-        return 1
+        h.first = s.nodes[node].first_port
+        h.n = 1
+        return h
     sid = s.route_set[<int64_t>row * s.n_classes + s.host_class[dst]]
     if sid >= 0:
-        first[0] = s.route_port[s.route_off[sid]]
-        return s.route_off[sid + 1] - s.route_off[sid]
-    return linked_count(s, node, dst, 0, first)
+        h.ports = &s.route_port[s.route_off[sid]]
+        h.first = h.ports[0]
+        h.n = s.route_off[sid + 1] - s.route_off[sid]
+        return h
+    h.first = -1
+    h.n = linked_count(s, node, dst, 0, &h.first)
+    return h
 
 
-cdef inline int32_t route_nth(Sim* s, int32_t node, int32_t dst, int32_t k) noexcept nogil:
-    # The k-th next hop (0 <= k < route_count) at `node` towards host `dst`.
-    cdef int32_t row = s.node_row[node], sid, nth = -1
-    if row < 0:
-        return s.nodes[node].first_port
-    sid = s.route_set[<int64_t>row * s.n_classes + s.host_class[dst]]
-    if sid >= 0:
-        return s.route_port[s.route_off[sid] + k]
+cdef inline int32_t route_nth(Sim* s, Hops* h, int32_t node, int32_t dst, int32_t k) noexcept nogil:
+    # The k-th (0 <= k < h.n) of the next hops `h` at `node` towards host `dst`.
+    cdef int32_t nth = -1
+    if h.ports != NULL:
+        return h.ports[k]
+    if k == 0:
+        return h.first
     linked_count(s, node, dst, k, &nth)
     return nth
+
+
+cdef inline int32_t route_spray(Sim* s, int32_t node, int32_t dst, int32_t k) noexcept nogil:
+    # The (k mod n)-th next hop: spraying frame k over the equal-cost next hops.
+    cdef Hops h = route_hops(s, node, dst)
+    return route_nth(s, &h, node, dst, k % h.n)
