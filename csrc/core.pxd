@@ -10,8 +10,8 @@
 # the link's earlier arrivals have happened: the heap holds busy links and timers, not every
 # frame in flight, and events still pop in (time, seq) order.
 #
-# Limits: the heap, the link FIFO nodes and the packet pool grow by doubling (realloc); a run that holds more
-# than 2**30 packets at once is refused. All structs are plain C, readable from Python as
+# Limits: the heap and the packet pool (with each packet's link FIFO entry) grow by
+# doubling (realloc); a run that holds more than 2**30 packets at once is refused. All structs are plain C, readable from Python as
 # numpy structured arrays (engine.pyx exposes them).
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, realloc, free
@@ -186,11 +186,12 @@ cdef struct Packet:
     int32_t llr_seq             # LLR frame sequence number on the link it is crossing
     int32_t ntx                 # Load/Store transactions it carries (coalesced), 0 otherwise
 
-cdef struct RxNode:             # an arrival waiting behind the earlier ones of its link
+cdef struct RxNode:             # rxn[pi]: packet pi's arrival, waiting behind the earlier ones
+                                # of its link (a frame is on one wire at a time)
     int64_t time                # ps of the EV_LINK_RX event it becomes
     int64_t seq                 # the sequence number it was given when sent (event order)
-    int32_t pkt
-    int32_t next                # next node in the FIFO, or free-list link; -1 ends
+    int32_t next                # next packet in the FIFO, -1 ends
+    int32_t pad0
 
 cdef struct Node:
     int32_t kind                # NodeKind
@@ -575,9 +576,7 @@ cdef struct Sim:
     int32_t* dl_cycle           # queue indices of the deadlock cycle found (malloc), or NULL
     int32_t dl_cycle_n
     int32_t dl_armed            # 1 while a deadlock check is scheduled (only while packets live)
-    RxNode* rxn                 # pool of link FIFO nodes (malloc; grows by doubling)
-    int32_t rxn_cap
-    int32_t rxn_free            # free list of nodes, -1 when empty (grow)
+    RxNode* rxn                 # link FIFO entry of each packet, pkt_cap of them (malloc)
     int64_t spurious            # RoCE: copies of already-accepted PSNs received (see Qp.spurious)
     int64_t bytes_retx          # payload bytes of retransmitted copies (RoCE data, READ responses)
     int64_t bytes_discarded     # payload bytes of data frames a transport receiver discarded
@@ -700,8 +699,6 @@ cdef inline void heap_pop(Sim* s, Event* out) noexcept nogil:
 # its sift stays in cache on large fabrics.
 cdef inline int link_push(Sim* s, int32_t port, int64_t time, int32_t pi, bint ctrl) noexcept nogil:
     cdef Port* pt = &s.ports[port]
-    cdef int32_t n, i, old
-    cdef RxNode* grown
     cdef int64_t seq = s.seq
     s.seq += 1
     if not (pt.crx_busy if ctrl else pt.rx_busy):
@@ -710,36 +707,21 @@ cdef inline int link_push(Sim* s, int32_t port, int64_t time, int32_t pi, bint c
         else:
             pt.rx_busy = 1
         return schedule_seq(s, time, seq, EV_LINK_RX, port, pi)
-    if s.rxn_free < 0:
-        old = s.rxn_cap
-        grown = <RxNode*>realloc(s.rxn, 2 * old * sizeof(RxNode))
-        if grown == NULL:
-            s.error = 1
-            return -1
-        s.rxn = grown
-        s.rxn_cap = 2 * old
-        for i in range(old, 2 * old - 1):
-            grown[i].next = i + 1
-        grown[2 * old - 1].next = -1
-        s.rxn_free = old
-    n = s.rxn_free
-    s.rxn_free = s.rxn[n].next
-    s.rxn[n].time = time
-    s.rxn[n].seq = seq
-    s.rxn[n].pkt = pi
-    s.rxn[n].next = -1
+    s.rxn[pi].time = time
+    s.rxn[pi].seq = seq
+    s.rxn[pi].next = -1
     if ctrl:
         if pt.crx_tail >= 0:
-            s.rxn[pt.crx_tail].next = n
+            s.rxn[pt.crx_tail].next = pi
         else:
-            pt.crx_head = n
-        pt.crx_tail = n
+            pt.crx_head = pi
+        pt.crx_tail = pi
     else:
         if pt.rx_tail >= 0:
-            s.rxn[pt.rx_tail].next = n
+            s.rxn[pt.rx_tail].next = pi
         else:
-            pt.rx_head = n
-        pt.rx_tail = n
+            pt.rx_head = pi
+        pt.rx_tail = pi
     return 0
 
 
@@ -761,9 +743,7 @@ cdef inline void link_pop(Sim* s, int32_t port, bint ctrl) noexcept nogil:
         pt.rx_head = s.rxn[n].next
         if pt.rx_head < 0:
             pt.rx_tail = -1
-    schedule_seq(s, s.rxn[n].time, s.rxn[n].seq, EV_LINK_RX, port, s.rxn[n].pkt)
-    s.rxn[n].next = s.rxn_free
-    s.rxn_free = n
+    schedule_seq(s, s.rxn[n].time, s.rxn[n].seq, EV_LINK_RX, port, n)
 
 
 # ---------------------------------------------------------------------------------------
@@ -771,6 +751,7 @@ cdef inline void link_pop(Sim* s, int32_t port, bint ctrl) noexcept nogil:
 cdef inline int32_t pkt_alloc(Sim* s) noexcept nogil:
     cdef int32_t i, old
     cdef Packet* p
+    cdef RxNode* rx
     if s.free_head < 0:
         old = s.pkt_cap
         if old >= 1073741824:
@@ -781,6 +762,11 @@ cdef inline int32_t pkt_alloc(Sim* s) noexcept nogil:
             s.error = 1
             return NO_PKT
         s.pkts = p
+        rx = <RxNode*>realloc(s.rxn, 2 * old * sizeof(RxNode))
+        if rx == NULL:
+            s.error = 1
+            return NO_PKT
+        s.rxn = rx
         s.pkt_cap = 2 * old
         for i in range(old, 2 * old - 1):
             p[i].next = i + 1

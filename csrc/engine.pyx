@@ -688,14 +688,9 @@ cdef class Engine:
         s.heap = <Event*>malloc(s.heap_cap * sizeof(Event))
         s.pkt_cap = max(16, initial_packets)
         s.pkts = <Packet*>malloc(s.pkt_cap * sizeof(Packet))
-        s.rxn_cap = 1024
-        s.rxn = <RxNode*>malloc(s.rxn_cap * sizeof(RxNode))
+        s.rxn = <RxNode*>malloc(s.pkt_cap * sizeof(RxNode))
         if s.heap == NULL or s.pkts == NULL or s.rate_log == NULL or s.rxn == NULL:
             raise MemoryError()
-        for i in range(s.rxn_cap - 1):
-            s.rxn[i].next = i + 1
-        s.rxn[s.rxn_cap - 1].next = -1
-        s.rxn_free = 0
         for i in range(s.pkt_cap - 1):
             s.pkts[i].next = i + 1
         s.pkts[s.pkt_cap - 1].next = -1
