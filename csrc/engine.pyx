@@ -213,7 +213,7 @@ cdef inline int32_t route(Sim* s, int32_t node, int32_t pi) noexcept nogil:
 
 
 cdef inline uint8_t admit(Sim* s, Node* nd, Queue* q, int32_t size) noexcept nogil:
-    # Lossy (and CBFC) frames: the shared pool only, under the egress queue's threshold.
+    # Lossy frames: the shared pool, under the egress queue's threshold.
     if nd.shared_used + size > nd.shared_bytes:
         return DR_BUFFER_FULL
     if nd.threshold == THR_STATIC:

@@ -146,6 +146,14 @@ cdef inline int32_t roce_new(Sim* s, int32_t kind, int32_t op, int32_t src, int3
 # ---------------------------------------------------------------------------------------
 # Requester / responder send side.
 
+cdef inline void rto_event_at_deadline(Sim* s, int32_t qi) noexcept nogil:
+    # The QP's one pending QT_RTO event (generation rto_gen), at its deadline.
+    cdef Qp* q = &s.qps[qi]
+    q.rto_pending = 1
+    q.rto_event_ps = q.rto_deadline
+    schedule(s, q.rto_deadline, EV_QP_TIMER, qi, QT_RTO | (<int64_t>q.rto_gen << 8))
+
+
 cdef inline void rto_arm(Sim* s, int32_t qi) noexcept nogil:
     # (Re)start the retransmission timer: it expires rto_ps from now.
     # NOTE: lazy timer. Progress only moves the deadline; the one pending event, when it
@@ -157,10 +165,8 @@ cdef inline void rto_arm(Sim* s, int32_t qi) noexcept nogil:
     q.rto_deadline = s.now + q.rto_ps
     q.rto_armed = 1
     if not q.rto_pending or q.rto_event_ps > q.rto_deadline:
-        q.rto_gen += 1
-        q.rto_pending = 1
-        q.rto_event_ps = q.rto_deadline
-        schedule(s, q.rto_deadline, EV_QP_TIMER, qi, QT_RTO | (<int64_t>q.rto_gen << 8))
+        q.rto_gen += 1                      # an earlier event supersedes the pending one
+        rto_event_at_deadline(s, qi)
 
 
 cdef inline int32_t roce_response_packet(Sim* s, int32_t qi) noexcept nogil:
@@ -331,9 +337,7 @@ cdef inline void roce_rto(Sim* s, int32_t qi, int32_t gen) noexcept nogil:
     if not q.rto_armed:
         return
     if s.now < q.rto_deadline:              # progress since: wait for the new deadline
-        q.rto_pending = 1
-        q.rto_event_ps = q.rto_deadline
-        schedule(s, q.rto_deadline, EV_QP_TIMER, qi, QT_RTO | (<int64_t>q.rto_gen << 8))
+        rto_event_at_deadline(s, qi)
         return
     q.rto_armed = 0
     if q.snd_una >= q.snd_max:
@@ -387,6 +391,12 @@ cdef inline void send_ack(Sim* s, int32_t qi, int32_t psn, uint8_t syndrome, int
     nic_send(s, qi, pi)
 
 
+cdef inline void discard(Sim* s, Packet* pk) noexcept nogil:
+    # The receiver drops a data frame it cannot accept (out of order, or a duplicate).
+    s.pkts_discarded += 1
+    s.bytes_discarded += pk.payload
+
+
 cdef inline void roce_rx_data(Sim* s, int32_t pi) noexcept nogil:
     # A BTH data or request frame arrived for endpoint pk.qp. Returns with pi consumed
     # by the caller (freed there).
@@ -404,16 +414,14 @@ cdef inline void roce_rx_data(Sim* s, int32_t pi) noexcept nogil:
             deliver_payload(s, pk.flow, pk.payload)
             roce_advance_una(s, qi, pk.psn + 1)
         elif pk.psn > q.snd_una:
-            s.pkts_discarded += 1
-            s.bytes_discarded += pk.payload
+            discard(s, pk)
             if not q.nak_sent:
                 q.nak_sent = 1
                 q.snd_nxt = q.snd_una
                 q.msg_cur = -1
                 qp_activate(s, qi)
         else:
-            s.pkts_discarded += 1
-            s.bytes_discarded += pk.payload
+            discard(s, pk)
             q.spurious += 1                 # a response sent again though the first arrived
             s.spurious += 1
         return
@@ -436,8 +444,7 @@ cdef inline void roce_rx_data(Sim* s, int32_t pi) noexcept nogil:
             q.unacked = 0
             send_ack(s, qi, pk.psn, SYN_ACK, pk.prio)
     elif pk.psn > q.epsn:
-        s.pkts_discarded += 1
-        s.bytes_discarded += pk.payload
+        discard(s, pk)
         if not q.nak_sent:
             q.nak_sent = 1
             send_ack(s, qi, q.epsn, SYN_NAK_SEQ, pk.prio)
@@ -449,8 +456,7 @@ cdef inline void roce_rx_data(Sim* s, int32_t pi) noexcept nogil:
         q.rsp_end = fl.psn_start + fl.npkts
         qp_activate(s, qi)
     else:
-        s.pkts_discarded += 1               # duplicate: discard and re-ACK
-        s.bytes_discarded += pk.payload
+        discard(s, pk)                      # duplicate: discard and re-ACK
         q.spurious += 1                     # its first copy was accepted: a spurious retransmission
         s.spurious += 1
         send_ack(s, qi, q.epsn - 1, SYN_ACK, pk.prio)
