@@ -224,28 +224,30 @@ def buffer_pools(sc, fabric, pt, nodes, per_pg, needed, n_prios, max_frame) -> l
     pool_need = np.bincount(pt.node[sw_port], weights=per_pg[sw_port], minlength=len(nodes)).astype(np.int64) * n_prios
     min_shared = 2 * max_frame
     names = fabric.names
-    for i in sw:
+    buf = nodes["buffer_bytes"][sw]
+    pool = np.full(len(sw), sc.pfc.headroom_pool_bytes) if sc.pfc.headroom_pool_bytes else pool_need[sw]
+    short = np.nonzero(pool + min_shared > buf)[0]
+    if len(short):                      # the first switch that cannot hold it (a vector test: 10^5 switches)
+        j = int(short[0])
+        i, b, need = int(sw[j]), int(buf[j]), int(pool[j])
         tier = fabric.tiers[i]
         where = f"switch.tiers.{tier}.buffer" if tier in dict(sc.switch.tiers) else "switch.buffer"
-        buf = int(nodes["buffer_bytes"][i])
-        pool = sc.pfc.headroom_pool_bytes or int(pool_need[i])
-        if sc.pfc.headroom_pool_bytes and pool + min_shared > buf:
-            raise ScenarioError(f"pfc.headroom_pool: {_fmt_bytes(pool)} leaves switch {names[i]} "
-                                f"(buffer {_fmt_bytes(buf)}, {where}) less than {_fmt_bytes(min_shared)} "
+        if sc.pfc.headroom_pool_bytes:
+            raise ScenarioError(f"pfc.headroom_pool: {_fmt_bytes(need)} leaves switch {names[i]} "
+                                f"(buffer {_fmt_bytes(b)}, {where}) less than {_fmt_bytes(min_shared)} "
                                 f"of shared pool; use a smaller pool or a larger {where}")
-        if pool + min_shared > buf:
-            nports = int(nodes["nports"][i])
-            each = int(per_pg[pt.first[i]]) if nports else 0
-            raise ScenarioError(
-                f"{where}: {_fmt_bytes(buf)} cannot hold the PFC headroom of switch {names[i]}: "
-                f"{nports} ports x {n_prios} lossless priorit{'y' if n_prios == 1 else 'ies'} x about "
-                f"{_fmt_bytes(each)} (what arrives after XOFF: rate x (2 x cable delay + pipeline + "
-                f"response) + 3 maximum frames) = {_fmt_bytes(pool)}, plus a shared pool of at least "
-                f"{_fmt_bytes(min_shared)}. Use {where} >= {_fmt_bytes(pool + min_shared)}, fewer "
-                f"lossless priorities, or set pfc.headroom_pool to share a smaller headroom pool "
-                f"(an explicit opt-in: lossless frames may then be dropped, counted as headroom violations)")
-        nodes["hdrm_pool"][i] = pool
-        nodes["shared_bytes"][i] = buf - pool
+        nports = int(nodes["nports"][i])
+        each = int(per_pg[pt.first[i]]) if nports else 0
+        raise ScenarioError(
+            f"{where}: {_fmt_bytes(b)} cannot hold the PFC headroom of switch {names[i]}: "
+            f"{nports} ports x {n_prios} lossless priorit{'y' if n_prios == 1 else 'ies'} x about "
+            f"{_fmt_bytes(each)} (what arrives after XOFF: rate x (2 x cable delay + pipeline + "
+            f"response) + 3 maximum frames) = {_fmt_bytes(need)}, plus a shared pool of at least "
+            f"{_fmt_bytes(min_shared)}. Use {where} >= {_fmt_bytes(need + min_shared)}, fewer "
+            f"lossless priorities, or set pfc.headroom_pool to share a smaller headroom pool "
+            f"(an explicit opt-in: lossless frames may then be dropped, counted as headroom violations)")
+    nodes["hdrm_pool"][sw] = pool
+    nodes["shared_bytes"][sw] = buf - pool
     if sc.pfc.headroom_pool_bytes and np.any(sc.pfc.headroom_pool_bytes < pool_need[sw]):
         worst = sw[np.argmax(pool_need[sw])]
         warnings.append(f"pfc.headroom_pool {_fmt_bytes(sc.pfc.headroom_pool_bytes)} is below the "
