@@ -10,11 +10,14 @@
 # the link's earlier arrivals have happened: the heap holds busy links and timers, not every
 # frame in flight, and events still pop in (time, seq) order.
 #
-# Limits: the heap and the packet pool (with each packet's link FIFO entry) grow by
-# doubling (realloc); a run that holds more than 2**30 packets at once is refused. All structs are plain C, readable from Python as
-# numpy structured arrays (engine.pyx exposes them).
+# Limits: the heap and the packet pool (each packet holds its own link FIFO entry) grow by
+# doubling; a run that holds more than 2**30 packets at once is refused. All structs are
+# plain C, readable from Python as numpy structured arrays (engine.pyx exposes them).
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, realloc, free
+cdef extern from "<stdlib.h>" nogil:
+    int posix_memalign(void** memptr, size_t alignment, size_t size)
+from libc.string cimport memcpy
 
 # ---------------------------------------------------------------------------------------
 # Constants (IEEE 802.3 clause 4.4.2: 7 B preamble + 1 B SFD before, 12 B IFG after).
@@ -160,19 +163,22 @@ cdef struct Event:
     int32_t obj                 # port, packet, flow or timer-owner index (by kind)
     int64_t arg                 # packet index for EV_RX, timer kind for EV_TIMER
 
-cdef struct Packet:
-    int64_t uid                 # unique, increasing in creation order; the trace's packet id
-    int64_t t_created           # ps, when the source made it
-    int64_t offset              # payload byte offset within its flow/message
-    int64_t t_last              # ps when its last bit reaches the node holding it
+cdef struct Packet:             # 128 B, 64-byte aligned (pkt_alloc): two cache lines
+    # NOTE: the first line holds what a hop touches (link FIFO, routing, queueing, the
+    # port's pick): on large fabrics hundreds of thousands of packets sit in deep queues,
+    # and a hop then costs a cache miss per line it reads. The second line is the
+    # transport's and the trace's.
     int32_t next                # next packet in the same queue, or free-list link; -1 ends
     int32_t flow                # flow index, -1 for control frames
     int32_t src                 # source host index
     int32_t dst                 # destination host index (hop-by-hop frames: the peer node)
     int32_t size                # frame bytes, FCS included, preamble/IFG excluded; >= 64
-    int32_t payload             # payload bytes carried (0 for control frames)
     int32_t in_port             # port it arrived on at the node holding it; -1 at its source
-    int32_t psn                 # transport sequence number (RoCE PSN, ethlink tag)
+    int32_t egress              # egress port chosen at the node holding it, -1 before routing
+    int32_t rx_next             # link FIFO (link_push): next arrival on the same link, -1 ends
+    int64_t t_last              # ps when its last bit reaches the node holding it
+    int64_t rx_time             # link FIFO: ps of the EV_LINK_RX event it becomes
+    int64_t rx_seq              # link FIFO: the sequence number it was given when sent
     uint8_t prio                # 802.1Q priority 0..7
     uint8_t kind                # FrameKind
     uint8_t ecn                 # IP ECN bits, RFC 3168: 0 Not-ECT, 1 ECT(1), 2 ECT(0), 3 CE
@@ -181,17 +187,16 @@ cdef struct Packet:
     uint8_t flags               # PacketFlag bits
     uint8_t syndrome            # AETH syndrome (ACK/NAK), 0 otherwise
     uint8_t pad0
-    int32_t egress              # egress port chosen at the node holding it, -1 before routing
+    # --- second cache line
+    int64_t uid                 # unique, increasing in creation order; the trace's packet id
+    int64_t t_created           # ps, when the source made it
+    int64_t offset              # payload byte offset within its flow/message
+    int32_t payload             # payload bytes carried (0 for control frames)
+    int32_t psn                 # transport sequence number (RoCE PSN, ethlink tag)
     int32_t qp                  # QP endpoint the frame is addressed to (its DestQP), -1 none
     int32_t llr_seq             # LLR frame sequence number on the link it is crossing
     int32_t ntx                 # Load/Store transactions it carries (coalesced), 0 otherwise
-
-cdef struct RxNode:             # rxn[pi]: packet pi's arrival, waiting behind the earlier ones
-                                # of its link (a frame is on one wire at a time)
-    int64_t time                # ps of the EV_LINK_RX event it becomes
-    int64_t seq                 # the sequence number it was given when sent (event order)
-    int32_t next                # next packet in the FIFO, -1 ends
-    int32_t pad0
+    int32_t pad1[5]             # to 128 B
 
 cdef struct Node:
     int32_t kind                # NodeKind
@@ -249,45 +254,55 @@ cdef struct Port:
     int64_t fcs_errors          # corrupted frames received on this port
     int64_t cbfc_updates        # credit update frames sent from this port
     # Arrivals at this port (link_push): only the earliest is an event in the heap; the
-    # later ones wait in a FIFO of RxNodes, data frames and link-local control frames apart
+    # later ones wait in a FIFO through Packet.rx_next, data frames and link-local control frames apart
     int32_t rx_head             # data FIFO (arrivals after the one in the heap), -1 empty
     int32_t rx_tail
     int32_t rx_busy             # 1 while a data arrival of this port is in the heap
     int32_t crx_head            # control-frame FIFO (PFC, credits: no pipeline latency)
     int32_t crx_tail
     int32_t crx_busy
+    int32_t qmask               # bit p set: data queue p of this port holds a frame (port.pxd)
 
-cdef struct Queue:              # queues[port * 8 + prio]
+cdef struct Queue:              # queues[port * 8 + prio]; 320 B, 64-byte aligned (engine.pyx)
+    # NOTE: fields in the order the hot path touches them: a frame's enqueue, the port's
+    # pick and dequeue read and write only the first cache line (ECN marking and the PFC
+    # ingress side the second); the large fabrics' queues do not fit in cache.
     int32_t head                # first packet index, -1 empty
     int32_t tail                # last packet index, -1 empty
-    int64_t bytes               # frame bytes queued
-    int64_t pkts
-    int64_t hwm                 # high-water mark of bytes
-    int64_t drops               # packets dropped at admission to this queue
-    int64_t drop_bytes
-    int64_t marks               # ECN CE marks set on enqueue
+    int32_t pkts                # frames queued (< 2**30: the pool's limit)
     int32_t weight              # DWRR weight (quantum = weight x sched quantum bytes)
-    int32_t deficit             # DWRR deficit, bytes
+    int64_t bytes               # frame bytes queued
+    int64_t hwm                 # high-water mark of bytes
     int64_t enq_pkts            # packets admitted
-    # PFC, egress side: this queue obeys pauses received on its port
-    int64_t paused_until        # ps; the queue starts no frame before this
-    int64_t pause_start         # ps the current pause began, -1 when not paused
-    int64_t paused_ps           # total ps paused (closed intervals)
-    int64_t pause_since         # watchdog: start of the current uninterrupted pause, -1
+    int64_t paused_until        # PFC, egress side: ps; the queue starts no frame before this
     int64_t wd_until            # watchdog: pauses ignored / arrivals dropped until this ps
-    int64_t storms              # watchdog: storms declared on this queue
+    int64_t kmax                # ECN: bytes; always mark above; 0 disables marking
+    # --- second cache line
+    int64_t kmin                # ECN: bytes; no mark below
+    double pmax                 # ECN: mark probability at kmax
     # PFC, ingress side: bytes in the switch that arrived on this port at this priority
     int64_t ing_bytes
     int64_t xoff                # static XOFF threshold, bytes (0: dynamic, alpha x free)
     int64_t xon_offset          # XON when ing_bytes <= XOFF - xon_offset
     int64_t headroom            # this priority group's headroom: bytes it may hold in the
                                 # headroom pool (what arrives after XOFF) before a lossless drop
-    int64_t pause_level         # ing_bytes when the XOFF in force was sent
+    int64_t hdrm_bytes          # of ing_bytes, those charged to the headroom pool
     int32_t pause_sent          # 1 while an XOFF sent upstream is in force
     int32_t pause_gen           # generation of the refresh chain (stale timers ignore)
+    # --- the rest
+    int64_t pause_level         # ing_bytes when the XOFF in force was sent
     int64_t pauses_sent         # XOFF frames sent for this port-priority (refreshes included)
-    int64_t hdrm_bytes          # of ing_bytes, those charged to the headroom pool
     int64_t hdrm_hwm            # high-water mark of hdrm_bytes
+    int64_t drops               # packets dropped at admission to this queue
+    int64_t drop_bytes
+    int64_t marks               # ECN CE marks set on enqueue
+    int32_t deficit             # DWRR deficit, bytes
+    int32_t pad0
+    # PFC, egress side: this queue obeys pauses received on its port (paused_until above)
+    int64_t pause_start         # ps the current pause began, -1 when not paused
+    int64_t paused_ps           # total ps paused (closed intervals)
+    int64_t pause_since         # watchdog: start of the current uninterrupted pause, -1
+    int64_t storms              # watchdog: storms declared on this queue
     int64_t dl_head             # deadlock check: uid of the head frame at the last check
                                 # while this queue was blocked, -1 otherwise
     # CBFC (credit-based flow control), sender side on the egress queue, receiver side on
@@ -299,10 +314,7 @@ cdef struct Queue:              # queues[port * 8 + prio]
     int64_t cbfc_rx_sent        # receiver: freed count last advertised
     int64_t stall_start         # sender: when the head frame last found no credit, -1
     int64_t stalled_ps          # sender: total time blocked by credits
-    # ECN (RFC 3168) RED-style marking on egress enqueue
-    int64_t kmin                # bytes; no mark below
-    int64_t kmax                # bytes; always mark above; 0 disables marking
-    double pmax                 # mark probability at kmax
+    int64_t pad1[5]             # to 320 B: five cache lines
 
 cdef struct Flow:               # one message (a raw flow, or an RDMA verb posted on a QP)
     int32_t src                 # source host index (the requester)
@@ -576,7 +588,6 @@ cdef struct Sim:
     int32_t* dl_cycle           # queue indices of the deadlock cycle found (malloc), or NULL
     int32_t dl_cycle_n
     int32_t dl_armed            # 1 while a deadlock check is scheduled (only while packets live)
-    RxNode* rxn                 # link FIFO entry of each packet, pkt_cap of them (malloc)
     int64_t spurious            # RoCE: copies of already-accepted PSNs received (see Qp.spurious)
     int64_t bytes_retx          # payload bytes of retransmitted copies (RoCE data, READ responses)
     int64_t bytes_discarded     # payload bytes of data frames a transport receiver discarded
@@ -588,8 +599,10 @@ cdef struct Sim:
 cdef extern from *:
     """
     #define prefetch(p) __builtin_prefetch((const void*)(p))
+    #define clz32(x) __builtin_clz(x)
     """
     void prefetch(const void* p) noexcept nogil
+    int clz32(uint32_t x) noexcept nogil     # leading zero bits; x must not be 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -699,6 +712,7 @@ cdef inline void heap_pop(Sim* s, Event* out) noexcept nogil:
 # its sift stays in cache on large fabrics.
 cdef inline int link_push(Sim* s, int32_t port, int64_t time, int32_t pi, bint ctrl) noexcept nogil:
     cdef Port* pt = &s.ports[port]
+    cdef Packet* pk = &s.pkts[pi]
     cdef int64_t seq = s.seq
     s.seq += 1
     if not (pt.crx_busy if ctrl else pt.rx_busy):
@@ -707,18 +721,20 @@ cdef inline int link_push(Sim* s, int32_t port, int64_t time, int32_t pi, bint c
         else:
             pt.rx_busy = 1
         return schedule_seq(s, time, seq, EV_LINK_RX, port, pi)
-    s.rxn[pi].time = time
-    s.rxn[pi].seq = seq
-    s.rxn[pi].next = -1
+    # NOTE: the FIFO entry is in the packet's first cache line, which the hop touches
+    # anyway (a separate array cost a cache miss per push and per pop).
+    pk.rx_time = time
+    pk.rx_seq = seq
+    pk.rx_next = -1
     if ctrl:
         if pt.crx_tail >= 0:
-            s.rxn[pt.crx_tail].next = pi
+            s.pkts[pt.crx_tail].rx_next = pi
         else:
             pt.crx_head = pi
         pt.crx_tail = pi
     else:
         if pt.rx_tail >= 0:
-            s.rxn[pt.rx_tail].next = pi
+            s.pkts[pt.rx_tail].rx_next = pi
         else:
             pt.rx_head = pi
         pt.rx_tail = pi
@@ -729,44 +745,50 @@ cdef inline void link_pop(Sim* s, int32_t port, bint ctrl) noexcept nogil:
     # The port's earliest arrival left the heap: put the next one of its FIFO there.
     cdef Port* pt = &s.ports[port]
     cdef int32_t n = pt.crx_head if ctrl else pt.rx_head
+    cdef Packet* pk
     if n < 0:
         if ctrl:
             pt.crx_busy = 0
         else:
             pt.rx_busy = 0
         return
+    pk = &s.pkts[n]
     if ctrl:
-        pt.crx_head = s.rxn[n].next
+        pt.crx_head = pk.rx_next
         if pt.crx_head < 0:
             pt.crx_tail = -1
     else:
-        pt.rx_head = s.rxn[n].next
+        pt.rx_head = pk.rx_next
         if pt.rx_head < 0:
             pt.rx_tail = -1
-    schedule_seq(s, s.rxn[n].time, s.rxn[n].seq, EV_LINK_RX, port, n)
+    schedule_seq(s, pk.rx_time, pk.rx_seq, EV_LINK_RX, port, n)
 
 
 # ---------------------------------------------------------------------------------------
 # Packet pool: a free list threaded through Packet.next; grows by doubling.
+cdef inline Packet* pkt_pool_alloc(int64_t n) noexcept nogil:
+    # n packet records on a cache-line boundary (each is two lines), or NULL.
+    cdef void* p = NULL
+    if posix_memalign(&p, 64, n * sizeof(Packet)) != 0:
+        return NULL
+    return <Packet*>p
+
+
 cdef inline int32_t pkt_alloc(Sim* s) noexcept nogil:
     cdef int32_t i, old
     cdef Packet* p
-    cdef RxNode* rx
     if s.free_head < 0:
         old = s.pkt_cap
         if old >= 1073741824:
             s.error = 2
             return NO_PKT
-        p = <Packet*>realloc(s.pkts, 2 * old * sizeof(Packet))
+        p = pkt_pool_alloc(2 * <int64_t>old)     # realloc would not keep the alignment
         if p == NULL:
             s.error = 1
             return NO_PKT
+        memcpy(p, s.pkts, old * sizeof(Packet))
+        free(s.pkts)
         s.pkts = p
-        rx = <RxNode*>realloc(s.rxn, 2 * old * sizeof(RxNode))
-        if rx == NULL:
-            s.error = 1
-            return NO_PKT
-        s.rxn = rx
         s.pkt_cap = 2 * old
         for i in range(old, 2 * old - 1):
             p[i].next = i + 1

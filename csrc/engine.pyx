@@ -120,7 +120,7 @@ cdef inline void tx_start(Sim* s, int32_t p, int32_t pi, bint replay) noexcept n
         pk.llr_seq = pt.llr_seq
         pt.llr_seq += 1
     llr_mark(s, pt, pk)
-    if s.queues[p * NPRIO + pk.prio].cbfc_limit > 0 and not replay:
+    if s.cbfc_mask and s.queues[p * NPRIO + pk.prio].cbfc_limit > 0 and not replay:
         s.queues[p * NPRIO + pk.prio].cbfc_used += cbfc_cells(s, pk.size)
     if (pk.flags & (PF_LS | PF_RESPONSE)) == PF_LS and pk.in_port < 0 and pk.hops == 0:
         ls_on_tx(s, pi)
@@ -514,6 +514,16 @@ ERROR_NAMES = {0: "", 1: "out of memory", 2: "packet pool limit (2**30 packets i
 DROP_REASON_COUNT = 8
 
 
+def _aligned(arr, int align=64):
+    """A copy of `arr` whose data starts on an `align`-byte boundary (a cache line), so
+    each record's hot first line is one line (Queue: see csrc/core.pxd)."""
+    buf = np.empty(arr.nbytes + align, dtype=np.uint8)
+    off = (-buf.ctypes.data) % align
+    out = buf[off:off + arr.nbytes].view(arr.dtype)
+    out[...] = arr
+    return out
+
+
 def _as(arr, dtype, name):
     arr = np.ascontiguousarray(arr)
     if arr.dtype != dtype:
@@ -554,7 +564,7 @@ cdef class Engine:
         cdef int32_t i
         self.nodes = _as(nodes, NODE_DTYPE, "nodes")
         self.ports = _as(ports, PORT_DTYPE, "ports")
-        self.queues = _as(queues, QUEUE_DTYPE, "queues")
+        self.queues = _aligned(_as(queues, QUEUE_DTYPE, "queues"))
         self.flows = _as(flows, FLOW_DTYPE, "flows")
         self.qps = _as(qps, QP_DTYPE, "qps")
         if len(self.flows) and (self.flows["qp"].min() < 0 or self.flows["qp"].max() >= len(self.qps)):
@@ -687,9 +697,8 @@ cdef class Engine:
         s.heap_cap = 1024
         s.heap = <Event*>malloc(s.heap_cap * sizeof(Event))
         s.pkt_cap = max(16, initial_packets)
-        s.pkts = <Packet*>malloc(s.pkt_cap * sizeof(Packet))
-        s.rxn = <RxNode*>malloc(s.pkt_cap * sizeof(RxNode))
-        if s.heap == NULL or s.pkts == NULL or s.rate_log == NULL or s.rxn == NULL:
+        s.pkts = pkt_pool_alloc(s.pkt_cap)
+        if s.heap == NULL or s.pkts == NULL or s.rate_log == NULL:
             raise MemoryError()
         for i in range(s.pkt_cap - 1):
             s.pkts[i].next = i + 1
@@ -710,7 +719,6 @@ cdef class Engine:
 
     def __dealloc__(self):
         free(self.s.heap)
-        free(self.s.rxn)
         free(self.s.pkts)
         free(self.s.rate_log)
         free(self.s.trace)
