@@ -17,6 +17,11 @@ from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, u
 from libc.stdlib cimport malloc, realloc, free
 cdef extern from "<stdlib.h>" nogil:
     int posix_memalign(void** memptr, size_t alignment, size_t size)
+cdef extern from "<sys/mman.h>" nogil:
+    int madvise(void* addr, size_t length, int advice)
+    int MADV_HUGEPAGE
+cdef enum:
+    HUGE_PAGE = 2097152         # x86-64 and arm64 transparent huge page size, bytes
 from libc.string cimport memcpy
 
 # ---------------------------------------------------------------------------------------
@@ -466,7 +471,8 @@ cdef struct Sim:
     # packet pool
     Packet* pkts
     int32_t pkt_cap
-    int32_t free_head           # free list of packets, -1 when empty (grow)
+    int32_t free_head           # free list of packets, -1 when empty (then pkt_top)
+    int32_t pkt_top             # packets [pkt_top, pkt_cap) were never used: taken in order
     int64_t pkts_live           # packets allocated and not freed
     int64_t pkts_live_hwm
     # tables (owned by engine.pyx as numpy arrays)
@@ -765,11 +771,22 @@ cdef inline void link_pop(Sim* s, int32_t port, bint ctrl) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------------------
-# Packet pool: a free list threaded through Packet.next; grows by doubling.
+# Packet pool: a free list threaded through Packet.next, then the never-used records in
+# order; grows by doubling.
 cdef inline Packet* pkt_pool_alloc(int64_t n) noexcept nogil:
-    # n packet records on a cache-line boundary (each is two lines), or NULL.
+    # n packet records on a cache-line boundary (each is two lines), or NULL. A pool of
+    # 2 MiB or more is asked to live on huge pages.
+    # NOTE: packets are read in no particular order; with 4 KiB pages a pool of a few
+    # hundred thousand packets misses the TLB on most accesses, and a prefetch cannot
+    # hide a page walk as well as a cache miss.
     cdef void* p = NULL
-    if posix_memalign(&p, 64, n * sizeof(Packet)) != 0:
+    cdef size_t nbytes = n * sizeof(Packet)
+    if nbytes >= HUGE_PAGE:
+        if posix_memalign(&p, HUGE_PAGE, nbytes) != 0:
+            return NULL
+        madvise(p, nbytes, MADV_HUGEPAGE)   # a hint: without THP it changes nothing
+        return <Packet*>p
+    if posix_memalign(&p, 64, nbytes) != 0:
         return NULL
     return <Packet*>p
 
@@ -777,25 +794,27 @@ cdef inline Packet* pkt_pool_alloc(int64_t n) noexcept nogil:
 cdef inline int32_t pkt_alloc(Sim* s) noexcept nogil:
     cdef int32_t i, old
     cdef Packet* p
-    if s.free_head < 0:
-        old = s.pkt_cap
-        if old >= 1073741824:
-            s.error = 2
-            return NO_PKT
-        p = pkt_pool_alloc(2 * <int64_t>old)     # realloc would not keep the alignment
-        if p == NULL:
-            s.error = 1
-            return NO_PKT
-        memcpy(p, s.pkts, old * sizeof(Packet))
-        free(s.pkts)
-        s.pkts = p
-        s.pkt_cap = 2 * old
-        for i in range(old, 2 * old - 1):
-            p[i].next = i + 1
-        p[2 * old - 1].next = -1
-        s.free_head = old
-    i = s.free_head
-    s.free_head = s.pkts[i].next
+    if s.free_head >= 0:
+        i = s.free_head
+        s.free_head = s.pkts[i].next
+    else:
+        # NOTE: never-used records are handed out in order, not threaded on the free list
+        # when the pool grows: a page of the pool is first touched when a packet needs it.
+        if s.pkt_top == s.pkt_cap:
+            old = s.pkt_cap
+            if old >= 1073741824:
+                s.error = 2
+                return NO_PKT
+            p = pkt_pool_alloc(2 * <int64_t>old)     # realloc would not keep the alignment
+            if p == NULL:
+                s.error = 1
+                return NO_PKT
+            memcpy(p, s.pkts, old * sizeof(Packet))
+            free(s.pkts)
+            s.pkts = p
+            s.pkt_cap = 2 * old
+        i = s.pkt_top
+        s.pkt_top += 1
     s.pkts[i].next = -1
     s.pkts[i].uid = s.next_uid
     s.next_uid += 1
