@@ -225,48 +225,53 @@ cdef struct Node:
     int64_t hdrm_used           # bytes in the headroom pool now (<= hdrm_pool)
     int64_t hdrm_hwm            # high-water mark of hdrm_used
 
-cdef struct Port:
+cdef struct Port:               # 256 B, 64-byte aligned (engine.pyx)
+    # NOTE: the first line holds what sending a frame touches, the second what receiving
+    # one touches: a hop reads two lines of each of the link's two ports.
     int32_t node                # owning node
     int32_t peer                # port at the other end of the link
+    int32_t busy                # 1 while a frame (or its IFG) occupies the wire
+    int32_t kicked              # 1 while an EV_KICK is pending (no duplicates)
+    int32_t ctrl_head           # control frames (PFC, credits) sent before any data queue
+    int32_t replay_go           # LLR sender side: 1 while going back N: no new frame until done
+    int32_t qmask               # bit p set: data queue p of this port holds a frame (port.pxd)
+    int32_t sched               # Sched
     int64_t rate_bps            # link rate, bit/s, > 0
     int64_t delay_ps            # propagation delay to the peer, ps, >= 0
-    int32_t busy                # 1 while a frame (or its IFG) occupies the wire
-    int32_t sched               # Sched
-    int32_t dwrr_next           # DWRR: next priority to visit
-    int32_t kicked              # 1 while an EV_KICK is pending (no duplicates)
     int64_t tx_bytes            # frame bytes sent (FCS included, preamble/IFG excluded)
+    int64_t busy_ps             # ps the wire was occupied (frames + preamble + IFG)
+    # --- second cache line
+    # Arrivals at this port (link_push): only the earliest is an event in the heap; the
+    # later ones wait in a FIFO through Packet.rx_next, data frames and link-local control
+    # frames apart
+    int32_t rx_head             # data FIFO (arrivals after the one in the heap), -1 empty
+    int32_t rx_tail
+    int32_t rx_busy             # 1 while a data arrival of this port is in the heap
+    int32_t llr                 # 1: link-level retry on the link from this port
     int64_t tx_frames
     int64_t rx_bytes
     int64_t rx_frames
-    int64_t busy_ps             # ps the wire was occupied (frames + preamble + IFG)
-    int32_t ctrl_head           # control frames (PFC, credits) sent before any data queue
+    double ber                  # bit error rate of the link from this port (0: none)
+    int32_t crx_head            # control-frame FIFO (PFC, credits: no pipeline latency)
+    int32_t crx_tail
+    int32_t crx_busy
     int32_t ctrl_tail
+    # --- the rest
     uint64_t rng                # this port's random stream (ECN marking), seeded per port
     int64_t pause_tx            # PFC frames sent from this port (XOFF and XON)
     int64_t pause_rx            # PFC frames received on this port
-    double ber                  # bit error rate of the link from this port (0: none)
-    int32_t llr                 # 1: link-level retry on the link from this port
+    int32_t dwrr_next           # DWRR: next priority to visit
     int32_t llr_seq             # next LLR sequence number to send
     int32_t llr_expect          # receiver side: next sequence number accepted
     int32_t llr_nacked          # receiver side: 1 after a NACK until a frame is accepted
     int32_t replay_head         # sender side: frames to send again, in sequence order
     int32_t replay_tail
-    int32_t replay_go           # sender side: 1 while going back N: no new frame until done
     int32_t replay_next         # sender side: next sequence number to send again
     int32_t replay_until        # sender side: first sequence number never sent (end of go-back)
-    int32_t pad1
     int64_t llr_replays         # frames sent again from this port
     int64_t fcs_errors          # corrupted frames received on this port
     int64_t cbfc_updates        # credit update frames sent from this port
-    # Arrivals at this port (link_push): only the earliest is an event in the heap; the
-    # later ones wait in a FIFO through Packet.rx_next, data frames and link-local control frames apart
-    int32_t rx_head             # data FIFO (arrivals after the one in the heap), -1 empty
-    int32_t rx_tail
-    int32_t rx_busy             # 1 while a data arrival of this port is in the heap
-    int32_t crx_head            # control-frame FIFO (PFC, credits: no pipeline latency)
-    int32_t crx_tail
-    int32_t crx_busy
-    int32_t qmask               # bit p set: data queue p of this port holds a frame (port.pxd)
+    int64_t pad1[6]             # to 256 B: four cache lines
 
 cdef struct Queue:              # queues[port * 8 + prio]; 320 B, 64-byte aligned (engine.pyx)
     # NOTE: fields in the order the hot path touches them: a frame's enqueue, the port's

@@ -537,9 +537,9 @@ ERROR_NAMES = {0: "", 1: "out of memory", 2: "packet pool limit (2**30 packets i
 DROP_REASON_COUNT = 8
 
 
-def _aligned(arr, int align=64):
-    """A copy of `arr` whose data starts on an `align`-byte boundary (a cache line), so
-    each record's hot first line is one line (Queue: see csrc/core.pxd)."""
+def _aligned(arr, Py_ssize_t align=64):
+    """A copy of `arr` whose records start on a cache line (Port, Queue: each record's hot
+    fields are its first lines; see csrc/core.pxd)."""
     buf = np.empty(arr.nbytes + align, dtype=np.uint8)
     off = (-buf.ctypes.data) % align
     out = buf[off:off + arr.nbytes].view(arr.dtype)
@@ -586,7 +586,7 @@ cdef class Engine:
         cdef Sim* s = &self.s
         cdef int32_t i
         self.nodes = _as(nodes, NODE_DTYPE, "nodes")
-        self.ports = _as(ports, PORT_DTYPE, "ports")
+        self.ports = _aligned(_as(ports, PORT_DTYPE, "ports"))
         self.queues = _aligned(_as(queues, QUEUE_DTYPE, "queues"))
         self.flows = _as(flows, FLOW_DTYPE, "flows")
         self.qps = _as(qps, QP_DTYPE, "qps")
