@@ -42,9 +42,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from . import scenarios, units
 from .scenario import MAX_TIME_PS, ScenarioError
@@ -53,7 +50,44 @@ from .topology import TopologyError
 # Mirrors of ethlink.trace (which imports pyarrow: not at start-up); a test checks them.
 TRACE_COMPRESSIONS, TRACE_DEFAULT_COMPRESSION = ("none", "zstd", "lz4"), "lz4"
 
-console = Console(stderr=True)
+class _LazyConsole:
+    """rich's Console on stderr, imported on first use: a --quiet run, which prints only
+    plain lines (`_say`), does not load rich (about 50 ms of imports)."""
+
+    def __init__(self) -> None:
+        self._console = None
+
+    def get(self):
+        """The rich Console itself (for a live display)."""
+        if self._console is None:
+            from rich.console import Console
+            self._console = Console(stderr=True)
+        return self._console
+
+    def __getattr__(self, name):
+        return getattr(self.get(), name)
+
+
+console = _LazyConsole()
+
+
+def _say(text: str) -> None:
+    """A plain line on stderr: through rich on a terminal, else as it is (rich does not
+    wrap it, and is not imported for it)."""
+    if sys.stderr.isatty():
+        console.print(text, markup=False)
+    else:
+        click.echo(text, err=True)
+
+
+def _rich_table(**kw):
+    from rich.table import Table
+    return Table(**kw)
+
+
+def _stdout_print(renderable) -> None:
+    from rich.console import Console
+    Console().print(renderable)
 
 
 def write_json_atomic(path: Path, obj) -> None:
@@ -189,12 +223,12 @@ def main():
 @main.command("list")
 def list_cmd():
     """List the built-in scenarios with their descriptions."""
-    t = Table(title="built-in scenarios", show_lines=False)
+    t = _rich_table(title="built-in scenarios", show_lines=False)
     t.add_column("name", style="bold")
     t.add_column("description")
     for n in scenarios.names():
         t.add_row(n, scenarios.describe(n))
-    Console().print(t)
+    _stdout_print(t)
 
 
 def load_scenario(name: str, seed: int | None, sets: tuple[str, ...]):
@@ -590,7 +624,7 @@ def _short_loads(text: str, pkt, width: int = 100) -> str:
 
 
 def _print_summary(s: dict) -> None:
-    t = Table(title=f"{s['scenario']} (seed {s['seed']})", show_header=False)
+    t = _rich_table(title=f"{s['scenario']} (seed {s['seed']})", show_header=False)
     t.add_column(style="bold")
     t.add_column(justify="right", overflow="fold")
     t.add_row("simulated time (last frame)", units.fmt_time(s["sim_time_ps"]))
@@ -620,7 +654,7 @@ def _print_summary(s: dict) -> None:
         if ls.get("p50_ps") is not None:
             t.add_row("Load/Store p50 / p99 / max", " / ".join(units.fmt_time(int(ls[k]))
                                                               for k in ("p50_ps", "p99_ps", "max_ps")))
-    Console().print(t)
+    _stdout_print(t)
 
 
 def _print_warnings(s: dict) -> None:
@@ -636,18 +670,26 @@ class _Phases:
 
     def __init__(self, title: str, quiet: bool) -> None:
         self.title, self.quiet = title, quiet
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                            TextColumn("{task.fields[simt]}"), TextColumn("{task.fields[rate]}"),
-                            TimeElapsedColumn(), console=console, disable=quiet, transient=False)
         self.task = None
         self.name = ""
+        self.bar = None
+        if quiet:
+            return                          # no display: rich's progress is not loaded
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                            TextColumn("{task.fields[simt]}"), TextColumn("{task.fields[rate]}"),
+                            TimeElapsedColumn(), console=console.get(), transient=False)
 
     def __enter__(self) -> "_Phases":
+        if self.bar is None:
+            return self
         self.bar.__enter__()
         self.task = self.bar.add_task(self.title, total=None, simt="", rate="")
         return self
 
     def __exit__(self, exc_type, *exc) -> bool:
+        if self.bar is None:
+            return False
         if exc_type is not None:
             self.bar.live.transient = True      # a failed command leaves its error, not a bar
         self.bar.__exit__(exc_type, *exc)
@@ -656,18 +698,29 @@ class _Phases:
     def phase(self, name: str, total: float | None = None) -> None:
         """Start a phase: the bar restarts (pulsing when `total` is None)."""
         self.name = name
-        self.bar.update(self.task, description=f"{self.title}: {name}", total=total, completed=0, simt="", rate="")
+        if self.bar is not None:
+            self.bar.update(self.task, description=f"{self.title}: {name}", total=total, completed=0, simt="", rate="")
 
     def step(self, what: str) -> None:
         """Name the step within the current phase (e.g. compile: routes)."""
-        self.bar.update(self.task, description=f"{self.title}: {self.name}: {what}")
+        if self.bar is not None:
+            self.bar.update(self.task, description=f"{self.title}: {self.name}: {what}")
 
     def update(self, **fields) -> None:
-        self.bar.update(self.task, **fields)
+        if self.bar is not None:
+            self.bar.update(self.task, **fields)
 
     def close(self) -> None:
         """Stop the live display (before printing the summary table under it)."""
-        self.bar.stop()
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _import_table_writer() -> None:
+    # What writing the results imports: pyarrow for the tables, and numpy.ma, which
+    # numpy (2.x) imports on the first np.unique (the summary's percentiles call it).
+    import numpy.ma  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
 
 
 def _run_to_outdir(sim, outdir: Path, until_ps, writer, phases: _Phases) -> None:
@@ -693,6 +746,10 @@ def _run_to_outdir(sim, outdir: Path, until_ps, writer, phases: _Phases) -> None
         writer.write(recs)
         stop.check()
 
+    # NOTE: what writing the results imports (about 90 ms) loads on a second thread while
+    # the engine runs without the GIL.
+    preload = threading.Thread(target=_import_table_writer, name="ethlink-preload", daemon=True)
+    preload.start()
     try:
         with stop:
             result = sim.run(until_ps, progress=progress, trace_sink=sink if writer else None)
@@ -703,6 +760,7 @@ def _run_to_outdir(sim, outdir: Path, until_ps, writer, phases: _Phases) -> None
     except BaseException as exc:
         _abandon(writer, exc)
         raise
+    preload.join()
     phases.update(completed=horizon or 1, total=horizon or 1)
     n_files = 4 + (writer is not None)
     phases.phase("write", total=n_files)
@@ -728,10 +786,10 @@ def _run_to_outdir(sim, outdir: Path, until_ps, writer, phases: _Phases) -> None
     if not phases.quiet:
         _print_summary(summary)
     _print_warnings(summary)
-    console.print(f"wrote {outdir / 'summary.json'} and {', '.join(p.name for p in tables)}")
+    _say(f"wrote {outdir / 'summary.json'} and {', '.join(p.name for p in tables)}")
     if trace_path is not None:
-        console.print(f"wrote {trace_path} ({writer.rows:,} rows, {trace_path.stat().st_size / 1e6:.1f} MB"
-                      f"{', complete=false' if interrupted else ''})")
+        _say(f"wrote {trace_path} ({writer.rows:,} rows, {trace_path.stat().st_size / 1e6:.1f} MB"
+             f"{', complete=false' if interrupted else ''})")
     if interrupted:
         console.print(f"[yellow]{stop.reason}: summary.json and the tables hold the results so far[/]")
         sys.exit(stop.exit_code)
@@ -893,8 +951,9 @@ def sweep_cmd(scenario, outdir, grid, seeds, sets, jobs, metrics, until, trace, 
         f"{min(jobs or S._cpus(), len(points))} local process(es)"
     console.print(f"sweep {points[0].scenario_name}: {len(points)} point(s) on {where}")
     failed: list[str] = []
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), TextColumn("{task.fields[last]}"), console=console, disable=quiet) as bar:
+                  TimeElapsedColumn(), TextColumn("{task.fields[last]}"), console=console.get(), disable=quiet) as bar:
         task = bar.add_task(f"sweep {points[0].scenario_name}", total=len(points), last="")
 
         def on_point(point, r):
@@ -931,7 +990,7 @@ def sweep_cmd(scenario, outdir, grid, seeds, sets, jobs, metrics, until, trace, 
 def _print_sweep(table, keys, metrics, scenario) -> None:
     from .sweep import fmt_metric
 
-    t = Table(title=f"sweep of {scenario}: {table.num_rows} points")
+    t = _rich_table(title=f"sweep of {scenario}: {table.num_rows} points")
     rows = table.to_pylist()
     # metrics that are empty or 0 at every point are left out here (sweep.csv has them)
     shown = [m for m in metrics if m in table.column_names and any(r[m] not in (None, 0) for r in rows)]
@@ -941,9 +1000,9 @@ def _print_sweep(table, keys, metrics, scenario) -> None:
     for r in rows:
         t.add_row(str(r["point"]), *(str(r[k]) for k in keys), str(r["seed"]),
                   *(fmt_metric(m, r[m]) for m in shown))
-    Console().print(t)
+    _stdout_print(t)
     if hidden:
-        Console().print(f"0 or empty at every point (in sweep.csv, not shown): {', '.join(hidden)}")
+        _stdout_print(f"0 or empty at every point (in sweep.csv, not shown): {', '.join(hidden)}")
 
 
 if __name__ == "__main__":

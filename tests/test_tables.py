@@ -105,8 +105,9 @@ def test_write_is_atomic_a_failed_write_leaves_the_old_file(tmp_path):
 
 
 def test_run_without_trace_imports_no_heavy_module_and_writes_tables(tmp_path):
-    """`ethlink run` with tracing off: pyarrow (for the Parquet tables) but none of pandas,
-    pyarrow.compute, scapy, matplotlib or ethlink.trace; summary.json stays small."""
+    """`ethlink run --quiet` with tracing off: pyarrow (for the Parquet tables) but none of
+    pandas, pyarrow.compute, scapy, matplotlib, ethlink.trace, nor rich (no display);
+    summary.json stays small."""
     out = tmp_path / "o"
     code = ("import sys, runpy; sys.argv = ['ethlink'] + sys.argv[1:]\n"
             "try:\n    runpy.run_module('ethlink.cli', run_name='__main__')\n"
@@ -119,6 +120,8 @@ def test_run_without_trace_imports_no_heavy_module_and_writes_tables(tmp_path):
     mods = set(p.stdout.split())
     assert "ethlink.sim" in mods and "pyarrow.parquet" in mods
     assert not mods & set(HEAVY), mods & set(HEAVY)
+    assert "rich" not in mods
+    assert "wrote" in p.stderr
     s = json.loads((out / "summary.json").read_text())
     assert not {"flows", "qps", "ports"} & set(s)
     assert pq.read_table(out / "flows.parquet").num_rows == s["flows_total"] == 4
