@@ -15,14 +15,10 @@
 # plain C, readable from Python as numpy structured arrays (engine.pyx exposes them).
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, realloc, free
-cdef extern from "<stdlib.h>" nogil:
-    int posix_memalign(void** memptr, size_t alignment, size_t size)
-cdef extern from "<sys/mman.h>" nogil:
-    int madvise(void* addr, size_t length, int advice)
-    int MADV_HUGEPAGE
-cdef enum:
-    HUGE_PAGE = 2097152         # x86-64 and arm64 transparent huge page size, bytes
-from libc.string cimport memcpy
+cdef extern from "pool.h" nogil:
+    void* ethlink_pool_alloc(size_t nbytes)
+    void* ethlink_pool_grow(void* p, size_t old_bytes, size_t new_bytes)
+    void ethlink_pool_free(void* p, size_t nbytes)
 
 # ---------------------------------------------------------------------------------------
 # Constants (IEEE 802.3 clause 4.4.2: 7 B preamble + 1 B SFD before, 12 B IFG after).
@@ -779,21 +775,8 @@ cdef inline void link_pop(Sim* s, int32_t port, bint ctrl) noexcept nogil:
 # Packet pool: a free list threaded through Packet.next, then the never-used records in
 # order; grows by doubling.
 cdef inline Packet* pkt_pool_alloc(int64_t n) noexcept nogil:
-    # n packet records on a cache-line boundary (each is two lines), or NULL. A pool of
-    # 2 MiB or more is asked to live on huge pages.
-    # NOTE: packets are read in no particular order; with 4 KiB pages a pool of a few
-    # hundred thousand packets misses the TLB on most accesses, and a prefetch cannot
-    # hide a page walk as well as a cache miss.
-    cdef void* p = NULL
-    cdef size_t nbytes = n * sizeof(Packet)
-    if nbytes >= HUGE_PAGE:
-        if posix_memalign(&p, HUGE_PAGE, nbytes) != 0:
-            return NULL
-        madvise(p, nbytes, MADV_HUGEPAGE)   # a hint: without THP it changes nothing
-        return <Packet*>p
-    if posix_memalign(&p, 64, nbytes) != 0:
-        return NULL
-    return <Packet*>p
+    # n packet records, page aligned (each record is two cache lines), or NULL: see pool.h.
+    return <Packet*>ethlink_pool_alloc(n * sizeof(Packet))
 
 
 cdef inline int32_t pkt_alloc(Sim* s) noexcept nogil:
@@ -810,12 +793,10 @@ cdef inline int32_t pkt_alloc(Sim* s) noexcept nogil:
             if old >= 1073741824:
                 s.error = 2
                 return NO_PKT
-            p = pkt_pool_alloc(2 * <int64_t>old)     # realloc would not keep the alignment
+            p = <Packet*>ethlink_pool_grow(s.pkts, old * sizeof(Packet), 2 * <int64_t>old * sizeof(Packet))
             if p == NULL:
                 s.error = 1
                 return NO_PKT
-            memcpy(p, s.pkts, old * sizeof(Packet))
-            free(s.pkts)
             s.pkts = p
             s.pkt_cap = 2 * old
         i = s.pkt_top

@@ -740,7 +740,7 @@ cdef class Engine:
 
     def __dealloc__(self):
         free(self.s.heap)
-        free(self.s.pkts)
+        ethlink_pool_free(self.s.pkts, self.s.pkt_cap * sizeof(Packet))
         free(self.s.rate_log)
         free(self.s.trace)
         free(self.s.dl_cycle)
