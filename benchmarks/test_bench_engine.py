@@ -13,9 +13,9 @@ its fastest round:
 - packet_hops_per_s      frames that crossed one link (summary["packet_hops"])
 - packets_in_flight_max  most packets alive at once (queued or on a wire)
 - bytes_per_packet_model PACKET_BYTES (the C struct; queues are intrusive lists through
-                         Packet.next, so a queued packet costs nothing more) and
-                         PACKET_BYTES + EVENT_BYTES for a packet on a wire (its receive
-                         event sits in the heap)
+                         Packet.next and link FIFOs through Packet.rx_next, so a queued
+                         packet or one on a wire costs nothing more, but for each link's
+                         earliest arrival, whose event (EVENT_BYTES) sits in the heap)
 - rss_bytes_per_inflight_packet (incast only) peak-RSS growth during run() divided by
                          packets_in_flight_max, measured in a fresh subprocess
 
@@ -45,8 +45,7 @@ def _bench(benchmark, make_sim, rounds, warmup=0):
         "packet_hops": s["packet_hops"],
         "flows": s["flows_total"],
         "packets_in_flight_max": c["packets_in_flight_max"],
-        "bytes_per_packet_model_queued": _engine.PACKET_BYTES,
-        "bytes_per_packet_model_on_wire": _engine.PACKET_BYTES + _engine.EVENT_BYTES,
+        "bytes_per_packet_model": _engine.PACKET_BYTES,
     })
     if best:
         benchmark.extra_info.update({

@@ -62,7 +62,7 @@ def _engine_case(benchmark, name, rounds):
     benchmark.extra_info.update({
         "events": s["events"], "packet_hops": s["packet_hops"], "flows": s["flows_total"],
         "packets_in_flight_max": c["packets_in_flight_max"],
-        "bytes_per_packet_model_on_wire": _engine.PACKET_BYTES + _engine.EVENT_BYTES,
+        "bytes_per_packet_model": _engine.PACKET_BYTES,
     })
     if best:
         benchmark.extra_info.update({"events_per_s": s["events"] / best, "packet_hops_per_s": s["packet_hops"] / best})
