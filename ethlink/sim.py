@@ -94,6 +94,7 @@ class Compiled:
     ls_ops: np.ndarray
     ls_gpus: np.ndarray
     warnings: list
+    hpcc_base_rtt_ps: int = 0       # HPCC's T when hpcc.base_rtt is 0 (hpcc_base_rtt_ps), else 0
 
 
 def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None] | None = None) -> Compiled:
@@ -198,8 +199,9 @@ def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None]
     ls_ops, ls_gpus = loadstore.build_ops(sc, fabric.n_hosts, cols.get("ls"))
     step("ideal FCTs")
     ideal = ideal_fct_ps(flows, sc, nodes, pt, host_node, routes)
+    rtt = hpcc_base_rtt_ps(flows, sc, nodes, pt, host_node, routes) if sc.hpcc.enabled and not sc.hpcc.base_rtt_ps else 0
     return Compiled(fabric, pt, nodes, ports, queues, flows, qps, host_node, routes, ideal,
-                    (dep_off.astype(np.int32), by_parent.astype(np.int32)), ls_ops, ls_gpus, warnings)
+                    (dep_off.astype(np.int32), by_parent.astype(np.int32)), ls_ops, ls_gpus, warnings, rtt)
 
 
 def _fmt_bytes(n) -> str:
@@ -498,6 +500,42 @@ def ideal_fct_ps(flows, sc, nodes, pt, host_node, routes) -> np.ndarray:
     return out[inverse]
 
 
+INT_BASE_BYTES, INT_HOP_BYTES, INT_MAX_HOPS = 4, 16, 5    # csrc/hpcc.pxd, core.pxd
+HPCC_NO_ROCE_RTT_PS = 1_000_000         # T when no RoCE message runs (HPCC then has nothing to pace)
+
+
+def hpcc_base_rtt_ps(flows, sc, nodes, pt, host_node, routes) -> int:
+    """HPCC's base RTT T (hpcc.base_rtt 0): the longest, over the RoCE messages' first-choice
+    paths, of a full data frame's way into an empty fabric (RETH, INT header and one record
+    per switch included) plus its ACK's way back (echoing the records), each hop's
+    serialization, propagation and the receiving node's latency (_pipeline). HPCC's ns-3
+    model computes its base RTT from the path the same way (propagation and transmission
+    of a data packet and its ACK)."""
+    roce = np.nonzero(flows["verb"] != V_RAW)[0]
+    if not len(roce):
+        return HPCC_NO_ROCE_RTT_PS
+    pairs = np.unique(np.stack([flows["src"][roce], flows["dst"][roce]], axis=1).astype(np.int64), axis=0)
+    src, dst = pairs[:, 0], pairs[:, 1]
+    peer = pt.node[pt.peer]
+    params = np.stack([pt.rate_bps, pt.delay_ps, nodes["latency_ps"][peer], nodes["cut_through"][peer]],
+                      axis=1).astype(np.int64)
+    types, port_type = np.unique(params, axis=0, return_inverse=True)
+    port_type = port_type.reshape(-1)
+    hop_params = [tuple(int(x) for x in r) for r in params]
+    fwd = _paths(src, dst, nodes, pt, host_node, routes)
+    rev = _paths(dst, src, nodes, pt, host_node, routes)
+    key = np.stack([_path_ids(fwd, port_type, len(types)), _path_ids(rev, port_type, len(types))], axis=1)
+    first, _ = unique_rows(key)
+    best = 0
+    for i in first.tolist():
+        there, back = _hops(fwd, i, hop_params), _hops(rev, i, hop_params)
+        recs = INT_BASE_BYTES + INT_HOP_BYTES * min(len(there) - 1, INT_MAX_HOPS)
+        data = ROCE_BASE_BYTES + RETH + sc.host.mtu + recs
+        ack = ROCE_BASE_BYTES + AETH + recs
+        best = max(best, _pipeline(np.array([data]), there) + _pipeline(np.array([ack]), back))
+    return best
+
+
 def _pipeline(frame, path) -> int:
     """Arrival of the last frame at the end of `path` for frames sent back to back into an
     empty fabric (exact on a single path; see module doc). A hop where a switch sprays
@@ -592,6 +630,7 @@ class Result:
             "fcs_errors": int(self.ports["fcs_errors"].sum()),
             "fcs_drops": c["fcs_drops"],
             "cbfc_updates": c["cbfc_updates"],
+            "hpcc": self._hpcc(sim.hpcc, c),
             "credits_stalled_ps": int(self.queues["stalled_ps"].sum()),
             "flows_total": int(len(fl)),
             "flows_completed": int(done.sum()),
@@ -734,6 +773,19 @@ class Result:
             })
         return out
 
+    def _hpcc(self, params: dict | None, c: dict) -> dict | None:
+        """HPCC aggregates (None when hpcc is off): its constants, the INT records and
+        bytes, and the senders' windows."""
+        if params is None:
+            return None
+        q = self.qps
+        upd = q["hp_updates"] > 0
+        return {**params, "eta": self.scenario.hpcc.eta, "max_stage": self.scenario.hpcc.max_stage,
+                "int_records": c["hpcc_int_records"], "int_bytes": c["hpcc_int_bytes"],
+                "window_updates": int(q["hp_updates"].sum()),
+                "window_min_bytes": int(q["hp_w_min"][upd].min()) if upd.any() else None,
+                "window_final_bytes": _stats(q["hp_w"][upd]) if upd.any() else None}
+
     def _qps(self):
         """Per RoCE QP endpoint that did anything: retransmissions, timeouts, CNPs, and
         its DCQCN rate (lowest and last)."""
@@ -755,8 +807,11 @@ class Result:
                 "cnps_sent": int(q["cnps_tx"][i]),
                 "rate_min_bps": int(mine[:, 2].min()) if len(mine) else int(q["line_bps"][i]),
                 "rate_final_bps": int(q["rate_bps"][i]), "rate_samples": int(len(mine)),
-                # every DCQCN rate change, as two parallel lists
+                # every DCQCN (or HPCC) rate change, as two parallel lists
                 "rate_series_ps": mine[:, 0].tolist(), "rate_series_bps": mine[:, 2].tolist(),
+                # HPCC (0 without it): window at the end, smallest window, ACKs that updated it
+                "hpcc_window_bytes": int(q["hp_w"][i]), "hpcc_window_min_bytes": int(q["hp_w_min"][i]),
+                "hpcc_updates": int(q["hp_updates"][i]),
             })
         return out
 
@@ -813,6 +868,20 @@ def _version():
     return __version__
 
 
+def hpcc_params(sc: Scenario, auto_rtt_ps: int) -> dict | None:
+    """The HPCC sender's constants (csrc/hpcc.pxd), or None when hpcc is off: T (hpcc.base_rtt,
+    else the path's, `auto_rtt_ps`), W_init = line rate x T, W_AI (hpcc.w_ai, else
+    W_init (1 - eta) / 100), the window floor min_rate x T; windows in bytes."""
+    h = sc.hpcc
+    if not h.enabled:
+        return None
+    t = h.base_rtt_ps or auto_rtt_ps
+    w_init = max(1, int(sc.topology.rate_bps) * t // (8 * PS))
+    return {"base_rtt_ps": int(t), "w_init_bytes": int(w_init),
+            "w_ai_bytes": int(h.w_ai_bytes or max(1, round(w_init * (1 - h.eta) / 100))),
+            "w_floor_bytes": int(max(1, h.min_rate_bps * t // (8 * PS)))}
+
+
 class Simulation:
     """One scenario, compiled and ready. `run()` may be called again with a later
     `until` to continue."""
@@ -830,6 +899,7 @@ class Simulation:
         ls = scenario.ls
         line = int(scenario.topology.rate_bps)
         rai = dc.rai_bps or line // 20
+        self.hpcc = hpcc_params(scenario, c.hpcc_base_rtt_ps)
         self.engine = _engine.Engine(
             c.nodes, c.ports, c.queues, c.flows, c.qps, c.host_node, c.routes,
             seed=scenario.seed, dwrr_quantum=scenario.ports.quantum, ttl=scenario.run.ttl,
@@ -853,7 +923,11 @@ class Simulation:
             ls_timeout_ps=ls.timeout_ps,
             cbfc_mask=sum(1 << p for p in scenario.cbfc.priorities) if scenario.cbfc.enabled else 0,
             cbfc_cell=scenario.cbfc.cell,
-            cbfc_update_cells=-(-(scenario.cbfc.update_bytes or scenario.host.mtu + 64) // scenario.cbfc.cell))
+            cbfc_update_cells=-(-(scenario.cbfc.update_bytes or scenario.host.mtu + 64) // scenario.cbfc.cell),
+            **({"hpcc": True, "hp_eta": scenario.hpcc.eta, "hp_max_stage": scenario.hpcc.max_stage,
+                "hp_t_ps": self.hpcc["base_rtt_ps"], "hp_w_init": self.hpcc["w_init_bytes"],
+                "hp_w_ai": self.hpcc["w_ai_bytes"], "hp_w_floor": self.hpcc["w_floor_bytes"]}
+               if self.hpcc else {}))
         self.wall_s = 0.0
 
     def run(self, until: int | None = None, *, progress: Callable[[int, int, int], None] | None = None,
