@@ -512,10 +512,11 @@ def show_cmd(trace_file, row, nodes, ports, events, flows, pkts, limit, brief):
         raise click.ClickException("no rows match")
     # Load/Store frames are rebuilt from the whole trace (txn rows, deliver order), once.
     ls = tracepcap.ls_frames(info, table) if {"ethlink", "roce"} & set(tracepcap.kinds_in(sel)) else None
+    hp = tracepcap.int_records(info, table)        # HPCC INT records, from the whole trace too
     for i, r in zip(idx.tolist(), tracepcap.rows(sel)):
         head = _row_line(i, r, info)
         try:
-            pkt = decode(build_frame(tracepcap.frame_row(r, info, ls=ls)))
+            pkt = decode(build_frame(tracepcap.frame_row(r, info, ls=ls, hpcc=hp)))
         except ValueError as exc:
             click.echo(f"{head}\n  (frame not rebuilt: {exc})")
             continue
