@@ -2,8 +2,8 @@
 # Control", SIGCOMM 2019), over the RoCEv2 RC transport of csrc/roce.pxd.
 #
 # What it models. A RoCE data frame (WRITE/SEND) of an HPCC run leaves its NIC with an
-# empty INT header; every switch egress it crosses appends one INT record (paper section
-# 3.2): the time the frame starts on the link, the bytes that port has sent (this frame
+# empty INT header; every switch egress it crosses appends one INT record (the paper's
+# INT metadata): the time the frame starts on the link, the bytes that port has sent (this frame
 # included), the bytes left in the frame's egress queue and the link rate (hp_push, called
 # from engine.pyx tx_start). The frame grows by INT_HOP_BYTES per record, as INT-MD does.
 # The receiver ACKs every packet (HPCC needs per-packet feedback; ethlink.scenario makes
@@ -17,7 +17,7 @@
 #   else:                                  W = Wc + W_AI              (additive step)
 #   Wc and incStage are committed once per RTT only: when the ACK covers the first PSN
 #   sent after the last commit (lastUpdateSeq); other ACKs set W from the same Wc
-#   ("fast reaction", paper section 3.3).
+#   (the paper's "fast reaction" to every ACK).
 # The QP sends while its payload bytes in flight (snd_nxt - snd_una, in frames of the path
 # MTU) are below W (roce.pxd roce_next_packet asks hp_window_open), and paces its frames at
 # R = W / T through the rate limiter DCQCN also uses (Qp.rate_bps, next_tx_ps, retime).
@@ -38,7 +38,9 @@
 # data frames carry INT: READ responses are not window-controlled (the responder streams
 # them at line rate, as without HPCC). The queue length is that of the frame's own
 # priority at the egress port (what the trace's TX_START row shows), not of all priorities.
-# NAKs and re-ACKs of duplicates carry no records.
+# NAKs and re-ACKs of duplicates carry no records. HPCC assumes a flow keeps one path: with
+# per-packet spraying consecutive ACKs may carry records of different switches, which the
+# sender compares hop by hop all the same (as HPCC's ns-3 model would).
 from libc.string cimport memcpy
 from core cimport *
 from dcqcn cimport rate_log, retime

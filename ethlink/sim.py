@@ -154,7 +154,7 @@ def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None]
     warnings: list[str] = []
     if sc.pfc.enabled:
         prios = list(sc.pfc.priorities)
-        max_frame = sc.host.mtu + 64          # largest frame any transport sends (headers incl.)
+        max_frame = sc.host.mtu + 64 + _int_max_bytes(sc)   # largest frame any transport sends (headers incl.)
         # a port's ingress bytes are counted after its own node's pipeline latency
         hr = pfc_headroom_bytes(pt.rate_bps, pt.delay_ps, max_frame, sc.pfc.response_ps,
                                 nodes["latency_ps"][pt.node])
@@ -165,7 +165,7 @@ def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None]
             qv["xon_offset"][:, pr] = sc.pfc.xon_offset_bytes or 2 * max_frame
         warnings += buffer_pools(sc, fabric, pt, nodes, per_pg, hr, len(prios), max_frame)
     if sc.cbfc.enabled:
-        max_frame = sc.host.mtu + 64
+        max_frame = sc.host.mtu + 64 + _int_max_bytes(sc)
         for pr in sc.cbfc.priorities:
             qv["cbfc_limit"][:, pr] = cbfc_credits(sc, pt, nodes, max_frame)
     queues["stall_start"] = -1
@@ -502,6 +502,11 @@ def ideal_fct_ps(flows, sc, nodes, pt, host_node, routes) -> np.ndarray:
 
 INT_BASE_BYTES, INT_HOP_BYTES, INT_MAX_HOPS = 4, 16, 5    # csrc/hpcc.pxd, core.pxd
 HPCC_NO_ROCE_RTT_PS = 1_000_000         # T when no RoCE message runs (HPCC then has nothing to pace)
+
+
+def _int_max_bytes(sc: Scenario) -> int:
+    """Bytes HPCC's INT adds to a data frame at most (header and INT_MAX_HOPS records)."""
+    return INT_BASE_BYTES + INT_HOP_BYTES * INT_MAX_HOPS if sc.hpcc.enabled else 0
 
 
 def hpcc_base_rtt_ps(flows, sc, nodes, pt, host_node, routes) -> int:

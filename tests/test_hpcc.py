@@ -370,3 +370,21 @@ def test_replay_and_sweep_run_hpcc(traced, tmp_path):
     rows = t.to_pylist()
     assert [r["hpcc.eta"] for r in rows] == [0.8, 0.95] and all(r["flows_completed"] == 4 for r in rows)
     assert abs(rows[0]["hpcc.w_ai_bytes"] - 4 * rows[1]["hpcc.w_ai_bytes"]) <= 4     # W_init (1 - eta) / 100, rounded
+
+
+def test_the_window_bounds_bytes_in_flight():
+    """T given as 100 ns: W_init = 400 Gb/s x 100 ns = 5000 B, so a QP may start a frame
+    only while less than 5000 B are unacknowledged: at most two 4 KiB frames in flight."""
+    sc = Scenario.from_dict({
+        "topology": {"kind": "star", "hosts": 2, "rate": "400G", "delay": "1us"},
+        "host": {"mtu": 4096}, "hpcc": {"base_rtt": "100ns"},
+        "flow": [{"src": 0, "dst": 1, "size": "256KiB", "transport": "roce", "verb": "write"}]})
+    res, r = run(sc, level="endpoints")
+    assert res.summary["hpcc"]["w_init_bytes"] == 5000
+    host0 = res.nodes["host"][r["node"]] == 0
+    sent = host0 & (r["event"] == EV["tx_start"]) & (r["kind"] == FK["roce"]) & (r["pkt"] >= 0)
+    acked = host0 & (r["event"] == EV["deliver"]) & (r["kind"] == FK["roce_ack"])
+    in_flight = np.cumsum(sent.astype(int) - acked.astype(int))[sent]
+    assert in_flight.max() == 2
+    # window-bound: one 2-frame window per round trip (> 4 us of fibre), far from line rate
+    assert res.flows["complete_ps"][0] > 64 / 2 * 4 * US

@@ -282,8 +282,8 @@ CNP_PADDING = HeaderFormat("CNPPadding", (
 # INT spec v2.1 does for INT over UDP, would hide the BTH from every RoCE decoder.
 # Presence: a bit of the IPv4 DSCP, the INT spec v2.1 way of flagging INT over TCP/UDP
 # (the operator picks the value or bit): DSCP bit 0, so RoCE's DSCP 26 becomes 27.
-# Records: one per switch egress, in path order, with the four values HPCC reads (paper
-# section 3.2; ns-3 IntHop: line rate, time, bytes, queue length), each a whole 32-bit
+# Records: one per switch egress, in path order, with the four values HPCC reads (the paper's
+# INT metadata; ns-3 IntHop: line rate, time, bytes, queue length), each a whole 32-bit
 # word (the ns-3 bit-packed 8 B layout cannot carry 800 Gb/s nor exact byte counts).
 INT_DSCP_BIT = 0x01
 
