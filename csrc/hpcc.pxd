@@ -31,7 +31,8 @@
 # (5, ns-3 IntHeader::maxHop) records per frame, further switches add none.
 # Defaults (ethlink/scenario.py Hpcc): eta 0.95 and maxStage 5, the paper's values; W_AI
 # = W_init (1 - eta) / N, the paper's rule for N expected concurrent flows, with N = 100:
-# line rate x T / 2000, which is HPCC ns-3's default rate step (50 Mb/s at 100 Gb/s).
+# line rate x T / 2000 (HPCC's simulation/run.py uses a rate step of line / 2500, 40 Mb/s
+# at 100 Gb/s, and MI_THRESH 0 by default: a multiplicative step on every update).
 #
 # Limits: the engine computes on the exact record values (ps, bytes); the wire format
 # (ethlink/frames/fields.py HPCC_INT) carries them at its field widths. Only WRITE and SEND
