@@ -790,7 +790,7 @@ cdef class Engine:
         return n, nbytes
 
     def rate_samples(self):
-        """DCQCN rate changes so far: an (n, 3) int64 array of (time_ps, qp, rate_bps)."""
+        """DCQCN (or HPCC) rate changes so far: an (n, 3) int64 array of (time_ps, qp, rate_bps)."""
         cdef int64_t[::1] view
         out = np.empty(self.s.rate_n, dtype=np.int64)
         view = out

@@ -719,6 +719,10 @@ class Result:
         if s["retransmitted_packets"] or s["timeouts"] or s["cnps"] or s["ecn_marked"]:
             lines.append(f"  RoCE       {s['retransmitted_packets']:,} retransmitted ({s['spurious_retransmissions']:,} "
                          f"spurious), {s['timeouts']:,} timeouts, {s['ecn_marked']:,} ECN marks, {s['cnps']:,} CNPs")
+        hp = s.get("hpcc")
+        if hp:
+            lines.append(f"  HPCC       T {fmt_time(hp['base_rtt_ps'])}, W_init {hp['w_init_bytes']:,} B, "
+                         f"{hp['int_records']:,} INT records, {hp['window_updates']:,} window updates")
         ls = s["ls"]
         if ls:
             lat = (f", latency p50 {fmt_time(ls['p50_ps'])}, p99 {fmt_time(ls['p99_ps'])}" if "p50_ps" in ls else "")
