@@ -495,6 +495,10 @@ def ideal_fct_ps(flows, sc, nodes, pt, host_node, routes) -> np.ndarray:
             back = _hops(rev, int(read_pos[i]), hop_params)
             out[j] = (_pipeline(np.array([READ_REQUEST_BYTES]), path)
                       + max(_pipeline(frames[k::ln], back) for k in range(min(ln, len(frames)))))
+        elif sc.hpcc.enabled:
+            # HPCC: an INT header from the NIC, a 16 B record more after each switch
+            frames = frames + INT_BASE_BYTES
+            out[j] = max(_pipeline(frames[k::ln], path, INT_HOP_BYTES) for k in range(min(ln, len(frames))))
         else:
             out[j] = max(_pipeline(frames[k::ln], path) for k in range(min(ln, len(frames))))
     return out[inverse]
@@ -534,23 +538,24 @@ def hpcc_base_rtt_ps(flows, sc, nodes, pt, host_node, routes) -> int:
     best = 0
     for i in first.tolist():
         there, back = _hops(fwd, i, hop_params), _hops(rev, i, hop_params)
-        recs = INT_BASE_BYTES + INT_HOP_BYTES * min(len(there) - 1, INT_MAX_HOPS)
-        data = ROCE_BASE_BYTES + RETH + sc.host.mtu + recs
-        ack = ROCE_BASE_BYTES + AETH + recs
-        best = max(best, _pipeline(np.array([data]), there) + _pipeline(np.array([ack]), back))
+        data = ROCE_BASE_BYTES + RETH + sc.host.mtu + INT_BASE_BYTES      # grows at each switch
+        ack = ROCE_BASE_BYTES + AETH + INT_BASE_BYTES + INT_HOP_BYTES * min(len(there) - 1, INT_MAX_HOPS)
+        best = max(best, _pipeline(np.array([data]), there, INT_HOP_BYTES) + _pipeline(np.array([ack]), back))
     return best
 
 
-def _pipeline(frame, path) -> int:
+def _pipeline(frame0, path, grow: int = 0) -> int:
     """Arrival of the last frame at the end of `path` for frames sent back to back into an
     empty fabric (exact on a single path; see module doc). A hop where a switch sprays
     frames over several equal-cost links is taken as uncontended (each frame its own link:
-    the best case), and the next hop serves frames in the order they arrive."""
-    frame = np.asarray(frame, dtype=np.int64)
-    avail = np.zeros(len(frame), dtype=np.int64)
+    the best case), and the next hop serves frames in the order they arrive. `grow`: bytes
+    a frame gains at each switch it leaves (HPCC's INT records, at most INT_MAX_HOPS)."""
+    frame0 = np.asarray(frame0, dtype=np.int64)
+    avail = np.zeros(len(frame0), dtype=np.int64)
     for j, (rate, delay, lat, ct, spray) in enumerate(path):
         order = np.argsort(avail, kind="stable")
-        frame, avail = frame[order], avail[order]
+        frame0, avail = frame0[order], avail[order]
+        frame = frame0 + grow * min(j, INT_MAX_HOPS)
         wire = ser_ps(frame + PREAMBLE_BYTES + IFG_BYTES, rate)
         if spray:
             start = avail
