@@ -122,6 +122,7 @@ cdef enum PacketFlag:
     PF_RESPONSE = 8             # a Load/Store response (completions for the issuer)
     PF_CORRUPT = 16             # bits flipped on the wire: the receiver's FCS check fails
     PF_TXN_ACK = 32             # trace txn rows only: a store that wants a completion
+    PF_INT = 64                 # carries an HPCC INT header (csrc/hpcc.pxd): Sim.hp_int[packet]
 
 cdef enum StopReason:           # why the loop returned to Python
     STOP_EMPTY = 0              # no event left
@@ -434,6 +435,16 @@ cdef struct Qp:                 # a queue-pair endpoint; raw flows get a send-on
     int64_t acks_rx
     int64_t spurious            # data frames (or READ responses) that reached this endpoint
                                 # as copies of a PSN it had already accepted
+    # HPCC (csrc/hpcc.pxd): the sender's window; its pacing rate is rate_bps = W / T
+    int64_t hp_w                # window W, payload bytes in flight allowed
+    int64_t hp_wc               # reference window Wc, bytes (updated once per RTT)
+    int64_t hp_w_min            # smallest W it had, bytes
+    int64_t hp_updates          # ACKs whose INT updated W
+    double hp_u                 # normalized inflight U of the most loaded hop (EWMA)
+    int32_t hp_stage            # additive-increase stages since the last multiplicative step
+    int32_t hp_last_psn         # snd_nxt at the last per-RTT update (Algorithm 1 lastUpdateSeq)
+    int32_t hp_ready            # 1 once an ACK's INT records were stored as the reference
+    int32_t hp_pad
 
 cdef struct TraceRec:           # one row of the trace; ethlink/trace.py mirrors it
     int64_t time_ps
@@ -458,6 +469,19 @@ cdef struct TraceRec:           # one row of the trace; ethlink/trace.py mirrors
     uint8_t opcode              # BTH opcode; PFC class-enable vector
     uint8_t flags
     uint8_t syndrome            # AETH syndrome of ACK/NAK frames
+
+cdef enum:
+    INT_MAX_HOPS = 5            # INT records a packet carries at most (HPCC's ns-3: IntHeader::maxHop)
+
+cdef struct IntRec:             # one switch egress's INT record (HPCC, csrc/hpcc.pxd)
+    int64_t ts_ps               # when the frame started on the egress link, ps
+    int64_t tx_bytes            # frame bytes the egress port had sent, this frame included
+    int64_t qlen                # bytes left in the frame's egress queue (its priority) after it
+    int64_t rate_bps            # egress link rate, bit/s
+
+cdef struct IntStack:           # the INT records of one packet (or one QP's last ACK)
+    int64_t n                   # records 0..n-1 valid, n <= INT_MAX_HOPS
+    IntRec hop[5]               # INT_MAX_HOPS
 
 cdef struct Sim:
     int64_t now                 # ps; read-only outside the loop
@@ -599,6 +623,18 @@ cdef struct Sim:
     int64_t bytes_retx          # payload bytes of retransmitted copies (RoCE data, READ responses)
     int64_t bytes_discarded     # payload bytes of data frames a transport receiver discarded
     int64_t bytes_dropped_flow  # payload bytes of dropped flow data frames (bytes_dropped less Load/Store)
+    # HPCC (csrc/hpcc.pxd)
+    int32_t hpcc                # 1: RoCE data frames carry INT, ACKs echo it, QPs run HPCC
+    int32_t hp_max_stage        # maxStage: AI stages before a multiplicative step is forced
+    double hp_eta               # eta: target utilization
+    int64_t hp_t_ps             # T: base RTT, ps
+    int64_t hp_w_init           # W_init = line rate x T, bytes (also the window's cap)
+    int64_t hp_w_ai             # W_AI, bytes
+    int64_t hp_w_floor          # smallest window, bytes (min rate x T)
+    IntStack* hp_int            # INT records of each packet, pkt_cap of them (malloc), or NULL
+    IntStack* hp_prev           # each QP's INT records of its previous ACK, n_qps (malloc), or NULL
+    int64_t hp_records          # INT records pushed by switches
+    int64_t hp_int_bytes        # INT header bytes carried across links (per link crossing)
 
 
 # ---------------------------------------------------------------------------------------
@@ -782,6 +818,7 @@ cdef inline Packet* pkt_pool_alloc(int64_t n) noexcept nogil:
 cdef inline int32_t pkt_alloc(Sim* s) noexcept nogil:
     cdef int32_t i, old
     cdef Packet* p
+    cdef IntStack* hi
     if s.free_head >= 0:
         i = s.free_head
         s.free_head = s.pkts[i].next
@@ -798,6 +835,12 @@ cdef inline int32_t pkt_alloc(Sim* s) noexcept nogil:
                 s.error = 1
                 return NO_PKT
             s.pkts = p
+            if s.hp_int != NULL:
+                hi = <IntStack*>realloc(s.hp_int, 2 * old * sizeof(IntStack))
+                if hi == NULL:
+                    s.error = 1
+                    return NO_PKT
+                s.hp_int = hi
             s.pkt_cap = 2 * old
         i = s.pkt_top
         s.pkt_top += 1
@@ -818,6 +861,8 @@ cdef inline int32_t pkt_alloc(Sim* s) noexcept nogil:
     s.pkts[i].syndrome = 0
     s.pkts[i].ntx = 0
     s.pkts[i].llr_seq = 0
+    if s.hp_int != NULL:
+        s.hp_int[i].n = 0
     s.pkts_live += 1
     if s.pkts_live > s.pkts_live_hwm:
         s.pkts_live_hwm = s.pkts_live

@@ -20,7 +20,7 @@
 # errors). Buffer accounting is egress only here; PFC adds ingress accounting.
 cimport numpy as cnp
 import numpy as np
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset, memcpy
 
 from core cimport *
@@ -33,6 +33,7 @@ from route cimport Hops, route_hops, route_nth, route_spray
 from flows cimport raw_make_packet, raw_deliver
 from roce cimport (roce_next_packet, roce_has_more, roce_rx_data, roce_rx_ack, roce_rto)
 from dcqcn cimport dc_on_cnp, dc_timer
+from hpcc cimport hp_push, hp_on_ack, INT_BASE_BYTES, INT_HOP_BYTES
 from loadstore cimport ls_rx, ls_on_tx, ls_event, ls_try_issue
 from cbfc cimport cbfc_cells, cbfc_freed, cbfc_rx
 from llr cimport llr_mark, llr_accept, llr_nack, replay_pop
@@ -98,8 +99,14 @@ cdef inline void tx_start(Sim* s, int32_t p, int32_t pi, bint replay) noexcept n
     cdef Packet* pk = &s.pkts[pi]
     cdef int32_t peer = pt.peer
     cdef Node* pn = &s.nodes[s.ports[peer].node]
-    cdef int64_t wire = ser_ps(pk.size + WIRE_EXTRA_BYTES, pt.rate_bps)
-    cdef int64_t t_rx
+    cdef int64_t wire, t_rx
+    if pk.flags & PF_INT:
+        # HPCC: a switch egress appends its INT record to a data frame before its first bit
+        # (hpcc.pxd); an ACK carries the records back unchanged
+        if pk.kind == FK_ROCE and not replay and s.nodes[pt.node].kind == NODE_SWITCH:
+            hp_push(s, p, pi)
+        s.hp_int_bytes += INT_BASE_BYTES + INT_HOP_BYTES * s.hp_int[pi].n
+    wire = ser_ps(pk.size + WIRE_EXTRA_BYTES, pt.rate_bps)
     pt.busy = 1
     pt.busy_ps += wire
     pt.tx_bytes += pk.size
@@ -582,7 +589,9 @@ cdef class Engine:
                  dependents=None, ls_ops=None, ls_gpus=None, int32_t ls_prio=5,
                  int32_t ls_header=0, bint ls_relaxed=False, int32_t ls_coalesce_bytes=0,
                  int64_t ls_coalesce_wait_ps=0, int64_t ls_target_ps=0, int64_t ls_timeout_ps=0,
-                 int32_t cbfc_mask=0, int32_t cbfc_cell=64, int64_t cbfc_update_cells=1):
+                 int32_t cbfc_mask=0, int32_t cbfc_cell=64, int64_t cbfc_update_cells=1,
+                 bint hpcc=False, double hp_eta=0.95, int32_t hp_max_stage=5, int64_t hp_t_ps=0,
+                 int64_t hp_w_init=0, int64_t hp_w_ai=0, int64_t hp_w_floor=1):
         cdef Sim* s = &self.s
         cdef int32_t i
         self.nodes = _as(nodes, NODE_DTYPE, "nodes")
@@ -725,6 +734,26 @@ cdef class Engine:
             raise MemoryError()
         s.free_head = -1
         s.pkt_top = 0
+        if hpcc:
+            # HPCC (csrc/hpcc.pxd): INT records per packet and each QP's previous ACK's
+            if hp_t_ps <= 0 or hp_w_init <= 0 or hp_w_floor <= 0:
+                raise ValueError("hpcc: hp_t_ps, hp_w_init and hp_w_floor must be positive")
+            s.hpcc = 1
+            s.hp_eta = hp_eta
+            s.hp_max_stage = hp_max_stage
+            s.hp_t_ps = hp_t_ps
+            s.hp_w_init = hp_w_init
+            s.hp_w_ai = hp_w_ai
+            s.hp_w_floor = hp_w_floor
+            s.hp_int = <IntStack*>calloc(s.pkt_cap, sizeof(IntStack))
+            s.hp_prev = <IntStack*>calloc(max(1, s.n_qps), sizeof(IntStack))
+            if s.hp_int == NULL or s.hp_prev == NULL:
+                raise MemoryError()
+            for i in range(s.n_qps):
+                s.qps[i].hp_w = hp_w_init
+                s.qps[i].hp_wc = hp_w_init
+                s.qps[i].hp_w_min = hp_w_init
+                s.qps[i].hp_u = 1.0             # ns-3 rdma-queue-pair.cc: hp.u = 1
         s.trace_level = trace_level
         # The loop drains the ring before an event could overfill it (the ring grows if one
         # does): a coalesced Load/Store frame completes (or answers) every transaction it
@@ -744,6 +773,8 @@ cdef class Engine:
         free(self.s.rate_log)
         free(self.s.trace)
         free(self.s.dl_cycle)
+        free(self.s.hp_int)
+        free(self.s.hp_prev)
 
     def run(self, int64_t until_ps=9223372036854775807, int64_t max_events=9223372036854775807):
         """Process events up to `until_ps` (inclusive) or `max_events`, whichever first;
@@ -788,7 +819,7 @@ cdef class Engine:
         return n, nbytes
 
     def rate_samples(self):
-        """DCQCN rate changes so far: an (n, 3) int64 array of (time_ps, qp, rate_bps)."""
+        """DCQCN (or HPCC) rate changes so far: an (n, 3) int64 array of (time_ps, qp, rate_bps)."""
         cdef int64_t[::1] view
         out = np.empty(self.s.rate_n, dtype=np.int64)
         view = out
@@ -868,10 +899,59 @@ cdef class Engine:
             "llr_replays": s.llr_replays,
             "fcs_drops": s.fcs_drops,
             "cbfc_updates": s.cbfc_updates,
+            "hpcc_int_records": s.hp_records,
+            "hpcc_int_bytes": s.hp_int_bytes,
             "drops_by_reason": [s.drops[i] for i in range(DROP_REASON_COUNT)],
             "heap_capacity": s.heap_cap,
             "pool_capacity": s.pkt_cap,
         }
+
+
+def hpcc_sender(acks, *, double eta, int32_t max_stage, int64_t t_ps, int64_t w_init,
+                int64_t w_ai, int64_t w_floor, int64_t line_bps, int32_t mtu=4096):
+    """Feed csrc/hpcc.pxd's sender update (hp_on_ack) a synthetic sequence of ACKs of one
+    QP, outside any fabric: `acks` is a sequence of (psn, snd_nxt, records) with records a
+    list of (ts_ps, tx_bytes, qlen, rate_bps), one per hop. Returns, after each ACK, the
+    dict of the QP's HPCC state: w, wc, u, stage, last_psn, rate_bps."""
+    cdef Sim s
+    cdef Qp q
+    cdef Packet pk
+    cdef IntStack ints, prev
+    cdef int32_t h
+    memset(&s, 0, sizeof(Sim))
+    memset(&q, 0, sizeof(Qp))
+    memset(&pk, 0, sizeof(Packet))
+    memset(&ints, 0, sizeof(IntStack))
+    memset(&prev, 0, sizeof(IntStack))
+    s.qps, s.n_qps, s.pkts, s.pkt_cap = &q, 1, &pk, 1
+    s.hp_int, s.hp_prev = &ints, &prev
+    s.hpcc, s.hp_eta, s.hp_max_stage, s.hp_t_ps = 1, eta, max_stage, t_ps
+    s.hp_w_init, s.hp_w_ai, s.hp_w_floor = w_init, w_ai, w_floor
+    s.rate_cap = 3 * 64
+    s.rate_log = <int64_t*>malloc(s.rate_cap * sizeof(int64_t))
+    if s.rate_log == NULL:
+        raise MemoryError()
+    q.line_bps = q.rate_bps = line_bps
+    q.mtu = mtu
+    q.hp_w = q.hp_wc = q.hp_w_min = w_init
+    q.hp_u = 1.0
+    out = []
+    try:
+        for psn, snd_nxt, records in acks:
+            if len(records) > INT_MAX_HOPS:
+                raise ValueError(f"at most {INT_MAX_HOPS} records per ACK")
+            pk.psn = psn
+            pk.flags = PF_INT
+            q.snd_nxt = snd_nxt
+            ints.n = len(records)
+            for h, (ts, txb, ql, rate) in enumerate(records):
+                ints.hop[h].ts_ps, ints.hop[h].tx_bytes, ints.hop[h].qlen, ints.hop[h].rate_bps = ts, txb, ql, rate
+            hp_on_ack(&s, 0, 0)
+            out.append({"w": q.hp_w, "wc": q.hp_wc, "u": q.hp_u, "stage": q.hp_stage,
+                        "last_psn": q.hp_last_psn, "rate_bps": q.rate_bps})
+    finally:
+        free(s.rate_log)
+    return out
 
 
 # ---------------------------------------------------------------------------------------

@@ -25,6 +25,8 @@
 # Congestion: data frames leave as ECT(0) when ECN is on; a responder (notification point)
 # receiving CE sends a CNP (BTH opcode 0x81) to the sending QP at most once per
 # cnp_interval; the sender's DCQCN (dcqcn.pxd) sets the QP's rate, which paces its frames.
+# With HPCC (hpcc.pxd) instead, data frames carry INT, ACKs echo it, and the sender keeps
+# its bytes in flight below its window W and paces at W / T.
 #
 # Frame bytes: Ether 14 + 802.1Q 4 + IPv4 20 + UDP 8 + BTH 12 + extension headers
 # (RETH 16, ImmDt 4, AETH 4) + payload + pad to 4 B + ICRC 4 + FCS 4 (ethlink/frames
@@ -40,6 +42,7 @@ from core cimport *
 from nic cimport qp_activate, nic_send
 from dcqcn cimport dc_on_bytes
 from flows cimport deliver_payload
+from hpcc cimport hp_echo, hp_window_open, hp_on_ack, INT_BASE_BYTES
 
 cdef enum RoceOp:               # BTH opcodes, RC (IBA table 41)
     OP_SEND_FIRST = 0x00
@@ -224,6 +227,10 @@ cdef inline int32_t roce_request_packet(Sim* s, int32_t qi, int32_t f) noexcept 
         s.pkts[pi].offset = offset
         if k == fl.npkts - 1:
             s.pkts[pi].flags = PF_LAST
+        if s.hpcc:
+            # an empty INT header the switches fill (csrc/hpcc.pxd)
+            s.pkts[pi].flags |= PF_INT
+            s.pkts[pi].size += INT_BASE_BYTES
         if offset + payload > fl.sent:
             fl.sent = offset + payload
             s.bytes_sent += payload
@@ -256,6 +263,8 @@ cdef inline int32_t roce_next_packet(Sim* s, int32_t qi) noexcept nogil:
             f = s.flows[f].next
         if f < 0:
             return NO_PKT
+        if s.hpcc and s.flows[f].verb != VERB_READ and not hp_window_open(s, q):
+            return NO_PKT                   # HPCC window full: the next ACK reactivates it
         q.msg_cur = f
         psn = q.snd_nxt
         retx = psn < q.snd_max
@@ -327,6 +336,10 @@ cdef inline void roce_rx_ack(Sim* s, int32_t pi) noexcept nogil:
     else:
         q.acks_rx += 1
         roce_advance_una(s, qi, pk.psn + 1)
+        if s.hpcc:
+            hp_on_ack(s, qi, pi)
+            if not q.in_ring and q.snd_nxt < q.psn_end:
+                qp_activate(s, qi)          # the window may have opened
 
 
 cdef inline void roce_rto(Sim* s, int32_t qi, int32_t gen) noexcept nogil:
@@ -379,7 +392,9 @@ cdef inline void send_cnp(Sim* s, int32_t qi) noexcept nogil:
     nic_send(s, qi, pi)
 
 
-cdef inline void send_ack(Sim* s, int32_t qi, int32_t psn, uint8_t syndrome, int32_t prio) noexcept nogil:
+cdef inline void send_ack(Sim* s, int32_t qi, int32_t psn, uint8_t syndrome, int32_t prio,
+                          int32_t echo) noexcept nogil:
+    # ACK/NAK of `psn`; `echo` >= 0: the data frame whose INT records the ACK carries back.
     cdef Qp* q = &s.qps[qi]
     cdef int32_t pi = roce_new(s, FK_ROCE_ACK, OP_ACK, q.host, s.qps[q.peer].host, q.peer,
                                s.ack_prio if s.ack_prio >= 0 else prio, 0)
@@ -388,6 +403,8 @@ cdef inline void send_ack(Sim* s, int32_t qi, int32_t psn, uint8_t syndrome, int
     s.pkts[pi].psn = psn
     s.pkts[pi].syndrome = syndrome
     s.pkts[pi].offset = q.msn               # AETH MSN
+    if echo >= 0 and s.pkts[echo].flags & PF_INT:
+        hp_echo(s, pi, echo)
     nic_send(s, qi, pi)
 
 
@@ -442,12 +459,12 @@ cdef inline void roce_rx_data(Sim* s, int32_t pi) noexcept nogil:
             q.msn += 1
         if q.unacked >= s.ack_every or pk.flags & PF_LAST:
             q.unacked = 0
-            send_ack(s, qi, pk.psn, SYN_ACK, pk.prio)
+            send_ack(s, qi, pk.psn, SYN_ACK, pk.prio, pi)
     elif pk.psn > q.epsn:
         discard(s, pk)
         if not q.nak_sent:
             q.nak_sent = 1
-            send_ack(s, qi, q.epsn, SYN_NAK_SEQ, pk.prio)
+            send_ack(s, qi, q.epsn, SYN_NAK_SEQ, pk.prio, -1)
     elif op == OP_READ_REQUEST:
         # A re-issued READ: stream again from the requested PSN.
         s.pkts_delivered += 1
@@ -459,4 +476,4 @@ cdef inline void roce_rx_data(Sim* s, int32_t pi) noexcept nogil:
         discard(s, pk)                      # duplicate: discard and re-ACK
         q.spurious += 1                     # its first copy was accepted: a spurious retransmission
         s.spurious += 1
-        send_ack(s, qi, q.epsn - 1, SYN_ACK, pk.prio)
+        send_ack(s, qi, q.epsn - 1, SYN_ACK, pk.prio, -1)

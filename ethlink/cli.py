@@ -546,10 +546,11 @@ def show_cmd(trace_file, row, nodes, ports, events, flows, pkts, limit, brief):
         raise click.ClickException("no rows match")
     # Load/Store frames are rebuilt from the whole trace (txn rows, deliver order), once.
     ls = tracepcap.ls_frames(info, table) if {"ethlink", "roce"} & set(tracepcap.kinds_in(sel)) else None
+    hp = tracepcap.int_records(info, table)        # HPCC INT records, from the whole trace too
     for i, r in zip(idx.tolist(), tracepcap.rows(sel)):
         head = _row_line(i, r, info)
         try:
-            pkt = decode(build_frame(tracepcap.frame_row(r, info, ls=ls)))
+            pkt = decode(build_frame(tracepcap.frame_row(r, info, ls=ls, hpcc=hp)))
         except ValueError as exc:
             click.echo(f"{head}\n  (frame not rebuilt: {exc})")
             continue
@@ -647,6 +648,13 @@ def _print_summary(s: dict) -> None:
         t.add_row("FCT p50 / p99 / max", " / ".join(units.fmt_time(int(f[k])) for k in ("p50", "p99", "max")))
         sd = s["slowdown"]
         t.add_row("slowdown p50 / p99 / max", " / ".join(f"{sd[k]:.2f}" for k in ("p50", "p99", "max")))
+    hp = s.get("hpcc")
+    if hp:
+        w = hp["window_final_bytes"]
+        t.add_row("HPCC T / W_init / INT records", f"{units.fmt_time(hp['base_rtt_ps'])} / {hp['w_init_bytes']:,} B / "
+                  f"{hp['int_records']:,}")
+        if w:
+            t.add_row("HPCC window min / final p50", f"{hp['window_min_bytes']:,} B / {int(w['p50']):,} B")
     ls = s.get("ls")
     if ls:
         rate = f"  ({ls['ops_per_s'] / 1e6:,.0f} M ops/s)" if ls.get("ops_per_s") else ""

@@ -20,6 +20,7 @@ Sections (all optional but topology and a workload):
     [ecn]       enabled, priorities, kmin, kmax, pmax
     [roce]      ack_every, ack_prio, cnp_prio, rto, rto_max, retry_limit, cnp_interval, ecn
     [dcqcn]     enabled, g, f, alpha_timer, rate_timer, byte_counter, rai, rhai, min_rate, min_dec
+    [hpcc]      enabled, eta, max_stage, w_ai, base_rtt, min_rate
     [ls]        tags, header (ethlink | roce), prio, ordering (strict | relaxed), coalesce,
                 coalesce_wait, target_latency, timeout, max_size
     [cbfc]      enabled, priorities, cell, credits, update
@@ -228,6 +229,17 @@ class Dcqcn:
 
 
 @dataclass(frozen=True)
+class Hpcc:
+    """HPCC sender parameters (Li et al. 2019, Algorithm 1; csrc/hpcc.pxd)."""
+    enabled: bool = False
+    eta: float = 0.95                   # target utilization (paper: 95%)
+    max_stage: int = 5                  # additive steps before a multiplicative one (paper: 5)
+    w_ai_bytes: int = 0                 # W_AI; 0: W_init (1 - eta) / 100 (= line x T / 2000 at eta 0.95)
+    base_rtt_ps: int = 0                # T; 0: the longest base RTT of the RoCE flows' paths
+    min_rate_bps: int = 100_000_000     # window floor min_rate x T (HPCC ns-3 RdmaHw MinRate 100 Mb/s)
+
+
+@dataclass(frozen=True)
 class LoadStore:
     """The GPUs' Load/Store engines (csrc/loadstore.pxd)."""
     tags: int = 64                      # outstanding transactions per GPU
@@ -286,6 +298,7 @@ class Scenario:
     ecn: Ecn = field(default_factory=Ecn)
     roce: Roce = field(default_factory=Roce)
     dcqcn: Dcqcn = field(default_factory=Dcqcn)
+    hpcc: Hpcc = field(default_factory=Hpcc)
     ls: LoadStore = field(default_factory=LoadStore)
     cbfc: Cbfc = field(default_factory=Cbfc)
     link: Link = field(default_factory=Link)
@@ -747,6 +760,20 @@ def _dcqcn(sec: _Section) -> Dcqcn:
     return r
 
 
+def _hpcc(sec: _Section) -> Hpcc:
+    d = Hpcc()
+    r = Hpcc(
+        enabled=sec.bool("enabled", True),
+        eta=sec.float("eta", d.eta, lo=0, hi=1),
+        max_stage=sec.int("max_stage", d.max_stage, lo=0, hi=1000),
+        w_ai_bytes=sec.size("w_ai", 0, lo=1 if "w_ai" in sec.data else 0),
+        base_rtt_ps=sec.time("base_rtt", d.base_rtt_ps, positive="base_rtt" in sec.data),
+        min_rate_bps=sec.rate("min_rate", d.min_rate_bps),
+    )
+    sec.done()
+    return r
+
+
 LS_HEADERS = ("ethlink", "roce")
 LS_ORDERING = ("strict", "relaxed")
 LS_KINDS = ("load", "store", "store_ack", "fadd", "cas", "fence")     # engine LsKind order
@@ -969,6 +996,13 @@ def _build(data: dict) -> Scenario:
     ecn = _ecn(_Section(top._get("ecn", None), "ecn")) if "ecn" in data else Ecn()
     roce = _roce(_Section(top._get("roce", None), "roce"))
     dcqcn = _dcqcn(_Section(top._get("dcqcn", None), "dcqcn")) if "dcqcn" in data else Dcqcn()
+    hpcc = _hpcc(_Section(top._get("hpcc", None), "hpcc")) if "hpcc" in data else Hpcc()
+    if hpcc.enabled and dcqcn.enabled:
+        raise ScenarioError("hpcc.enabled and dcqcn.enabled are both true: a QP runs one congestion control; "
+                            "set dcqcn.enabled = false (or hpcc.enabled = false)")
+    if hpcc.enabled and roce.ack_every != 1:
+        raise ScenarioError(f"roce.ack_every: HPCC needs an ACK (with its INT records) for every packet; "
+                            f"set roce.ack_every = 1 (got {roce.ack_every}) or hpcc.enabled = false")
     ls = _ls(_Section(top._get("ls", None), "ls"))
     cbfc = _cbfc(_Section(top._get("cbfc", None), "cbfc")) if "cbfc" in data else Cbfc()
     link = _link(_Section(top._get("link", None), "link"))
@@ -1005,7 +1039,7 @@ def _build(data: dict) -> Scenario:
         raise ScenarioError(f"switch.buffer: {switch.buffer_bytes} B cannot hold two frames of host.mtu {host.mtu} B")
     sc = Scenario(name=name, description=description, seed=seed, topology=topology,
                   switch=switch, host=host, ports=ports, run=run, pfc=pfc, ecn=ecn,
-                  roce=roce, dcqcn=dcqcn, ls=ls, cbfc=cbfc, link=link, loadstore=streams,
+                  roce=roce, dcqcn=dcqcn, hpcc=hpcc, ls=ls, cbfc=cbfc, link=link, loadstore=streams,
                   ls_ops=ls_ops, flows=flows,
                   workloads=workloads, source=copy.deepcopy(data))
     from . import budget                    # imports this module: not at the top

@@ -94,6 +94,7 @@ class Compiled:
     ls_ops: np.ndarray
     ls_gpus: np.ndarray
     warnings: list
+    hpcc_base_rtt_ps: int = 0       # HPCC's T when hpcc.base_rtt is 0 (hpcc_base_rtt_ps), else 0
 
 
 def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None] | None = None) -> Compiled:
@@ -153,7 +154,7 @@ def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None]
     warnings: list[str] = []
     if sc.pfc.enabled:
         prios = list(sc.pfc.priorities)
-        max_frame = sc.host.mtu + 64          # largest frame any transport sends (headers incl.)
+        max_frame = sc.host.mtu + 64 + _int_max_bytes(sc)   # largest frame any transport sends (headers incl.)
         # a port's ingress bytes are counted after its own node's pipeline latency
         hr = pfc_headroom_bytes(pt.rate_bps, pt.delay_ps, max_frame, sc.pfc.response_ps,
                                 nodes["latency_ps"][pt.node])
@@ -164,7 +165,7 @@ def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None]
             qv["xon_offset"][:, pr] = sc.pfc.xon_offset_bytes or 2 * max_frame
         warnings += buffer_pools(sc, fabric, pt, nodes, per_pg, hr, len(prios), max_frame)
     if sc.cbfc.enabled:
-        max_frame = sc.host.mtu + 64
+        max_frame = sc.host.mtu + 64 + _int_max_bytes(sc)
         for pr in sc.cbfc.priorities:
             qv["cbfc_limit"][:, pr] = cbfc_credits(sc, pt, nodes, max_frame)
     queues["stall_start"] = -1
@@ -198,8 +199,9 @@ def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None]
     ls_ops, ls_gpus = loadstore.build_ops(sc, fabric.n_hosts, cols.get("ls"))
     step("ideal FCTs")
     ideal = ideal_fct_ps(flows, sc, nodes, pt, host_node, routes)
+    rtt = hpcc_base_rtt_ps(flows, sc, nodes, pt, host_node, routes) if sc.hpcc.enabled and not sc.hpcc.base_rtt_ps else 0
     return Compiled(fabric, pt, nodes, ports, queues, flows, qps, host_node, routes, ideal,
-                    (dep_off.astype(np.int32), by_parent.astype(np.int32)), ls_ops, ls_gpus, warnings)
+                    (dep_off.astype(np.int32), by_parent.astype(np.int32)), ls_ops, ls_gpus, warnings, rtt)
 
 
 def _fmt_bytes(n) -> str:
@@ -493,21 +495,67 @@ def ideal_fct_ps(flows, sc, nodes, pt, host_node, routes) -> np.ndarray:
             back = _hops(rev, int(read_pos[i]), hop_params)
             out[j] = (_pipeline(np.array([READ_REQUEST_BYTES]), path)
                       + max(_pipeline(frames[k::ln], back) for k in range(min(ln, len(frames)))))
+        elif sc.hpcc.enabled:
+            # HPCC: an INT header from the NIC, a 16 B record more after each switch
+            frames = frames + INT_BASE_BYTES
+            out[j] = max(_pipeline(frames[k::ln], path, INT_HOP_BYTES) for k in range(min(ln, len(frames))))
         else:
             out[j] = max(_pipeline(frames[k::ln], path) for k in range(min(ln, len(frames))))
     return out[inverse]
 
 
-def _pipeline(frame, path) -> int:
+INT_BASE_BYTES, INT_HOP_BYTES, INT_MAX_HOPS = 4, 16, 5    # csrc/hpcc.pxd, core.pxd
+HPCC_NO_ROCE_RTT_PS = 1_000_000         # T when no RoCE message runs (HPCC then has nothing to pace)
+
+
+def _int_max_bytes(sc: Scenario) -> int:
+    """Bytes HPCC's INT adds to a data frame at most (header and INT_MAX_HOPS records)."""
+    return INT_BASE_BYTES + INT_HOP_BYTES * INT_MAX_HOPS if sc.hpcc.enabled else 0
+
+
+def hpcc_base_rtt_ps(flows, sc, nodes, pt, host_node, routes) -> int:
+    """HPCC's base RTT T (hpcc.base_rtt 0): the longest, over the RoCE messages' first-choice
+    paths, of a full data frame's way into an empty fabric (RETH, INT header and one record
+    per switch included) plus its ACK's way back (echoing the records), each hop's
+    serialization, propagation and the receiving node's latency (_pipeline). HPCC's ns-3
+    model computes its base RTT from the path the same way (propagation and transmission
+    of a data packet and its ACK)."""
+    roce = np.nonzero(flows["verb"] != V_RAW)[0]
+    if not len(roce):
+        return HPCC_NO_ROCE_RTT_PS
+    pairs = np.unique(np.stack([flows["src"][roce], flows["dst"][roce]], axis=1).astype(np.int64), axis=0)
+    src, dst = pairs[:, 0], pairs[:, 1]
+    peer = pt.node[pt.peer]
+    params = np.stack([pt.rate_bps, pt.delay_ps, nodes["latency_ps"][peer], nodes["cut_through"][peer]],
+                      axis=1).astype(np.int64)
+    types, port_type = np.unique(params, axis=0, return_inverse=True)
+    port_type = port_type.reshape(-1)
+    hop_params = [tuple(int(x) for x in r) for r in params]
+    fwd = _paths(src, dst, nodes, pt, host_node, routes)
+    rev = _paths(dst, src, nodes, pt, host_node, routes)
+    key = np.stack([_path_ids(fwd, port_type, len(types)), _path_ids(rev, port_type, len(types))], axis=1)
+    first, _ = unique_rows(key)
+    best = 0
+    for i in first.tolist():
+        there, back = _hops(fwd, i, hop_params), _hops(rev, i, hop_params)
+        data = ROCE_BASE_BYTES + RETH + sc.host.mtu + INT_BASE_BYTES      # grows at each switch
+        ack = ROCE_BASE_BYTES + AETH + INT_BASE_BYTES + INT_HOP_BYTES * min(len(there) - 1, INT_MAX_HOPS)
+        best = max(best, _pipeline(np.array([data]), there, INT_HOP_BYTES) + _pipeline(np.array([ack]), back))
+    return best
+
+
+def _pipeline(frame0, path, grow: int = 0) -> int:
     """Arrival of the last frame at the end of `path` for frames sent back to back into an
     empty fabric (exact on a single path; see module doc). A hop where a switch sprays
     frames over several equal-cost links is taken as uncontended (each frame its own link:
-    the best case), and the next hop serves frames in the order they arrive."""
-    frame = np.asarray(frame, dtype=np.int64)
-    avail = np.zeros(len(frame), dtype=np.int64)
+    the best case), and the next hop serves frames in the order they arrive. `grow`: bytes
+    a frame gains at each switch it leaves (HPCC's INT records, at most INT_MAX_HOPS)."""
+    frame0 = np.asarray(frame0, dtype=np.int64)
+    avail = np.zeros(len(frame0), dtype=np.int64)
     for j, (rate, delay, lat, ct, spray) in enumerate(path):
         order = np.argsort(avail, kind="stable")
-        frame, avail = frame[order], avail[order]
+        frame0, avail = frame0[order], avail[order]
+        frame = frame0 + grow * min(j, INT_MAX_HOPS)
         wire = ser_ps(frame + PREAMBLE_BYTES + IFG_BYTES, rate)
         if spray:
             start = avail
@@ -592,6 +640,7 @@ class Result:
             "fcs_errors": int(self.ports["fcs_errors"].sum()),
             "fcs_drops": c["fcs_drops"],
             "cbfc_updates": c["cbfc_updates"],
+            "hpcc": self._hpcc(sim.hpcc, c),
             "credits_stalled_ps": int(self.queues["stalled_ps"].sum()),
             "flows_total": int(len(fl)),
             "flows_completed": int(done.sum()),
@@ -675,6 +724,10 @@ class Result:
         if s["retransmitted_packets"] or s["timeouts"] or s["cnps"] or s["ecn_marked"]:
             lines.append(f"  RoCE       {s['retransmitted_packets']:,} retransmitted ({s['spurious_retransmissions']:,} "
                          f"spurious), {s['timeouts']:,} timeouts, {s['ecn_marked']:,} ECN marks, {s['cnps']:,} CNPs")
+        hp = s.get("hpcc")
+        if hp:
+            lines.append(f"  HPCC       T {fmt_time(hp['base_rtt_ps'])}, W_init {hp['w_init_bytes']:,} B, "
+                         f"{hp['int_records']:,} INT records, {hp['window_updates']:,} window updates")
         ls = s["ls"]
         if ls:
             lat = (f", latency p50 {fmt_time(ls['p50_ps'])}, p99 {fmt_time(ls['p99_ps'])}" if "p50_ps" in ls else "")
@@ -734,6 +787,19 @@ class Result:
             })
         return out
 
+    def _hpcc(self, params: dict | None, c: dict) -> dict | None:
+        """HPCC aggregates (None when hpcc is off): its constants, the INT records and
+        bytes, and the senders' windows."""
+        if params is None:
+            return None
+        q = self.qps
+        upd = q["hp_updates"] > 0
+        return {**params, "eta": self.scenario.hpcc.eta, "max_stage": self.scenario.hpcc.max_stage,
+                "int_records": c["hpcc_int_records"], "int_bytes": c["hpcc_int_bytes"],
+                "window_updates": int(q["hp_updates"].sum()),
+                "window_min_bytes": int(q["hp_w_min"][upd].min()) if upd.any() else None,
+                "window_final_bytes": _stats(q["hp_w"][upd]) if upd.any() else None}
+
     def _qps(self):
         """Per RoCE QP endpoint that did anything: retransmissions, timeouts, CNPs, and
         its DCQCN rate (lowest and last)."""
@@ -755,8 +821,11 @@ class Result:
                 "cnps_sent": int(q["cnps_tx"][i]),
                 "rate_min_bps": int(mine[:, 2].min()) if len(mine) else int(q["line_bps"][i]),
                 "rate_final_bps": int(q["rate_bps"][i]), "rate_samples": int(len(mine)),
-                # every DCQCN rate change, as two parallel lists
+                # every DCQCN (or HPCC) rate change, as two parallel lists
                 "rate_series_ps": mine[:, 0].tolist(), "rate_series_bps": mine[:, 2].tolist(),
+                # HPCC (0 without it): window at the end, smallest window, ACKs that updated it
+                "hpcc_window_bytes": int(q["hp_w"][i]), "hpcc_window_min_bytes": int(q["hp_w_min"][i]),
+                "hpcc_updates": int(q["hp_updates"][i]),
             })
         return out
 
@@ -813,6 +882,20 @@ def _version():
     return __version__
 
 
+def hpcc_params(sc: Scenario, auto_rtt_ps: int) -> dict | None:
+    """The HPCC sender's constants (csrc/hpcc.pxd), or None when hpcc is off: T (hpcc.base_rtt,
+    else the path's, `auto_rtt_ps`), W_init = line rate x T, W_AI (hpcc.w_ai, else
+    W_init (1 - eta) / 100), the window floor min_rate x T; windows in bytes."""
+    h = sc.hpcc
+    if not h.enabled:
+        return None
+    t = h.base_rtt_ps or auto_rtt_ps
+    w_init = max(1, int(sc.topology.rate_bps) * t // (8 * PS))
+    return {"base_rtt_ps": int(t), "w_init_bytes": int(w_init),
+            "w_ai_bytes": int(h.w_ai_bytes or max(1, round(w_init * (1 - h.eta) / 100))),
+            "w_floor_bytes": int(max(1, h.min_rate_bps * t // (8 * PS)))}
+
+
 class Simulation:
     """One scenario, compiled and ready. `run()` may be called again with a later
     `until` to continue."""
@@ -830,6 +913,7 @@ class Simulation:
         ls = scenario.ls
         line = int(scenario.topology.rate_bps)
         rai = dc.rai_bps or line // 20
+        self.hpcc = hpcc_params(scenario, c.hpcc_base_rtt_ps)
         self.engine = _engine.Engine(
             c.nodes, c.ports, c.queues, c.flows, c.qps, c.host_node, c.routes,
             seed=scenario.seed, dwrr_quantum=scenario.ports.quantum, ttl=scenario.run.ttl,
@@ -853,7 +937,11 @@ class Simulation:
             ls_timeout_ps=ls.timeout_ps,
             cbfc_mask=sum(1 << p for p in scenario.cbfc.priorities) if scenario.cbfc.enabled else 0,
             cbfc_cell=scenario.cbfc.cell,
-            cbfc_update_cells=-(-(scenario.cbfc.update_bytes or scenario.host.mtu + 64) // scenario.cbfc.cell))
+            cbfc_update_cells=-(-(scenario.cbfc.update_bytes or scenario.host.mtu + 64) // scenario.cbfc.cell),
+            **({"hpcc": True, "hp_eta": scenario.hpcc.eta, "hp_max_stage": scenario.hpcc.max_stage,
+                "hp_t_ps": self.hpcc["base_rtt_ps"], "hp_w_init": self.hpcc["w_init_bytes"],
+                "hp_w_ai": self.hpcc["w_ai_bytes"], "hp_w_floor": self.hpcc["w_floor_bytes"]}
+               if self.hpcc else {}))
         self.wall_s = 0.0
 
     def run(self, until: int | None = None, *, progress: Callable[[int, int, int], None] | None = None,

@@ -33,7 +33,7 @@ Schema (`TRACE_SCHEMA`, version `SCHEMA_VERSION`; every column non-null):
 | ecn      | uint8                    | 0..3          | IP ECN codepoint, RFC 3168: 0 Not-ECT, 1 ECT(1), 2 ECT(0), 3 CE | roce, cnp, ethlink |
 | reason   | dictionary<int8, string> | DROP_REASONS  | why a drop happened; "none" for every other event | all (drop rows) |
 | opcode   | uint8                    | code          | BTH opcode (roce, roce_ack, cnp); pfc: class-enable vector; EthLink opcode; 0 for raw | roce, roce_ack, cnp, pfc, ethlink |
-| flags    | uint8                    | bits          | engine packet flags: 1 last packet of its flow/message, 4 Load/Store frame, 8 Load/Store response, 16 corrupted on the wire (cleared by the receiver's FCS check); txn rows: 32 a store that wants a completion | all |
+| flags    | uint8                    | bits          | engine packet flags: 1 last packet of its flow/message, 4 Load/Store frame, 8 Load/Store response, 16 corrupted on the wire (cleared by the receiver's FCS check), 64 carries an HPCC INT header (data frames and the ACKs echoing it); txn rows: 32 a store that wants a completion | all |
 | syndrome | uint8                    | code          | AETH syndrome: 0x1F ACK, 0x60 NAK (PSN sequence error), ...; 0 otherwise | roce_ack |
 
 Rows without a frame: `op_issue` / `op_complete` (pkt -1) at the issuing host: `flow` the
@@ -124,7 +124,7 @@ from .topology import HOST
 
 __all__ = [
     "SCHEMA_VERSION", "TRACE_SCHEMA", "EVENT_NAMES", "FRAME_KINDS", "DROP_REASONS", "LEVELS",
-    "PF_LAST", "PF_LS", "PF_RESPONSE", "PF_CORRUPT", "PF_TXN_ACK",
+    "PF_LAST", "PF_LS", "PF_RESPONSE", "PF_CORRUPT", "PF_TXN_ACK", "PF_INT",
     "COMPRESSIONS", "DEFAULT_COMPRESSION", "TraceError", "TraceFilter", "TraceWriter", "TraceInfo", "records_to_batch",
     "read_trace", "read_trace_head", "simulation_metadata", "partial_path",
 ]
@@ -139,7 +139,7 @@ DROP_REASONS = ("none", "buffer_full", "queue_limit", "no_route", "fcs", "watchd
                 "headroom")                                                     # DropReason DR_*
 
 # Bits of the `flags` column (csrc/core.pxd PacketFlag; PF_ROUTED never reaches a trace).
-PF_LAST, PF_LS, PF_RESPONSE, PF_CORRUPT, PF_TXN_ACK = 1, 4, 8, 16, 32
+PF_LAST, PF_LS, PF_RESPONSE, PF_CORRUPT, PF_TXN_ACK, PF_INT = 1, 4, 8, 16, 32, 64
 
 LEVELS = ("off", "endpoints", "hop")
 COMPRESSIONS = ("none", "zstd", "lz4")

@@ -26,6 +26,16 @@ Mapping (trace column -> frames column):
 | flow, ntx | -                                        | -                      | el_txns (op table)    |
 | syndrome | aeth_syndrome (AETH opcodes)              | -                      | -                     |
 
+HPCC INT (flags bit 64; csrc/hpcc.pxd). A frame's record count is in its size (4 B of
+INT header plus 16 B per record beyond the RoCE frame). The records are the frame's
+switch `tx_start` rows (an INT record is taken when the frame starts on a switch's
+egress link): time, `qbytes` (the queue it left), the port's rate (the trace metadata)
+and the port's cumulative `size` over its `tx_start` rows up to that one (the port's
+transmitted bytes). An ACK echoes the records of the data frame delivered, at its
+receiver, at the instant the ACK was made, with the ACK's PSN (`IntRecords`). Exact
+for a complete hop-level trace; without the switch rows (an endpoints trace, a filtered
+or cut table) the records a frame carries are present with zero values.
+
 `MISSING_FIELDS` lists, per kind, the header fields the trace does not carry yet: they
 take the frame builder's defaults, so those frames are well formed but those fields are
 not the simulated ones.
@@ -83,7 +93,7 @@ import pyarrow as pa
 from . import frames as fr
 from .frames import fields as F
 from .scenario import LS_KINDS
-from .trace import EVENT_NAMES, FRAME_KINDS, PF_LS, PF_RESPONSE, PF_TXN_ACK, TraceInfo, codes
+from .trace import EVENT_NAMES, FRAME_KINDS, PF_INT, PF_LS, PF_RESPONSE, PF_TXN_ACK, TraceInfo, codes
 
 __all__ = ["RX_EVENTS", "KIND_FRAMES", "MISSING_FIELDS", "LsFrames", "ls_frames", "frame_row", "select", "rows",
            "frames", "write_trace_pcap"]
@@ -362,6 +372,71 @@ def _overlay_op_rows(ops: np.ndarray, table: pa.Table) -> None:
     ops["dst"][flow[real]] = table["dst"].to_numpy()[sel][real]
 
 
+class IntRecords:
+    """The HPCC INT records of a trace's frames (see the module doc), from its rows."""
+
+    def __init__(self, info: TraceInfo, table: pa.Table) -> None:
+        n = table.num_rows
+        ev = codes(table, "event") if n else np.zeros(0, dtype=np.int8)
+        col = {c: table[c].to_numpy() for c in ("time_ps", "pkt", "node", "port", "size", "qbytes", "flags",
+                                                 "src", "dst", "psn")} if n else {}
+        self.recs: dict[int, list[dict[str, int]]] = {}
+        self.echo: dict[tuple[int, int, int, int], int] = {}     # (time, host, peer, psn) -> data pkt
+        self.made: dict[int, int] = {}                            # ACK pkt -> its first row's time
+        if not n:
+            return
+        kind = codes(table, "kind")
+        tx = np.nonzero((ev == EVENT_NAMES.index("tx_start")) & (col["port"] >= 0))[0]
+        # each port's transmitted bytes after each of its frames: a cumulative sum per port
+        order = tx[np.argsort(col["port"][tx], kind="stable")]
+        sizes = col["size"][order].astype(np.int64)
+        cum = np.cumsum(sizes)
+        starts = np.r_[0, np.nonzero(np.diff(col["port"][order]))[0] + 1]
+        base = np.repeat(cum[starts] - sizes[starts], np.diff(np.r_[starts, len(order)]))
+        sent = np.empty(n, dtype=np.int64)
+        sent[order] = cum - base
+        switch = np.asarray([k == "switch" for k in info.node_kinds] or [False] * len(info.nodes))
+        intf = (col["flags"] & PF_INT) != 0
+        data = intf & (kind == FRAME_KINDS.index("roce"))
+        rec = tx[data[tx] & switch[col["node"][tx]]] if len(switch) else tx[:0]
+        rate = info.port_rate_bps if len(info.port_rate_bps) else np.zeros(info.n_ports, dtype=np.int64)
+        for i in rec.tolist():
+            self.recs.setdefault(int(col["pkt"][i]), []).append({
+                "rate_mbps": int(rate[col["port"][i]]) // 1_000_000 & _U32,
+                "ts_ns": int(col["time_ps"][i]) // 1000 & _U32,
+                "tx_bytes": int(sent[i]) & _U32,
+                "qlen": min(int(col["qbytes"][i]), _U32)})
+        for i in np.nonzero(data & (ev == EVENT_NAMES.index("deliver")))[0].tolist():
+            self.echo[(int(col["time_ps"][i]), int(col["dst"][i]), int(col["src"][i]), int(col["psn"][i]))] = \
+                int(col["pkt"][i])
+        acks = np.nonzero(intf & (kind == FRAME_KINDS.index("roce_ack")))[0]
+        for i in acks[::-1].tolist():                   # rows in time order: keep each ACK's first
+            self.made[int(col["pkt"][i])] = int(col["time_ps"][i])
+
+    @staticmethod
+    def count(row: Mapping[str, Any]) -> int:
+        """Records a traced HPCC frame carries, from its size."""
+        base = F.roce_frame_bytes(int(row["opcode"]), int(row["payload"]), 0, 0)
+        return max(0, (int(row["size"]) - base) // F.HPCC_INT_HOP.size)
+
+    def hops(self, row: Mapping[str, Any]) -> list[dict[str, int]]:
+        """The INT records of a traced frame with flag PF_INT (zeros where not derivable)."""
+        n = self.count(row)
+        pkt = int(row["pkt"])
+        if row["kind"] == "roce_ack":
+            pkt = self.echo.get((self.made.get(pkt, -1), int(row["src"]), int(row["dst"]), int(row["psn"])), -1)
+        got = self.recs.get(pkt, [])[:n]
+        return got + [dict.fromkeys(F.INT_HOP_KEYS, 0) for _ in range(n - len(got))]
+
+
+def int_records(info: TraceInfo, table: pa.Table) -> "IntRecords | None":
+    """What rebuilds the HPCC INT records of `table`'s frames (a whole trace), or None
+    when it has no INT frame."""
+    if not table.num_rows or not np.any(table["flags"].to_numpy() & PF_INT):
+        return None
+    return IntRecords(info, table)
+
+
 def _macs(event: str, port: int, info: TraceInfo, received: bool = False) -> dict[str, int]:
     if port < 0:
         return {}
@@ -386,11 +461,13 @@ def _ls_of(info: TraceInfo, ls: "LsFrames | np.ndarray | None") -> "LsFrames | N
     return cached
 
 
-def frame_row(row: Mapping[str, Any], info: TraceInfo, *, ls: "LsFrames | np.ndarray | None" = None) -> dict[str, Any]:
+def frame_row(row: Mapping[str, Any], info: TraceInfo, *, ls: "LsFrames | np.ndarray | None" = None,
+              hpcc: "IntRecords | None" = None) -> dict[str, Any]:
     """The `ethlink.frames` row of one trace row (a mapping of trace columns, enums as
     names); `frames.build_frame` turns it into wire bytes. `ls` (an `LsFrames`, or
     `Result.ls_ops`) rebuilds the transactions of Load/Store frames; by default they are
-    regenerated from the trace's scenario (see the module doc)."""
+    regenerated from the trace's scenario (see the module doc). `hpcc` (`int_records` of
+    the whole trace) gives HPCC frames their INT records; without it they carry zeros."""
     kind = row["kind"]
     if row["event"] in OP_EVENTS:
         raise ValueError(f"trace row: {row['event']} rows are operations (flow {row['flow']}), not frames")
@@ -416,6 +493,11 @@ def frame_row(row: Mapping[str, Any], info: TraceInfo, *, ls: "LsFrames | np.nda
             out["dqpn"] = (LS_QPN_BASE + src) & 0xFFFFFF
         if kind != "cnp":
             out.update(_roce_fields(kind, opcode, row, _ls_of(info, ls) if is_ls else None, is_ls))
+        if kind != "cnp" and int(row.get("flags", 0)) & PF_INT:
+            out["int_hops"] = (hpcc or IntRecords(info, pa.table({}))).hops(row)
+            pad = int(row["size"]) - F.roce_frame_bytes(opcode, out.get("payload_len", 0), 0, len(out["int_hops"]))
+            if 0 < pad <= 3:
+                out["pad_cnt"] = pad
     elif kind == "pfc":
         # One class per frame: opcode holds the class-enable vector, psn its pause time.
         vector = opcode or 1 << int(row["prio"])
@@ -513,8 +595,9 @@ def frames(table: pa.Table, info: TraceInfo, *, ls_ops: np.ndarray | None = None
     kinds = set(kinds_in(table)) if table.num_rows else set()
     if kinds & {"ethlink", "roce"}:
         ls = ls_frames(info, context if context is not None else table, ls_ops)
+    hp = int_records(info, context if context is not None else table) if kinds & {"roce", "roce_ack"} else None
     for r in rows(table):
-        fr_row = frame_row(r, info, ls=ls) if ls is not None else frame_row(r, info)
+        fr_row = frame_row(r, info, ls=ls, hpcc=hp)
         key = tuple((k, _hashable(v)) for k, v in sorted(fr_row.items()))
         raw = cache.get(key)
         if raw is None:

@@ -49,7 +49,7 @@ def scenario_keys() -> set[tuple[str, str]]:
         return done(self)
 
     data = {"topology": {"kind": "leaf-spine"}, "switch": {"tiers": {"spine": {}}}, "host": {}, "ports": {},
-            "run": {}, "pfc": {"watchdog": {}}, "ecn": {}, "roce": {}, "dcqcn": {}, "ls": {}, "cbfc": {"priorities": [2]},
+            "run": {}, "pfc": {"watchdog": {}}, "ecn": {}, "roce": {}, "dcqcn": {}, "hpcc": {"enabled": False}, "ls": {}, "cbfc": {"priorities": [2]},
             "link": {},
             "flow": [{"src": 0, "dst": 1, "size": 64}],
             "workload": [{"kind": "incast", "size": 64}, {"kind": "permutation", "size": 64}],

@@ -3,8 +3,8 @@
 One traced frame (a mapping of named fields, the trace's columns) becomes exact wire
 bytes (`build_frame`), a scapy packet decoded from those bytes (`to_scapy`), and pcap
 files Wireshark opens (`write_pcap`). Formats: priority-tagged raw test frames, RoCEv2
-(IBA Annex A17) RC packets and CNPs, IEEE 802.1Qbb PFC, and ethlink's own EthLink v1 and
-CBFC credit frames. Field tables live in `fields`, scapy layers in `layers`.
+(IBA Annex A17) RC packets and CNPs (with HPCC's INT header when the run uses HPCC),
+IEEE 802.1Qbb PFC, and ethlink's own EthLink v1 and CBFC credit frames. Field tables live in `fields`, scapy layers in `layers`.
 
 Limits: see each module; in short IPv4 only, RC transport only, synthesised payload bytes.
 """
@@ -27,7 +27,8 @@ from .fields import (
     ethlink_frame_bytes,
     roce_frame_bytes,
 )
-from .layers import AETH, BTH, RETH, AtomicAckETH, AtomicETH, CNPPadding, ELBase, ELCredit, ELTxn, ImmDt
+from .layers import (AETH, BTH, RETH, AtomicAckETH, AtomicETH, CNPPadding, ELBase, ELCredit, ELTxn, HpccInt,
+                     HpccIntHop, ImmDt)
 from .pcap import write_pcap
 
 __all__ = [
@@ -36,5 +37,5 @@ __all__ = [
     "COLUMNS", "ROCE_OPCODES", "HeaderFormat", "FieldSpec", "el_data_len", "ethlink_frame_bytes",
     "roce_frame_bytes", "FrameKind", "EtherType", "Ecn", "RoceOpcode", "AethSyndrome", "ElOpcode",
     "ElFlags", "ElTxnFlags", "BTH", "AETH", "CNPPadding", "RETH", "ImmDt", "AtomicETH", "AtomicAckETH",
-    "ELBase", "ELTxn", "ELCredit",
+    "ELBase", "ELTxn", "ELCredit", "HpccInt", "HpccIntHop",
 ]

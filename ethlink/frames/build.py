@@ -124,16 +124,29 @@ def _roce(r: Row) -> Packet:
     if payload_len and not fmt.payload:
         raise ValueError(f"payload_len={payload_len} but {op.name} carries no payload")
     data = _pattern(bth.psn, payload_len) + bytes(bth.padcount)
-    tos = (r.uint("dscp") << 2) | r.uint("ecn")
+    dscp = r.uint("dscp")
+    hops = r.get("int_hops")
+    if hops is not None:
+        dscp |= F.INT_DSCP_BIT              # an HPCC INT header follows the RoCE headers
+    tos = (dscp << 2) | r.uint("ecn")
     layers = [*_tagged(r, F.EtherType.IPV4),
               IP(tos=tos, id=0, flags="DF", ttl=r.uint("ttl"), src=_ip(r.uint("ip_src")),
                  dst=_ip(r.uint("ip_dst"))),
               UDP(sport=r.uint("udp_sport"), dport=F.ROCEV2_UDP_PORT),
               bth,
               *(_layer(h, r) for h in fmt.headers)]
+    if hops is not None:
+        layers.append(_hpcc_int(list(hops)))
     if data:
         layers.append(Raw(data))
     return _stack(*layers)
+
+
+def _hpcc_int(hops: list[Mapping[str, Any]]) -> Packet:
+    if len(hops) > 255:
+        raise ValueError(f"int_hops: {len(hops)} records do not fit the 8-bit HpccInt.nhop")
+    recs = [LAYERS[F.HPCC_INT_HOP.name](**F.HPCC_INT_HOP.values(Row(h), "HpccIntHop")) for h in hops]
+    return LAYERS[F.HPCC_INT.name](nhop=len(recs), hops=recs)
 
 
 def _cnp(r: Row) -> Packet:

@@ -274,6 +274,37 @@ CNP_PADDING = HeaderFormat("CNPPadding", (
 ), "RoCEv2 CNP: 16 reserved bytes after the BTH (IBA Annex A17)")
 
 
+# --- HPCC INT (csrc/hpcc.pxd) --------------------------------------------------------
+# Where: after the BTH and the extension headers its opcode requires (RETH, ImmDt, AETH),
+# before the payload: the place HPCC's own implementation gives its IntHeader (ns-3
+# alibaba-edu/High-Precision-Congestion-Control: after the transport header, before the
+# data; the ACK carries it after its ACK header). Putting it right after UDP, as P4.org's
+# INT spec v2.1 does for INT over UDP, would hide the BTH from every RoCE decoder.
+# Presence: a bit of the IPv4 DSCP, the INT spec v2.1 way of flagging INT over TCP/UDP
+# (the operator picks the value or bit): DSCP bit 0, so RoCE's DSCP 26 becomes 27.
+# Records: one per switch egress, in path order, with the four values HPCC reads (the paper's
+# INT metadata; ns-3 IntHop: line rate, time, bytes, queue length), each a whole 32-bit
+# word (the ns-3 bit-packed 8 B layout cannot carry 800 Gb/s nor exact byte counts).
+INT_DSCP_BIT = 0x01
+
+HPCC_INT = HeaderFormat("HpccInt", (
+    _f("version", 4, 1, doc="format version, 1"),
+    _f("resv", 4),
+    _f("hop_words", 8, 4, doc="4-byte words per record (INT's HopML): 4"),
+    _f("nhop", 8, 0, doc="records that follow, 0..5"),
+    _f("resv2", 8),
+), "HPCC INT header, 4 B; followed by nhop HpccIntHop records")
+
+HPCC_INT_HOP = HeaderFormat("HpccIntHop", (
+    _f("rate_mbps", 32, 0, "rate_mbps", doc="egress link rate, Mb/s"),
+    _f("ts_ns", 32, 0, "ts_ns", doc="when the frame started on the egress link, ns, modulo 2^32"),
+    _f("tx_bytes", 32, 0, "tx_bytes", doc="frame bytes the egress port had sent, this frame included, modulo 2^32"),
+    _f("qlen", 32, 0, "qlen", doc="bytes left in the frame's egress queue after it (saturating)"),
+), "HPCC INT record of one switch egress, 16 B")
+
+INT_HOP_KEYS = tuple(f.name for f in HPCC_INT_HOP.fields)
+
+
 @dataclass(frozen=True, slots=True)
 class RoceOpcodeFormat:
     """What follows the BTH for one opcode (Linux rxe_opcode.c rxe_opcode[].mask)."""
@@ -384,10 +415,13 @@ def _wire_bytes(without_fcs: int) -> int:
     return max(without_fcs, ETH_MIN_FRAME - FCS_BYTES) + FCS_BYTES
 
 
-def roce_frame_bytes(opcode: int, payload_len: int = 0, pad_cnt: int = 0) -> int:
-    """`frame_bytes` (FCS included) of a priority-tagged RoCEv2 frame."""
+def roce_frame_bytes(opcode: int, payload_len: int = 0, pad_cnt: int = 0, int_hops: int | None = None) -> int:
+    """`frame_bytes` (FCS included) of a priority-tagged RoCEv2 frame; `int_hops`: the
+    HPCC INT records it carries (None: no INT header)."""
     fmt = ROCE_OPCODES[RoceOpcode(opcode)]
     hdr = ETHER_BYTES + DOT1Q_BYTES + IPV4_BYTES + UDP_BYTES + BTH.size
+    if int_hops is not None:
+        hdr += HPCC_INT.size + HPCC_INT_HOP.size * int_hops
     return _wire_bytes(hdr + sum(h.size for h in fmt.headers) + payload_len + pad_cnt + ICRC_BYTES)
 
 
@@ -438,6 +472,8 @@ _COMMON = {
     "el_tc": Column(None, "ELBase.tc; defaults to pcp", 3),
     "el_ecn": Column(None, "ELBase.ecn; defaults to ecn", 2, Ecn),
     "el_ntx": Column(None, "ELBase.ntx; derived, cross-checked when given", 4),
+    "int_hops": Column(None, "HPCC INT records (roce): a list of mappings with keys rate_mbps, ts_ns, "
+                             "tx_bytes, qlen, one per switch; None: no INT header (an empty list: the header alone)"),
 }
 
 COLUMNS: dict[str, Column] = {}

@@ -21,6 +21,7 @@ from scapy.contrib.mac_control import MACControlClassBasedFlowControl
 from scapy.contrib.roce import AETH, BTH, CNPPadding
 from scapy.fields import (
     BitEnumField,
+    PacketListField,
     BitField,
     ByteEnumField,
     ByteField,
@@ -36,6 +37,7 @@ from scapy.fields import (
     XLongField,
     XShortField,
 )
+from scapy.layers.inet import IP
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet, bind_bottom_up, bind_layers
 
@@ -43,7 +45,7 @@ from . import fields as F
 
 __all__ = [
     "AETH", "BTH", "CNPPadding", "MACControlClassBasedFlowControl",
-    "RETH", "ImmDt", "AtomicETH", "AtomicAckETH", "ELBase", "ELTxn", "ELCredit",
+    "RETH", "ImmDt", "AtomicETH", "AtomicAckETH", "ELBase", "ELTxn", "ELCredit", "HpccInt", "HpccIntHop",
     "LAYERS", "scapy_fields",
 ]
 
@@ -83,8 +85,17 @@ def _bth_of(layer: Packet) -> Packet | None:
     return under
 
 
+def _int_follows(layer: Packet) -> bool:
+    """An HPCC INT header follows the RoCE headers: the IPv4 DSCP has fields.INT_DSCP_BIT."""
+    under = layer.underlayer
+    while under is not None and not isinstance(under, IP):
+        under = under.underlayer
+    return under is not None and bool((under.tos >> 2) & F.INT_DSCP_BIT)
+
+
 def _roce_next_header(self: Packet, payload: bytes) -> type[Packet]:
-    """The header after `self` for the opcode of the BTH below it (fields.ROCE_OPCODES)."""
+    """The header after `self` for the opcode of the BTH below it (fields.ROCE_OPCODES),
+    then the HPCC INT header when the DSCP flags one."""
     bth = _bth_of(self)
     if bth is None:
         return Packet.guess_payload_class(self, payload)
@@ -93,7 +104,9 @@ def _roce_next_header(self: Packet, payload: bytes) -> type[Packet]:
         return conf.raw_layer
     chain = [LAYERS[h.name] for h in fmt.headers]
     i = chain.index(type(self)) if type(self) in chain else len(chain)
-    return chain[i + 1] if i + 1 < len(chain) else conf.raw_layer
+    if i + 1 < len(chain):
+        return chain[i + 1]
+    return HpccInt if _int_follows(self) else conf.raw_layer
 
 
 class _RoceExtHeader(Packet):
@@ -193,12 +206,49 @@ class ELCredit(Packet):
         return b"", s
 
 
+class HpccIntHop(Packet):
+    """One HPCC INT record (a switch egress)."""
+
+    name = "HpccIntHop"
+    fields_desc = scapy_fields(F.HPCC_INT_HOP)
+
+    def extract_padding(self, s: bytes) -> tuple[bytes, bytes | None]:
+        return b"", s
+
+
+class HpccInt(Packet):
+    """HPCC INT header and its records, after the RoCE headers (fields.HPCC_INT); the
+    payload follows."""
+
+    name = "HpccInt"
+    fields_desc = [*scapy_fields(F.HPCC_INT),
+                   PacketListField("hops", [], HpccIntHop, count_from=lambda p: p.nhop)]
+
+    def guess_payload_class(self, payload: bytes) -> type[Packet]:
+        return conf.raw_layer
+
+
+_bth_guess = BTH.guess_payload_class
+
+
+def _bth_payload(self: Packet, payload: bytes) -> type[Packet]:
+    # A BTH whose opcode has no extension header: the INT header may follow it directly.
+    cls = _bth_guess(self, payload)
+    if cls is conf.raw_layer and self.opcode in F.ROCE_OPCODES and _int_follows(self):
+        return HpccInt
+    return cls
+
+
+BTH.guess_payload_class = _bth_payload  # type: ignore[method-assign]
+
+
 # Layer class of each field table, by table name.
 LAYERS: dict[str, type[Packet]] = {
     F.BTH.name: BTH, F.RETH.name: RETH, F.AETH.name: AETH, F.IMMDT.name: ImmDt,
     F.ATOMIC_ETH.name: AtomicETH, F.ATOMIC_ACK_ETH.name: AtomicAckETH,
     F.CNP_PADDING.name: CNPPadding, F.PFC.name: MACControlClassBasedFlowControl,
     F.EL_BASE.name: ELBase, F.EL_TXN.name: ELTxn, F.EL_CREDIT.name: ELCredit,
+    F.HPCC_INT.name: HpccInt, F.HPCC_INT_HOP.name: HpccIntHop,
 }
 
 # BTH -> first extension header, by opcode. Bottom-up only: building always sets the
