@@ -64,6 +64,7 @@ cdef enum LsKind:               # what a Load/Store operation is
 cdef enum Transport:
     TR_RAW = 0                  # raw Ethernet: no header beyond 802.1Q, no ACK
     TR_ROCE = 1                 # RoCEv2 reliable connection (IBA Annex A17)
+    TR_UET = 2                  # Ultra Ethernet transport, PDS RUD (csrc/uet.pxd)
 
 cdef enum Verb:                 # what a message (Flow) is
     VERB_RAW = 0
@@ -85,6 +86,8 @@ cdef enum FrameKind:            # every frame kind has a real wire format (ethli
     FK_PFC = 4                  # IEEE 802.1Qbb pause frame
     FK_ETHLINK = 5              # ethlink v1 Load/Store frame
     FK_CBFC = 6                 # ethlink v1 credit update
+    FK_UET = 7                  # UET data: UDP 4793, PDS RUD request + SES standard header
+    FK_UET_CTRL = 8             # UET PDS control: ACK_CC (with SACK bitmap) or NACK
 
 cdef enum TraceEvent:           # names in ethlink/trace.py EVENT_NAMES, same order
     TE_ENQUEUE = 0              # packet entered an egress queue (qbytes after)
@@ -100,6 +103,7 @@ cdef enum TraceEvent:           # names in ethlink/trace.py EVENT_NAMES, same or
     TE_OP_ISSUE = 10
     TE_OP_COMPLETE = 11
     TE_TXN = 12                 # a Load/Store transaction joined frame `pkt` (one row each)
+    TE_TRIM = 13                # a UET data frame failed admission and was cut to its headers
 
 cdef enum DropReason:           # names in ethlink/trace.py DROP_REASONS, same order
     DR_NONE = 0
@@ -118,6 +122,7 @@ cdef enum PacketFlag:
     PF_RESPONSE = 8             # a Load/Store response (completions for the issuer)
     PF_CORRUPT = 16             # bits flipped on the wire: the receiver's FCS check fails
     PF_TXN_ACK = 32             # trace txn rows only: a store that wants a completion
+    PF_TRIM = 128               # UET: a data frame trimmed to its headers by a switch
 
 cdef enum StopReason:           # why the loop returned to Python
     STOP_EMPTY = 0              # no event left
@@ -416,6 +421,16 @@ cdef struct Qp:                 # a queue-pair endpoint; raw flows get a send-on
     int64_t acks_rx
     int64_t spurious            # data frames (or READ responses) that reached this endpoint
                                 # as copies of a PSN it had already accepted
+    # UET (csrc/uet.pxd)
+    int64_t uet_base            # this endpoint's first slot in Sim.uet_st / uet_sent_ps
+                                # (one per PSN it can send or receive: psn_end at most)
+    int64_t uet_cap             # slots it owns (PSNs of every message on the QP)
+    int64_t uet_inflight        # sender: PSNs sent and neither acknowledged nor NACKed
+    int64_t uet_cwnd            # sender: congestion window, bytes (NSCC or uet.window)
+    int32_t uet_rtx_n           # sender: PSNs marked for selective retransmission
+    int32_t uet_rtx_scan        # sender: no PSN below this is marked for retransmission
+    int64_t uet_nacks_rx        # sender: NACKs received (trimmed packets)
+    int64_t uet_sacks_rx        # sender: ACKs whose SACK bitmap acknowledged PSNs beyond CACK
 
 cdef struct TraceRec:           # one row of the trace; ethlink/trace.py mirrors it
     int64_t time_ps
@@ -581,6 +596,23 @@ cdef struct Sim:
     int64_t bytes_retx          # payload bytes of retransmitted copies (RoCE data, READ responses)
     int64_t bytes_discarded     # payload bytes of data frames a transport receiver discarded
     int64_t bytes_dropped_flow  # payload bytes of dropped flow data frames (bytes_dropped less Load/Store)
+    # UET (csrc/uet.pxd)
+    uint8_t* uet_st             # per-PSN state of every UET endpoint (Qp.uet_base..+uet_cap):
+                                # sender UST_*, receiver 1 = received (owned by engine.pyx)
+    int64_t* uet_sent_ps        # sender: when each PSN was last sent, ps
+    int32_t uet_spray           # 1: every UET packet carries its own entropy (spraying)
+    int32_t uet_trim            # 1: switches trim UET data frames that fail admission
+    int32_t uet_trim_bytes      # frame bytes (FCS included) a trimmed frame keeps
+    int32_t uet_trim_prio       # priority a trimmed frame is forwarded at
+    int32_t uet_sack_bits       # SACK bitmap width (64 in ACK_CC)
+    int32_t uet_pad
+    int64_t uet_rto_ps          # per-packet retransmission timeout, ps
+    int64_t uet_trimmed         # data frames trimmed
+    int64_t uet_trimmed_bytes   # payload bytes cut off by trimming
+    int64_t uet_nacks           # NACK frames sent by receivers
+    int64_t uet_sacks           # ACK frames sent whose SACK bitmap is not empty
+    int64_t uet_sel_retx        # selective retransmissions (one PSN each)
+    int64_t uet_acks            # ACK_CC frames sent
 
 
 # ---------------------------------------------------------------------------------------
@@ -855,7 +887,8 @@ cdef inline void trace_op(Sim* s, uint8_t event, int32_t host, int32_t index, in
 cdef inline void trace_flow(Sim* s, uint8_t event, int32_t f) noexcept nogil:
     cdef Flow* fl = &s.flows[f]
     trace_op(s, event, fl.src, f, fl.src, fl.dst, fl.prio, fl.size, fl.size,
-             FK_RAW if fl.verb == VERB_RAW else FK_ROCE, <uint8_t>fl.verb, fl.qp, 0)
+             FK_RAW if fl.verb == VERB_RAW else (FK_UET if s.qps[fl.qp].transport == TR_UET else FK_ROCE),
+             <uint8_t>fl.verb, fl.qp, 0)
 
 
 cdef inline void complete_message(Sim* s, int32_t f) noexcept nogil:

@@ -32,6 +32,7 @@ from nic cimport ring_push, ring_pop, qp_activate, host_port
 from route cimport Hops, route_hops, route_nth, route_spray
 from flows cimport raw_make_packet, raw_deliver
 from roce cimport (roce_next_packet, roce_has_more, roce_rx_data, roce_rx_ack, roce_rto)
+from uet cimport uet_next_packet, uet_has_more, uet_rx_data, uet_rx_ack, uet_rto
 from dcqcn cimport dc_on_cnp, dc_timer
 from loadstore cimport ls_rx, ls_on_tx, ls_event, ls_try_issue
 from cbfc cimport cbfc_cells, cbfc_freed, cbfc_rx
@@ -74,6 +75,9 @@ cdef inline void host_refill(Sim* s, int32_t port) noexcept nogil:
             if q.transport == TR_RAW:
                 pi = raw_next_packet(s, qi)
                 more = q.snd_nxt < q.psn_end
+            elif q.transport == TR_UET:
+                pi = uet_next_packet(s, qi)
+                more = pi >= 0 and uet_has_more(s, qi)
             else:
                 pi = roce_next_packet(s, qi)
                 more = pi >= 0 and roce_has_more(s, qi)
@@ -205,7 +209,8 @@ cdef inline int32_t route(Sim* s, int32_t node, int32_t pi) noexcept nogil:
         return -1
     if hops.n == 1:
         return hops.first
-    if s.nodes[node].ecmp == ECMP_SPRAY:
+    if s.nodes[node].ecmp == ECMP_SPRAY or (pk.kind == FK_UET and s.uet_spray):
+        # spraying; a UET packet's own entropy (UDP source port) when uet.spray is on
         h = hash3(s.seed, <uint64_t>node | (<uint64_t>1 << 40), <uint64_t>pk.uid)
     else:
         h = hash3(s.seed, <uint64_t>node, <uint64_t>(pk.flow if pk.flow >= 0 else pk.src))
@@ -239,6 +244,20 @@ cdef inline void switch_enqueue(Sim* s, int32_t node, int32_t pi) noexcept nogil
         # credits guarantee room per link: only the pool bounds it, no egress threshold
         reason = DR_BUFFER_FULL if nd.shared_used + pk.size > nd.shared_bytes else DR_NONE
     else:
+        reason = admit(s, nd, q, pk.size)
+    if reason != DR_NONE and pk.kind == FK_UET and s.uet_trim and not (pk.flags & PF_TRIM) \
+            and not ((s.lossless_mask | s.cbfc_mask) & (1 << pk.prio)):
+        # UET packet trimming (UET 1.0 section 3.5, "packet trimming"): cut the frame to
+        # its headers and forward it at the trimmed class; it is dropped only if even that
+        # fails admission. Its payload is counted as trimmed here, not as dropped.
+        s.uet_trimmed += 1
+        s.uet_trimmed_bytes += pk.payload
+        trace_pkt(s, TE_TRIM, node, e, pi, q.bytes, reason)
+        pk.payload = 0
+        pk.size = s.uet_trim_bytes
+        pk.flags |= PF_TRIM
+        pk.prio = <uint8_t>s.uet_trim_prio
+        q = &s.queues[e * NPRIO + pk.prio]
         reason = admit(s, nd, q, pk.size)
     if reason != DR_NONE:
         if s.cbfc_mask & (1 << pk.prio):
@@ -312,6 +331,10 @@ cdef inline void host_rx(Sim* s, int32_t inport, int32_t pi) noexcept nogil:
         roce_rx_ack(s, pi)
     elif pk.kind == FK_CNP:
         dc_on_cnp(s, pk.qp)
+    elif pk.kind == FK_UET:
+        uet_rx_data(s, pi)
+    elif pk.kind == FK_UET_CTRL:
+        uet_rx_ack(s, pi)
     pkt_free(s, pi)
 
 
@@ -400,7 +423,10 @@ cdef inline void qp_timer(Sim* s, int32_t qi, int64_t arg) noexcept nogil:
         s.qps[qi].wake_pending = 0
         qp_activate(s, qi)
     elif kind == QT_RTO:
-        roce_rto(s, qi, gen)
+        if s.qps[qi].transport == TR_UET:
+            uet_rto(s, qi, gen)
+        else:
+            roce_rto(s, qi, gen)
     else:
         dc_timer(s, qi, kind, gen)
 
@@ -529,6 +555,7 @@ cdef class Engine:
     cdef object _host_node, _route_off, _route_port, _ring_head, _ring_tail, _flow_order
     cdef object _node_row, _host_class, _route_set
     cdef object _dep_off, _dep_list
+    cdef object _uet_st, _uet_sent
     cdef bint started
 
     def __cinit__(self):
@@ -549,7 +576,9 @@ cdef class Engine:
                  dependents=None, ls_ops=None, ls_gpus=None, int32_t ls_prio=5,
                  int32_t ls_header=0, bint ls_relaxed=False, int32_t ls_coalesce_bytes=0,
                  int64_t ls_coalesce_wait_ps=0, int64_t ls_target_ps=0, int64_t ls_timeout_ps=0,
-                 int32_t cbfc_mask=0, int32_t cbfc_cell=64, int64_t cbfc_update_cells=1):
+                 int32_t cbfc_mask=0, int32_t cbfc_cell=64, int64_t cbfc_update_cells=1,
+                 bint uet_spray=True, bint uet_trim=False, int32_t uet_trim_bytes=106,
+                 int32_t uet_trim_prio=7, int64_t uet_rto_ps=0):
         cdef Sim* s = &self.s
         cdef int32_t i
         self.nodes = _as(nodes, NODE_DTYPE, "nodes")
@@ -628,6 +657,18 @@ cdef class Engine:
         s.cbfc_mask = cbfc_mask
         s.cbfc_cell = cbfc_cell
         s.cbfc_update_cells = cbfc_update_cells
+        # UET (csrc/uet.pxd): per-PSN state of every endpoint, slots given by build_qps
+        n_slots = int((self.qps["uet_base"] + self.qps["uet_cap"]).max()) if len(self.qps) else 0
+        self._uet_st = np.zeros(max(n_slots, 1), dtype=np.uint8)
+        self._uet_sent = np.zeros(max(n_slots, 1), dtype=np.int64)
+        s.uet_st = <uint8_t*>cnp.PyArray_DATA(self._uet_st)
+        s.uet_sent_ps = <int64_t*>cnp.PyArray_DATA(self._uet_sent)
+        s.uet_spray = uet_spray
+        s.uet_trim = uet_trim
+        s.uet_trim_bytes = uet_trim_bytes
+        s.uet_trim_prio = uet_trim_prio
+        s.uet_sack_bits = 64
+        s.uet_rto_ps = uet_rto_ps
         s.ack_every = ack_every
         s.ack_prio = ack_prio
         s.cnp_prio = cnp_prio
@@ -753,7 +794,7 @@ cdef class Engine:
             i = s.pkts[i].next
         for i in range(s.pkt_cap):
             if not free_[i] and s.pkts[i].payload > 0 and not (s.pkts[i].flags & PF_LS) \
-                    and (s.pkts[i].kind == FK_RAW or s.pkts[i].kind == FK_ROCE):
+                    and (s.pkts[i].kind == FK_RAW or s.pkts[i].kind == FK_ROCE or s.pkts[i].kind == FK_UET):
                 n += 1
                 nbytes += s.pkts[i].payload
         return n, nbytes
@@ -839,6 +880,12 @@ cdef class Engine:
             "llr_replays": s.llr_replays,
             "fcs_drops": s.fcs_drops,
             "cbfc_updates": s.cbfc_updates,
+            "uet_trimmed": s.uet_trimmed,
+            "uet_trimmed_bytes": s.uet_trimmed_bytes,
+            "uet_nacks": s.uet_nacks,
+            "uet_sacks": s.uet_sacks,
+            "uet_acks": s.uet_acks,
+            "uet_selective_retransmissions": s.uet_sel_retx,
             "drops_by_reason": [s.drops[i] for i in range(DROP_REASON_COUNT)],
             "heap_capacity": s.heap_cap,
             "pool_capacity": s.pkt_cap,

@@ -23,12 +23,13 @@ Sections (all optional but topology and a workload):
     [ls]        tags, header (ethlink | roce), prio, ordering (strict | relaxed), coalesce,
                 coalesce_wait, target_latency, timeout, max_size
     [cbfc]      enabled, priorities, cell, credits, update
+    [uet]       spray, trim, trim_bytes, trim_prio, rto, window, ack_prio; [uet.nscc] enabled, ...
     [link]      ber, llr
     [[loadstore]] gpus, ops, mode (open | closed), rate, destinations (uniform | hotspot |
                 neighbour), hot, hot_fraction, mix, sizes, fence_every, start, seed
     [[ls_op]]   src, dst, kind (load | store | store_ack | fadd | cas | fence), size, time, addr
-    flows and workloads take transport (raw | roce) and verb (write | send | read |
-    write_imm | send_imm for roce)
+    flows and workloads take transport (raw | roce | uet) and verb (write | send | read |
+    write_imm | send_imm for roce; write for uet)
     [[flow]]    src, dst, size, start, prio
     [[workload]] kind = incast | permutation | alltoall, with their parameters
 
@@ -61,7 +62,7 @@ ECMP_MODES = ("flow", "spray")
 SCHEDULERS = ("strict", "dwrr")
 TRACE_LEVELS = ("off", "endpoints", "hop")
 WORKLOAD_KINDS = ("incast", "permutation", "alltoall")
-TRANSPORTS = ("raw", "roce")
+TRANSPORTS = ("raw", "roce", "uet")
 VERBS = ("raw", "write", "send", "read", "write_imm", "send_imm")     # engine Verb order
 ROCE_MTUS = (256, 512, 1024, 2048, 4096)                              # IBA path MTUs
 MAX_MTU = 9000
@@ -251,6 +252,20 @@ class Cbfc:
     update_bytes: int = 0               # freed bytes that trigger an update; 0: one maximum frame
 
 
+UET_DATA_HEADER_BYTES = 106            # csrc/uet.pxd UET_DATA_BASE_BYTES: a data frame without payload
+
+
+@dataclass(frozen=True)
+class Uet:
+    """Ultra Ethernet transport settings (csrc/uet.pxd; [uet])."""
+    spray: bool = True                  # per-packet entropy: UET packets sprayed over equal-cost paths
+    trim: bool = False                  # switches trim UET data frames that fail admission
+    trim_bytes: int = UET_DATA_HEADER_BYTES     # a trimmed frame keeps this many bytes (headers)
+    trim_prio: int = 7                  # priority (traffic class) trimmed frames are forwarded at
+    rto_ps: int = 100_000_000           # per-packet retransmission timeout: 100 us
+    window_bytes: int = 0               # outstanding bytes per QP without NSCC; 0: unlimited
+
+
 @dataclass(frozen=True)
 class Link:
     """Bit errors and link-level retry on every link (csrc/llr.pxd)."""
@@ -289,6 +304,7 @@ class Scenario:
     ls: LoadStore = field(default_factory=LoadStore)
     cbfc: Cbfc = field(default_factory=Cbfc)
     link: Link = field(default_factory=Link)
+    uet: Uet = field(default_factory=Uet)
     loadstore: tuple[dict, ...] = ()
     ls_ops: tuple[dict, ...] = ()
     flows: tuple[FlowSpec, ...] = ()
@@ -797,6 +813,20 @@ def _check_cbfc(c: Cbfc, host: Host) -> None:
                             f"({c.credits_bytes} B), or credits would wait for an update that never comes")
 
 
+def _uet(sec: _Section) -> Uet:
+    d = Uet()
+    u = Uet(
+        spray=sec.bool("spray", d.spray),
+        trim=sec.bool("trim", d.trim),
+        trim_bytes=sec.int("trim_bytes", d.trim_bytes, lo=64, hi=UET_DATA_HEADER_BYTES),
+        trim_prio=sec.int("trim_prio", d.trim_prio, lo=0, hi=7),
+        rto_ps=sec.time("rto", d.rto_ps, positive=True),
+        window_bytes=sec.size("window", d.window_bytes, lo=0),
+    )
+    sec.done()
+    return u
+
+
 def _link(sec: _Section) -> Link:
     ber = sec.float("ber", 0.0, hi=0.01)
     if ber < 0:
@@ -880,6 +910,9 @@ def _ls_op(sec: _Section, count: int, ls: LoadStore) -> dict:
 def _transport(sec: _Section) -> tuple[str, str]:
     transport = sec.choice("transport", "raw", TRANSPORTS)
     verb = sec.choice("verb", "raw" if transport == "raw" else "write", VERBS)
+    if transport == "uet" and verb != "write":
+        raise ScenarioError(f"{sec.path('verb')}: verb {verb!r} does not go with transport \"uet\" "
+                            f"(UET messages are SES writes: verb \"write\", or leave verb out)")
     if (transport == "raw") != (verb == "raw"):
         raise ScenarioError(f"{sec.path('verb')}: verb {verb!r} does not go with transport {transport!r} "
                             f"(raw flows have verb \"raw\"; roce verbs: write, send, read, write_imm, send_imm)")
@@ -972,6 +1005,7 @@ def _build(data: dict) -> Scenario:
     ls = _ls(_Section(top._get("ls", None), "ls"))
     cbfc = _cbfc(_Section(top._get("cbfc", None), "cbfc")) if "cbfc" in data else Cbfc()
     link = _link(_Section(top._get("link", None), "link"))
+    uet = _uet(_Section(top._get("uet", None), "uet"))
     count = n_hosts(topology)
     flows_raw = top._get("flow", [])
     wl_raw = top._get("workload", [])
@@ -999,13 +1033,20 @@ def _build(data: dict) -> Scenario:
     uses_roce = any(f.transport == "roce" for f in flows) or any(w["transport"] == "roce" for w in workloads)
     if uses_roce and host.mtu not in ROCE_MTUS:
         raise ScenarioError(f"host.mtu: RoCE needs an IB path MTU ({', '.join(map(str, ROCE_MTUS))}), got {host.mtu}")
+    uses_uet = any(f.transport == "uet" for f in flows) or any(w["transport"] == "uet" for w in workloads)
+    if uses_uet and host.mtu + UET_DATA_HEADER_BYTES - 22 > MAX_MTU + 216 - 22:
+        raise ScenarioError(f"host.mtu: {host.mtu} B of UET payload plus its {UET_DATA_HEADER_BYTES} B of headers "
+                            f"exceed the largest frame the switch takes; use host.mtu <= {MAX_MTU + 216 - UET_DATA_HEADER_BYTES}")
+    if uet.trim and pfc.enabled and uet.trim_prio in pfc.priorities:
+        raise ScenarioError(f"uet.trim_prio: {uet.trim_prio} is a PFC (lossless) priority; trimmed frames travel "
+                            f"on a lossy class: pick a priority not in pfc.priorities {list(pfc.priorities)}")
     if pfc.enabled:
         _check_pfc(pfc, host)
     if switch.buffer_bytes < 2 * (host.mtu + 64):
         raise ScenarioError(f"switch.buffer: {switch.buffer_bytes} B cannot hold two frames of host.mtu {host.mtu} B")
     sc = Scenario(name=name, description=description, seed=seed, topology=topology,
                   switch=switch, host=host, ports=ports, run=run, pfc=pfc, ecn=ecn,
-                  roce=roce, dcqcn=dcqcn, ls=ls, cbfc=cbfc, link=link, loadstore=streams,
+                  roce=roce, dcqcn=dcqcn, ls=ls, cbfc=cbfc, link=link, uet=uet, loadstore=streams,
                   ls_ops=ls_ops, flows=flows,
                   workloads=workloads, source=copy.deepcopy(data))
     from . import budget                    # imports this module: not at the top

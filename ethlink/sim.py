@@ -181,6 +181,7 @@ def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None]
     flows = np.zeros(len(cols["src"]), dtype=_engine.FLOW_DTYPE)
     for c in ("src", "dst", "size", "start_ps", "prio", "verb"):
         flows[c] = cols[c]
+    transport = cols["transport"] if "transport" in cols else np.where(cols["verb"] == V_RAW, 0, 1)
     flows["mtu"] = sc.host.mtu
     flows["first_tx_ps"] = -1
     flows["finish_ps"] = -1
@@ -194,7 +195,7 @@ def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None]
     by_parent = waiting[np.argsort(dep[waiting], kind="stable")]
     dep_off = np.zeros(len(flows) + 1, dtype=np.int64)
     np.cumsum(np.bincount(dep[waiting], minlength=len(flows)), out=dep_off[1:])
-    qps = build_qps(flows, sc, pt, host_node, nodes, cols.get("qp_key"))
+    qps = build_qps(flows, sc, pt, host_node, nodes, cols.get("qp_key"), transport)
     ls_ops, ls_gpus = loadstore.build_ops(sc, fabric.n_hosts, cols.get("ls"))
     step("ideal FCTs")
     ideal = ideal_fct_ps(flows, sc, nodes, pt, host_node, routes)
@@ -287,18 +288,23 @@ def cbfc_credits(sc, pt, nodes, max_frame):
     return -(-room // cell)
 
 
-def build_qps(flows, sc, pt, host_node, nodes, qp_key=None) -> np.ndarray:
+def build_qps(flows, sc, pt, host_node, nodes, qp_key=None, transport=None) -> np.ndarray:
     """QP endpoints: a send-only one per raw message, a requester/responder pair per RoCE
-    queue pair. Messages with the same (src, dst, transport, qp_key >= 0) share a QP, in
-    posting order; the others get one each. flows["qp"] is the requester endpoint."""
+    or UET queue pair. Messages with the same (src, dst, transport, qp_key >= 0) share a
+    QP, in posting order; the others get one each. flows["qp"] is the requester endpoint.
+    `transport` per message: 0 raw, 1 RoCE, 2 UET (default: raw for verb raw, else RoCE).
+    A UET endpoint owns one per-PSN slot (csrc/uet.pxd) per packet of its messages."""
     n = len(flows)
     roce_msg = flows["verb"] != V_RAW
+    if transport is None:
+        transport = roce_msg.astype(np.int32)
+    transport = np.asarray(transport, dtype=np.int32)
     if qp_key is None:
         qp_key = np.full(n, -1, dtype=np.int64)
     if np.all(qp_key < 0):              # every message its own QP
         first = group = np.arange(n)
     else:
-        key = np.stack([flows["src"], flows["dst"], roce_msg.astype(np.int64), qp_key,
+        key = np.stack([flows["src"], flows["dst"], transport.astype(np.int64), qp_key,
                         np.where(qp_key >= 0, -1, np.arange(n))], axis=1)
         first, group = unique_rows(key)
     # number groups in order of their first message, so QP numbering follows the table
@@ -317,12 +323,12 @@ def build_qps(flows, sc, pt, host_node, nodes, qp_key=None) -> np.ndarray:
         qps[col] = -1
     qps["host"][req] = flows["src"][g_first]
     qps["peer"][req] = rsp
-    qps["transport"][req] = roce.astype(np.int32)
+    qps["transport"][req] = transport[g_first]
     qps["prio"][req] = flows["prio"][g_first]
     r = rsp[roce]
     qps["host"][r] = flows["dst"][g_first][roce]
     qps["peer"][r] = req[roce]
-    qps["transport"][r] = 1
+    qps["transport"][r] = transport[g_first][roce]
     qps["prio"][r] = flows["prio"][g_first][roce]
     qps["mtu"] = sc.host.mtu
     line = pt.rate_bps[nodes["first_port"][host_node[qps["host"]]]]
@@ -332,6 +338,16 @@ def build_qps(flows, sc, pt, host_node, nodes, qp_key=None) -> np.ndarray:
     qps["alpha"] = 1.0
     qps["rto_ps"] = rto_initial_ps(sc.roce)
     qps["last_cnp_ps"] = -(2**62)
+    uet = qps["transport"] == 2
+    if uet.any():
+        qps["rto_ps"][uet] = sc.uet.rto_ps
+        qps["uet_cwnd"][uet] = sc.uet.window_bytes or 2**62
+        # per-PSN slots: a requester's messages' packets; its responder as many
+        pkts = np.bincount(flows["qp"], weights=flows["npkts"], minlength=len(qps)).astype(np.int64)
+        pkts[rsp[roce]] = pkts[req[roce]]
+        cap = np.where(uet, pkts, 0)
+        qps["uet_cap"] = cap
+        qps["uet_base"] = np.cumsum(cap) - cap
     return qps
 
 
@@ -577,7 +593,8 @@ class Result:
             "retransmitted_packets": c["retransmitted_packets"],
             "timeouts": c["timeouts"],
             "spurious_retransmissions": c["spurious_retransmissions"],
-            "conservation": _conservation(c, eng.data_in_flight()),
+            "conservation": _conservation(c, eng.data_in_flight(), bool((self.qps["transport"] == 2).any())),
+            "uet": _uet_summary(c, self.qps),
             "qp_errors": c["qp_errors"],
             "packets_discarded": c["packets_discarded"],
             "deadlock_detected": c["deadlock_ps"] >= 0,
@@ -735,10 +752,10 @@ class Result:
         return out
 
     def _qps(self):
-        """Per RoCE QP endpoint that did anything: retransmissions, timeouts, CNPs, and
-        its DCQCN rate (lowest and last)."""
+        """Per RoCE or UET QP endpoint that did anything: retransmissions, timeouts, CNPs,
+        its DCQCN rate (lowest and last), and for UET the NACKs and SACKs it received."""
         q = self.qps
-        active = (q["transport"] == 1) & ((q["psn_end"] > 0) | (q["cnps_tx"] > 0) | (q["acks_rx"] > 0))
+        active = (q["transport"] >= 1) & ((q["psn_end"] > 0) | (q["cnps_tx"] > 0) | (q["acks_rx"] > 0))
         samples = self.rate_samples
         # NOTE: samples grouped by QP once (stable: time order kept), not filtered per QP.
         by_qp = samples[np.argsort(samples[:, 1], kind="stable")] if len(samples) else samples
@@ -753,6 +770,8 @@ class Result:
                 "spurious_retransmissions": int(q["spurious"][q["peer"][i]]) if q["peer"][i] >= 0 else 0,
                 "naks_received": int(q["naks_rx"][i]), "cnps_received": int(q["cnps_rx"][i]),
                 "cnps_sent": int(q["cnps_tx"][i]),
+                "transport": ("raw", "roce", "uet")[int(q["transport"][i])],
+                "uet_nacks_received": int(q["uet_nacks_rx"][i]), "uet_sacks_received": int(q["uet_sacks_rx"][i]),
                 "rate_min_bps": int(mine[:, 2].min()) if len(mine) else int(q["line_bps"][i]),
                 "rate_final_bps": int(q["rate_bps"][i]), "rate_samples": int(len(mine)),
                 # every DCQCN rate change, as two parallel lists
@@ -775,18 +794,34 @@ class Result:
 FLOW_NULLABLE = ("finish_ps", "complete_ps", "fct_ps")
 
 
-def _conservation(c: dict, in_flight: tuple[int, int]) -> dict:
+def _conservation(c: dict, in_flight: tuple[int, int], uet: bool = False) -> dict:
     """Where every payload byte of flow data (raw, RoCE data, READ responses; not
     Load/Store) went: first transmissions + retransmitted copies = delivered (accepted by
     the receiver, each byte once) + discarded by the transport receiver (out of order,
-    duplicate) + dropped in the fabric + still queued or on a wire. `residual` is the
+    duplicate) + dropped in the fabric + trimmed (UET: the payload a switch cut off; the
+    trimmed header travels on without payload, and a drop of it adds nothing) + still
+    queued or on a wire. `residual` is the
     left side minus the right: 0 at the end of every run."""
     out = {"first_tx_bytes": c["bytes_sent"], "retransmitted_bytes": c["bytes_retransmitted"],
            "delivered_bytes": c["bytes_delivered"], "discarded_bytes": c["bytes_discarded"],
            "dropped_bytes": c["bytes_dropped_flow"], "in_flight_bytes": in_flight[1]}
+    if uet:                             # the key exists in runs with UET queue pairs
+        out["trimmed_bytes"] = c["uet_trimmed_bytes"]
     out["residual"] = (out["first_tx_bytes"] + out["retransmitted_bytes"] - out["delivered_bytes"]
-                       - out["discarded_bytes"] - out["dropped_bytes"] - out["in_flight_bytes"])
+                       - out["discarded_bytes"] - out["dropped_bytes"] - out.get("trimmed_bytes", 0)
+                       - out["in_flight_bytes"])
     return out
+
+
+def _uet_summary(c: dict, qps) -> dict:
+    """UET counters (csrc/uet.pxd): empty when the run has no UET queue pair."""
+    uet = qps["transport"] == 2
+    if not uet.any():
+        return {}
+    return {"qps": int(uet.sum() // 2), "trimmed_packets": c["uet_trimmed"], "trimmed_bytes": c["uet_trimmed_bytes"],
+            "nacks": c["uet_nacks"], "acks": c["uet_acks"], "sacks": c["uet_sacks"],
+            "selective_retransmissions": c["uet_selective_retransmissions"],
+            "timeouts": int(qps["timeouts"][uet].sum())}
 
 
 def _run_warnings(c: dict, sc: Scenario) -> list[str]:
@@ -853,7 +888,9 @@ class Simulation:
             ls_timeout_ps=ls.timeout_ps,
             cbfc_mask=sum(1 << p for p in scenario.cbfc.priorities) if scenario.cbfc.enabled else 0,
             cbfc_cell=scenario.cbfc.cell,
-            cbfc_update_cells=-(-(scenario.cbfc.update_bytes or scenario.host.mtu + 64) // scenario.cbfc.cell))
+            cbfc_update_cells=-(-(scenario.cbfc.update_bytes or scenario.host.mtu + 64) // scenario.cbfc.cell),
+            uet_spray=scenario.uet.spray, uet_trim=scenario.uet.trim, uet_trim_bytes=scenario.uet.trim_bytes,
+            uet_trim_prio=scenario.uet.trim_prio, uet_rto_ps=scenario.uet.rto_ps)
         self.wall_s = 0.0
 
     def run(self, until: int | None = None, *, progress: Callable[[int, int, int], None] | None = None,

@@ -260,13 +260,14 @@ def plan(scenario: str, grid: Mapping[str, Sequence[Any]], *, seeds: Sequence[in
 
 @functools.lru_cache(maxsize=1)
 def _probe_summary() -> dict:
-    """summary.json of a tiny run with every kind of entry (a RoCE flow, a Load/Store
-    op), and the columns of its tables: the keys a metric may name."""
+    """summary.json of a tiny run with every kind of entry (a RoCE flow, a UET flow, a
+    Load/Store op), and the columns of its tables: the keys a metric may name."""
     from .sim import Simulation
 
     sc = Scenario.from_dict({
         "topology": {"kind": "star", "hosts": 2},
-        "flow": [{"src": 0, "dst": 1, "size": 64, "transport": "roce"}],
+        "flow": [{"src": 0, "dst": 1, "size": 64, "transport": "roce"},
+                 {"src": 1, "dst": 0, "size": 64, "transport": "uet"}],
         "ls_op": [{"src": 0, "dst": 1, "kind": "load", "size": 64}],
     })
     res = Simulation(sc).run()
