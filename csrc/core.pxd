@@ -431,6 +431,25 @@ cdef struct Qp:                 # a queue-pair endpoint; raw flows get a send-on
     int32_t uet_rtx_scan        # sender: no PSN below this is marked for retransmission
     int64_t uet_nacks_rx        # sender: NACKs received (trimmed packets)
     int64_t uet_sacks_rx        # sender: ACKs whose SACK bitmap acknowledged PSNs beyond CACK
+    # NSCC sender state (csrc/nscc.pxd; htsim UecSrc's names in brackets)
+    int64_t nscc_base_rtt       # ps, lowest RTT seen (initially Sim.nscc_rtt_ps) [_base_rtt]
+    int64_t nscc_maxwnd         # bytes, 1.5 x base RTT x line rate [_maxwnd]
+    double nscc_avg_delay       # ps, EWMA of the queueing delay (RTT - base RTT) [_avg_delay]
+    double nscc_inc             # bytes^2, increase accumulated until the next adjustment [_inc_bytes]
+    int64_t nscc_achieved       # bytes acknowledged since the quick-adapt period began [_achieved_bytes]
+    int64_t nscc_received       # bytes acknowledged since the last adjustment [_received_bytes]
+    int64_t nscc_to_ignore      # bytes in flight at the last quick adapt [_bytes_to_ignore]
+    int64_t nscc_ignored        # bytes acknowledged since then [_bytes_ignored]
+    int64_t nscc_fi_count       # bytes acknowledged at near-zero delay (fast increase) [_fi_count]
+    int64_t nscc_qa_end         # ps, end of the current quick-adapt period, 0 before the first [_qa_endtime]
+    int64_t nscc_last_dec       # ps of the last multiplicative decrease [_last_dec_time]
+    int64_t nscc_last_adjust    # ps of the last window adjustment [_last_adjust_time]
+    int64_t nscc_last_eta       # ps of the last additive eta step [_last_eta_time]
+    int32_t nscc_increase       # 1 while in fast increase [_increase]
+    int32_t nscc_trigger_qa     # 1 after a NACK: the next period end runs quick adapt [_trigger_qa]
+    int64_t nscc_cwnd_min       # lowest window it had, bytes
+    int64_t nscc_qas            # quick adapts
+    int64_t nscc_mds            # multiplicative decreases
 
 cdef struct TraceRec:           # one row of the trace; ethlink/trace.py mirrors it
     int64_t time_ps
@@ -613,6 +632,23 @@ cdef struct Sim:
     int64_t uet_sacks           # ACK frames sent whose SACK bitmap is not empty
     int64_t uet_sel_retx        # selective retransmissions (one PSN each)
     int64_t uet_acks            # ACK_CC frames sent
+    # NSCC (csrc/nscc.pxd): parameters, scaled by ethlink.sim as htsim's initNsccParams does
+    int32_t nscc                # 1: NSCC sets every UET sender's window
+    int32_t nscc_pad
+    int64_t nscc_rtt_ps         # network base RTT: the unloaded RTT of the longest path, ps
+    int64_t nscc_target_ps      # target queueing delay [_target_Qdelay]
+    int64_t nscc_qa_ps          # quick-adapt threshold on the average delay [_qa_threshold]
+    int64_t nscc_fast_ps        # fast increase below this delay (1 us)
+    int64_t nscc_period_ps      # adjustment period [_adjust_period_threshold]
+    int64_t nscc_adjust_bytes   # adjustment byte threshold and largest step [_adjust_bytes_threshold]
+    double nscc_alpha           # proportional increase, bytes per ps of delay below target [_alpha]
+    double nscc_fi              # fair increase, in MTUs per acknowledged byte [_fi]
+    double nscc_eta             # additive step per period, bytes [_eta]
+    double nscc_gamma           # multiplicative decrease gain [_gamma]
+    double nscc_delay_alpha     # EWMA gain of the average delay [_delay_alpha]
+    double nscc_maxwnd_bdp      # window ceiling and start, in BDPs (1.5)
+    int64_t nscc_qa_total
+    int64_t nscc_md_total
 
 
 # ---------------------------------------------------------------------------------------

@@ -578,7 +578,11 @@ cdef class Engine:
                  int64_t ls_coalesce_wait_ps=0, int64_t ls_target_ps=0, int64_t ls_timeout_ps=0,
                  int32_t cbfc_mask=0, int32_t cbfc_cell=64, int64_t cbfc_update_cells=1,
                  bint uet_spray=True, bint uet_trim=False, int32_t uet_trim_bytes=106,
-                 int32_t uet_trim_prio=7, int64_t uet_rto_ps=0):
+                 int32_t uet_trim_prio=7, int64_t uet_rto_ps=0, bint nscc=False,
+                 int64_t nscc_rtt_ps=0, int64_t nscc_target_ps=0, int64_t nscc_qa_ps=0,
+                 int64_t nscc_fast_ps=0, int64_t nscc_period_ps=0, int64_t nscc_adjust_bytes=0,
+                 double nscc_alpha=0, double nscc_fi=0, double nscc_eta=0, double nscc_gamma=0.8,
+                 double nscc_delay_alpha=0.0125, double nscc_maxwnd_bdp=1.5):
         cdef Sim* s = &self.s
         cdef int32_t i
         self.nodes = _as(nodes, NODE_DTYPE, "nodes")
@@ -669,6 +673,19 @@ cdef class Engine:
         s.uet_trim_prio = uet_trim_prio
         s.uet_sack_bits = 64
         s.uet_rto_ps = uet_rto_ps
+        s.nscc = nscc
+        s.nscc_rtt_ps = nscc_rtt_ps
+        s.nscc_target_ps = nscc_target_ps
+        s.nscc_qa_ps = nscc_qa_ps
+        s.nscc_fast_ps = nscc_fast_ps
+        s.nscc_period_ps = nscc_period_ps
+        s.nscc_adjust_bytes = nscc_adjust_bytes
+        s.nscc_alpha = nscc_alpha
+        s.nscc_fi = nscc_fi
+        s.nscc_eta = nscc_eta
+        s.nscc_gamma = nscc_gamma
+        s.nscc_delay_alpha = nscc_delay_alpha
+        s.nscc_maxwnd_bdp = nscc_maxwnd_bdp
         s.ack_every = ack_every
         s.ack_prio = ack_prio
         s.cnp_prio = cnp_prio
@@ -886,6 +903,8 @@ cdef class Engine:
             "uet_sacks": s.uet_sacks,
             "uet_acks": s.uet_acks,
             "uet_selective_retransmissions": s.uet_sel_retx,
+            "nscc_quick_adapts": s.nscc_qa_total,
+            "nscc_decreases": s.nscc_md_total,
             "drops_by_reason": [s.drops[i] for i in range(DROP_REASON_COUNT)],
             "heap_capacity": s.heap_cap,
             "pool_capacity": s.pkt_cap,

@@ -23,14 +23,16 @@
 # every PSN up to their last is acknowledged.
 #
 # The sender may have at most Qp.uet_cwnd bytes outstanding, counted as full-MTU packets
-# (uet_inflight x mtu): uet.window (0: unlimited). Data frames leave as ECT(0) when roce.ecn is on (the fabric's ECN
+# (uet_inflight x mtu): NSCC sets the window when uet.nscc is on (csrc/nscc.pxd: each
+# ACK_CC gives it an RTT sample, the ECN echo and the bytes newly acknowledged; each NACK
+# the trimmed packet's bytes), otherwise it is uet.window (0: unlimited). Data frames leave as ECT(0) when roce.ecn is on (the fabric's ECN
 # setting); the ACK echoes CE in its prologue's ECN_MARKED flag (Packet.syndrome bit 0).
 #
 # Packet fields used (no new Packet fields): data: psn = PSN, offset = message byte
 # offset, opcode = SES opcode (UET_WRITE 0x01), syndrome bit 0 = PDS retransmission
 # flag, flags PF_LAST (SES EOM) and PF_TRIM. ACK_CC: opcode = PDS type 8, psn = CACK_PSN
 # + 1 (every PSN below it received), offset = SACK bitmap (bit i: PSN psn + i received),
-# ntx = ACK_PSN_OFFSET (the PSN acknowledged minus CACK_PSN, 0 for a duplicate),
+# ntx = ACK_PSN_OFFSET (the PSN acknowledged minus CACK_PSN; 0 for a duplicate below CACK),
 # syndrome bit 0 = ECN_MARKED. NACK: opcode = PDS type 10, psn = NACK_PSN, syndrome = NACK
 # code.
 #
@@ -48,6 +50,7 @@ from core cimport *
 from nic cimport qp_activate, nic_send
 from roce cimport rto_arm, rto_event_at_deadline, discard
 from flows cimport deliver_payload
+from nscc cimport nscc_on_ack, nscc_on_nack
 
 cdef enum UetState:             # sender per-PSN state (Sim.uet_st)
     UST_UNSENT = 0
@@ -190,13 +193,17 @@ cdef inline void uet_mark_retx(Sim* s, Qp* q, int32_t psn) noexcept nogil:
         q.uet_rtx_scan = psn
 
 
-cdef inline void uet_ack_psn(Sim* s, Qp* q, int32_t psn) noexcept nogil:
+cdef inline bint uet_ack_psn(Sim* s, Qp* q, int32_t psn) noexcept nogil:
+    # Mark `psn` acknowledged; true if it was not already.
     cdef uint8_t* st = s.uet_st + q.uet_base
+    if st[psn] == UST_ACKED:
+        return 0
     if st[psn] == UST_INFLIGHT:
         q.uet_inflight -= 1
     elif st[psn] == UST_RETX:
         q.uet_rtx_n -= 1                    # a late first copy arrived: no need to resend
     st[psn] = UST_ACKED
+    return 1
 
 
 cdef inline void uet_rx_ack(Sim* s, int32_t pi) noexcept nogil:
@@ -209,21 +216,26 @@ cdef inline void uet_rx_ack(Sim* s, int32_t pi) noexcept nogil:
     cdef uint64_t bits
     cdef Flow* fl
     cdef bint progress = 0
+    cdef int64_t newly = 0, rtt = -1
     if pk.opcode == PDS_NACK:
         q.uet_nacks_rx += 1
         q.naks_rx += 1
         s.naks += 1
         if pk.psn < q.snd_max and st[pk.psn] == UST_INFLIGHT:
             uet_mark_retx(s, q, pk.psn)
+            if s.nscc:
+                nscc_on_nack(s, qi, q.mtu)
         qp_activate(s, qi)
         return
     q.acks_rx += 1
+    p = pk.psn - 1 + pk.ntx                 # ACK_PSN_OFFSET: the packet this ACK is for,
+    if 0 <= p < q.snd_max:                  # which may lie beyond the bitmap
+        if st[p] == UST_INFLIGHT:
+            rtt = s.now - s.uet_sent_ps[q.uet_base + p]     # an RTT sample for NSCC
+        newly += uet_ack_psn(s, q, p)
     cack = pk.psn if pk.psn < q.snd_max else q.snd_max
     for p in range(q.snd_una, cack):
-        uet_ack_psn(s, q, p)
-    p = pk.psn - 1 + pk.ntx                 # ACK_PSN_OFFSET: the packet this ACK is for,
-    if pk.ntx > 0 and p < q.snd_max:        # which may lie beyond the bitmap
-        uet_ack_psn(s, q, p)
+        newly += uet_ack_psn(s, q, p)
     bits = <uint64_t>pk.offset
     if bits:
         q.uet_sacks_rx += 1
@@ -232,7 +244,9 @@ cdef inline void uet_rx_ack(Sim* s, int32_t pi) noexcept nogil:
                 p = pk.psn + i
                 if p >= q.snd_max:
                     break
-                uet_ack_psn(s, q, p)
+                newly += uet_ack_psn(s, q, p)
+    if s.nscc:
+        nscc_on_ack(s, qi, rtt, pk.syndrome & 1, newly * q.mtu)
     while q.snd_una < q.snd_max and st[q.snd_una] == UST_ACKED:
         q.snd_una += 1
         progress = 1

@@ -23,7 +23,9 @@ Sections (all optional but topology and a workload):
     [ls]        tags, header (ethlink | roce), prio, ordering (strict | relaxed), coalesce,
                 coalesce_wait, target_latency, timeout, max_size
     [cbfc]      enabled, priorities, cell, credits, update
-    [uet]       spray, trim, trim_bytes, trim_prio, rto, window, ack_prio; [uet.nscc] enabled, ...
+    [uet]       spray, trim, trim_bytes, trim_prio, rto, window; [uet.nscc] enabled, base_rtt,
+                target_delay, qa_threshold, alpha, fi, eta, gamma, delay_alpha, period,
+                adjust_bytes, max_window
     [link]      ber, llr
     [[loadstore]] gpus, ops, mode (open | closed), rate, destinations (uniform | hotspot |
                 neighbour), hot, hot_fraction, mix, sizes, fence_every, start, seed
@@ -256,6 +258,25 @@ UET_DATA_HEADER_BYTES = 106            # csrc/uet.pxd UET_DATA_BASE_BYTES: a dat
 
 
 @dataclass(frozen=True)
+class Nscc:
+    """[uet.nscc]: NSCC, UET's sender congestion control (csrc/nscc.pxd). Zero means the
+    value UEC's reference htsim derives for this network (initNsccParams, scaled from a
+    100 Gb/s, 12 us reference); ethlink.sim.nscc_params computes them."""
+    enabled: bool = False
+    base_rtt_ps: int = 0                # network base RTT; 0: the unloaded RTT of the longest path
+    target_delay_ps: int = 6_000_000    # target queueing delay, 6 us (htsim _target_Qdelay)
+    qa_threshold_ps: int = 0            # quick adapt above this average delay; 0: 4 x target
+    alpha: float = 0.0                  # proportional increase, bytes per ps below target; 0: 4 a b MSS / target
+    fi: float = 0.0                     # fair increase; 0: 5 a
+    eta: float = 0.0                    # additive bytes per period; 0: 0.15 MSS a
+    gamma: float = 0.8                  # multiplicative decrease gain
+    delay_alpha: float = 0.0125         # EWMA gain of the average queueing delay
+    period_ps: int = 12_000_000         # adjustment period (the 12 us reference RTT)
+    adjust_bytes: int = 0               # adjustment threshold and largest step, bytes; 0: 16000 b
+    max_window: float = 1.5             # window ceiling and start, in bandwidth-delay products
+
+
+@dataclass(frozen=True)
 class Uet:
     """Ultra Ethernet transport settings (csrc/uet.pxd; [uet])."""
     spray: bool = True                  # per-packet entropy: UET packets sprayed over equal-cost paths
@@ -264,6 +285,7 @@ class Uet:
     trim_prio: int = 7                  # priority (traffic class) trimmed frames are forwarded at
     rto_ps: int = 100_000_000           # per-packet retransmission timeout: 100 us
     window_bytes: int = 0               # outstanding bytes per QP without NSCC; 0: unlimited
+    nscc: Nscc = field(default_factory=Nscc)
 
 
 @dataclass(frozen=True)
@@ -822,9 +844,33 @@ def _uet(sec: _Section) -> Uet:
         trim_prio=sec.int("trim_prio", d.trim_prio, lo=0, hi=7),
         rto_ps=sec.time("rto", d.rto_ps, positive=True),
         window_bytes=sec.size("window", d.window_bytes, lo=0),
+        nscc=_nscc(_Section(sec._get("nscc", None), sec.path("nscc"))),
     )
     sec.done()
+    if u.nscc.enabled and u.window_bytes:
+        raise ScenarioError("uet.window: NSCC (uet.nscc.enabled) sets the window; remove uet.window "
+                            "or turn NSCC off")
     return u
+
+
+def _nscc(sec: _Section) -> Nscc:
+    d = Nscc()
+    n = Nscc(
+        enabled=sec.bool("enabled", True if sec.data else d.enabled),
+        base_rtt_ps=sec.time("base_rtt", d.base_rtt_ps),
+        target_delay_ps=sec.time("target_delay", d.target_delay_ps, positive=True),
+        qa_threshold_ps=sec.time("qa_threshold", d.qa_threshold_ps),
+        alpha=sec.float("alpha", d.alpha, lo=0),
+        fi=sec.float("fi", d.fi, lo=0),
+        eta=sec.float("eta", d.eta, lo=0),
+        gamma=sec.float("gamma", d.gamma, lo=0, hi=1),
+        delay_alpha=sec.float("delay_alpha", d.delay_alpha, lo=0, hi=1),
+        period_ps=sec.time("period", d.period_ps, positive=True),
+        adjust_bytes=sec.size("adjust_bytes", d.adjust_bytes, lo=0),
+        max_window=sec.float("max_window", d.max_window, lo=0.1, hi=100),
+    )
+    sec.done()
+    return n
 
 
 def _link(sec: _Section) -> Link:

@@ -342,6 +342,15 @@ def build_qps(flows, sc, pt, host_node, nodes, qp_key=None, transport=None) -> n
     if uet.any():
         qps["rto_ps"][uet] = sc.uet.rto_ps
         qps["uet_cwnd"][uet] = sc.uet.window_bytes or 2**62
+        if sc.uet.nscc.enabled:
+            # htsim UecSrc::initNscc: base RTT the network's, window ceiling and start 1.5 BDP
+            rtt = nscc_params(sc)["nscc_rtt_ps"]
+            maxwnd = (sc.uet.nscc.max_window * rtt * line[uet] / 8e12).astype(np.int64)
+            maxwnd = np.maximum(maxwnd, sc.host.mtu)
+            qps["nscc_base_rtt"][uet] = rtt
+            qps["nscc_maxwnd"][uet] = maxwnd
+            qps["uet_cwnd"][uet] = maxwnd
+            qps["nscc_cwnd_min"][uet] = maxwnd
         # per-PSN slots: a requester's messages' packets; its responder as many
         pkts = np.bincount(flows["qp"], weights=flows["npkts"], minlength=len(qps)).astype(np.int64)
         pkts[rsp[roce]] = pkts[req[roce]]
@@ -349,6 +358,51 @@ def build_qps(flows, sc, pt, host_node, nodes, qp_key=None, transport=None) -> n
         qps["uet_cap"] = cap
         qps["uet_base"] = np.cumsum(cap) - cap
     return qps
+
+
+NSCC_REF_RATE_BPS = 100 * 10**9       # htsim initNsccParams: the reference network,
+NSCC_REF_RTT_PS = 12_000_000           # 100 Gb/s and 12 us, that NSCC's constants are for
+UET_ACK_FRAME_BYTES = 82               # csrc/uet.pxd UET_ACK_BYTES
+
+
+def network_rtt_ps(sc: Scenario) -> int:
+    """The unloaded RTT of the topology's longest host-to-host path: a full UET frame
+    store-and-forwarded out and its ACK back, with every link's delay, every switch's
+    latency and the receiving NICs' latency (NSCC's network base RTT)."""
+    t = sc.topology
+    hops = {"star": 2, "multiplane-star": 2, "leaf-spine": 4, "fat-tree": 6}.get(t.kind)
+    if hops is None:                    # ring: to the far switch and off it
+        hops = 2 + (t.switches - 1 if t.routing == "clockwise" else t.switches // 2)
+    fabric = hops - 2
+    up_rate = t.uplink_rate_bps or t.rate_bps
+    delay = 2 * t.delay_ps + fabric * (t.fabric_delay_ps or t.delay_ps)
+    latency = (hops - 1) * max([sc.switch.latency_ps] + [s.latency_ps for _, s in sc.switch.tiers]) \
+        + sc.host.latency_ps
+    one_way = 0
+    for frame in (sc.host.mtu + 106, UET_ACK_FRAME_BYTES):
+        one_way += delay + latency + 2 * ser_ps(frame + 20, t.rate_bps) + fabric * ser_ps(frame + 20, up_rate)
+    return int(one_way)
+
+
+def nscc_params(sc: Scenario) -> dict:
+    """NSCC's parameters for this network, as UEC's reference htsim scales them
+    (UecSrc::initNsccParams): a = network BDP / reference BDP, b = target / 12 us;
+    alpha = 4 a b MSS / target, fair increase 5 a, eta 0.15 MSS a, adjustment bytes
+    16000 b, quick-adapt threshold 4 x target; [uet.nscc] values given override them."""
+    n = sc.uet.nscc
+    rtt = n.base_rtt_ps or network_rtt_ps(sc)
+    bdp = rtt * sc.topology.rate_bps / 8e12
+    a = bdp / (NSCC_REF_RTT_PS * NSCC_REF_RATE_BPS / 8e12)
+    b = n.target_delay_ps / NSCC_REF_RTT_PS
+    mss = sc.host.mtu
+    return {
+        "nscc_rtt_ps": int(rtt), "nscc_target_ps": n.target_delay_ps,
+        "nscc_qa_ps": n.qa_threshold_ps or 4 * n.target_delay_ps, "nscc_fast_ps": 1_000_000,
+        "nscc_period_ps": n.period_ps, "nscc_adjust_bytes": int(n.adjust_bytes or 16000 * b),
+        "nscc_alpha": n.alpha or 4.0 * a * b * mss / n.target_delay_ps, "nscc_fi": n.fi or 5 * a,
+        "nscc_eta": n.eta or 0.15 * mss * a, "nscc_gamma": n.gamma, "nscc_delay_alpha": n.delay_alpha,
+        "nscc_maxwnd_bdp": n.max_window,
+    }
 
 
 def pfc_headroom_bytes(rate_bps, delay_ps, max_frame, response_ps, pipeline_ps):
@@ -594,7 +648,7 @@ class Result:
             "timeouts": c["timeouts"],
             "spurious_retransmissions": c["spurious_retransmissions"],
             "conservation": _conservation(c, eng.data_in_flight(), bool((self.qps["transport"] == 2).any())),
-            "uet": _uet_summary(c, self.qps),
+            "uet": _uet_summary(c, self.qps, sim.scenario),
             "qp_errors": c["qp_errors"],
             "packets_discarded": c["packets_discarded"],
             "deadlock_detected": c["deadlock_ps"] >= 0,
@@ -772,6 +826,10 @@ class Result:
                 "cnps_sent": int(q["cnps_tx"][i]),
                 "transport": ("raw", "roce", "uet")[int(q["transport"][i])],
                 "uet_nacks_received": int(q["uet_nacks_rx"][i]), "uet_sacks_received": int(q["uet_sacks_rx"][i]),
+                # NSCC window (UET senders with uet.nscc; 0 otherwise)
+                "nscc_cwnd_bytes": int(q["uet_cwnd"][i]) if q["nscc_maxwnd"][i] else 0,
+                "nscc_cwnd_min_bytes": int(q["nscc_cwnd_min"][i]) if q["nscc_maxwnd"][i] else 0,
+                "nscc_quick_adapts": int(q["nscc_qas"][i]), "nscc_decreases": int(q["nscc_mds"][i]),
                 "rate_min_bps": int(mine[:, 2].min()) if len(mine) else int(q["line_bps"][i]),
                 "rate_final_bps": int(q["rate_bps"][i]), "rate_samples": int(len(mine)),
                 # every DCQCN rate change, as two parallel lists
@@ -813,15 +871,24 @@ def _conservation(c: dict, in_flight: tuple[int, int], uet: bool = False) -> dic
     return out
 
 
-def _uet_summary(c: dict, qps) -> dict:
-    """UET counters (csrc/uet.pxd): empty when the run has no UET queue pair."""
+def _uet_summary(c: dict, qps, sc: Scenario) -> dict:
+    """UET counters (csrc/uet.pxd), and NSCC's when it is on: empty when the run has no
+    UET queue pair."""
     uet = qps["transport"] == 2
     if not uet.any():
         return {}
-    return {"qps": int(uet.sum() // 2), "trimmed_packets": c["uet_trimmed"], "trimmed_bytes": c["uet_trimmed_bytes"],
-            "nacks": c["uet_nacks"], "acks": c["uet_acks"], "sacks": c["uet_sacks"],
-            "selective_retransmissions": c["uet_selective_retransmissions"],
-            "timeouts": int(qps["timeouts"][uet].sum())}
+    out = {"qps": int(uet.sum() // 2), "trimmed_packets": c["uet_trimmed"], "trimmed_bytes": c["uet_trimmed_bytes"],
+           "nacks": c["uet_nacks"], "acks": c["uet_acks"], "sacks": c["uet_sacks"],
+           "selective_retransmissions": c["uet_selective_retransmissions"],
+           "timeouts": int(qps["timeouts"][uet].sum())}
+    if sc.uet.nscc.enabled:
+        senders = uet & (qps["psn_end"] > 0)
+        p = nscc_params(sc)
+        out["nscc"] = {"quick_adapts": c["nscc_quick_adapts"], "decreases": c["nscc_decreases"],
+                       "base_rtt_ps": p["nscc_rtt_ps"], "target_delay_ps": p["nscc_target_ps"],
+                       "cwnd_min_bytes": int(qps["nscc_cwnd_min"][senders].min()) if senders.any() else 0,
+                       "cwnd_final_bytes_mean": float(qps["uet_cwnd"][senders].mean()) if senders.any() else 0.0}
+    return out
 
 
 def _run_warnings(c: dict, sc: Scenario) -> list[str]:
@@ -890,7 +957,8 @@ class Simulation:
             cbfc_cell=scenario.cbfc.cell,
             cbfc_update_cells=-(-(scenario.cbfc.update_bytes or scenario.host.mtu + 64) // scenario.cbfc.cell),
             uet_spray=scenario.uet.spray, uet_trim=scenario.uet.trim, uet_trim_bytes=scenario.uet.trim_bytes,
-            uet_trim_prio=scenario.uet.trim_prio, uet_rto_ps=scenario.uet.rto_ps)
+            uet_trim_prio=scenario.uet.trim_prio, uet_rto_ps=scenario.uet.rto_ps,
+            nscc=scenario.uet.nscc.enabled, **nscc_params(scenario))
         self.wall_s = 0.0
 
     def run(self, until: int | None = None, *, progress: Callable[[int, int, int], None] | None = None,

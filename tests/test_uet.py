@@ -135,11 +135,13 @@ def test_uet_spray_off_keeps_one_path_per_flow():
     assert off["fct_ps"]["p99"] > on["fct_ps"]["p99"]
 
 
-def test_determinism():
-    a = Simulation(scenarios.load("incast-trim")).run().summary
-    b = Simulation(scenarios.load("incast-trim")).run().summary
+@pytest.mark.parametrize("name, sets", [("incast-trim", []), ("fairness-nscc", ["run.until=1ms"])])
+def test_determinism(name, sets):
+    a = Simulation(scenarios.load(name, sets)).run()
+    b = Simulation(scenarios.load(name, sets)).run()
     for k in ("events", "uet", "conservation", "fct_ps"):
-        assert a[k] == b[k]
+        assert a.summary[k] == b.summary[k]
+    assert np.array_equal(a.qps, b.qps)
 
 
 @pytest.mark.parametrize("bad, field", [
@@ -227,3 +229,78 @@ def test_replay_of_a_uet_trace_reproduces_the_run(traced, tmp_path):
     a = json.loads((traced / "summary.json").read_text())
     b = json.loads((tmp_path / "rep" / "summary.json").read_text())
     assert a["uet"] == b["uet"] and a["fct_ps"] == b["fct_ps"] and a["uet"]["trimmed_packets"] > 0
+
+
+# --- NSCC --------------------------------------------------------------------------------
+
+def _jain(x):
+    x = np.asarray(x, dtype=float)
+    return x.sum() ** 2 / (len(x) * (x ** 2).sum())
+
+
+def test_fairness_nscc_converges_to_fair_shares():
+    """Four flows started 50 us apart: over the second half of the run their delivered
+    bytes are fair (Jain's index), after NSCC cut the early flows' windows."""
+    sim = Simulation(scenarios.load("fairness-nscc"), trace="endpoints")
+    parts = []
+    res = sim.run(trace_sink=parts.append)
+    recs = np.concatenate(parts)
+    s = res.summary
+    d = recs[(recs["event"] == 5) & (recs["kind"] == 7)]
+    first = d[d["time_ps"] < 200_000_000]                          # before the last flow's 150 us start + a bit
+    second = d[d["time_ps"] >= s["sim_time_ps"] // 2]
+    early = np.bincount(first["flow"], weights=first["payload"], minlength=4)
+    late = np.bincount(second["flow"], weights=second["payload"], minlength=4)
+    assert _jain(early) < 0.8                                      # the first flow had the port to itself
+    assert _jain(late) >= 0.98
+    n = s["uet"]["nscc"]
+    assert n["decreases"] > 0 and n["cwnd_min_bytes"] < res.qps["nscc_maxwnd"].max()
+    assert not s["drops"] and s["conservation"]["residual"] == 0
+    q = res.qps_df()
+    assert (q["nscc_decreases"] > 0).sum() >= 3                    # every flow but possibly the last cut
+
+
+def test_nscc_cuts_trimming_and_reacts_to_nacks():
+    """incast-trim with NSCC instead of a fixed window: NACKs of trimmed packets start quick
+    adapt, so far fewer packets are trimmed; still no timeout, bytes conserved."""
+    fixed = Simulation(scenarios.load("incast-trim")).run().summary
+    nscc = Simulation(scenarios.load("incast-trim", ["uet.window=0", "uet.nscc.enabled=true"])).run().summary
+    assert nscc["uet"]["nscc"]["quick_adapts"] > 0
+    assert nscc["uet"]["trimmed_packets"] < fixed["uet"]["trimmed_packets"] / 5
+    assert nscc["timeouts"] == 0 and nscc["flows_completed"] == nscc["flows_total"]
+    assert nscc["conservation"]["retransmitted_bytes"] == nscc["uet"]["trimmed_bytes"]
+    assert nscc["conservation"]["residual"] == 0
+
+
+def test_nscc_parameters_follow_htsim_scaling():
+    from ethlink.sim import nscc_params, network_rtt_ps
+    sc = scenarios.load("fairness-nscc")
+    p = nscc_params(sc)
+    rtt = network_rtt_ps(sc)
+    a = (rtt * 400e9 / 8e12) / (12e6 * 100e9 / 8e12)               # network BDP / (100 Gb/s x 12 us)
+    b = 6e6 / 12e6                                                 # target 6 us / 12 us
+    assert p["nscc_rtt_ps"] == rtt and p["nscc_target_ps"] == 6_000_000 and p["nscc_qa_ps"] == 24_000_000
+    assert p["nscc_alpha"] == pytest.approx(4 * a * b * 4096 / 6e6)
+    assert p["nscc_fi"] == pytest.approx(5 * a) and p["nscc_eta"] == pytest.approx(0.15 * 4096 * a)
+    assert p["nscc_adjust_bytes"] == int(16000 * b) and p["nscc_gamma"] == 0.8
+    over = nscc_params(scenarios.load("fairness-nscc", ["uet.nscc.fi=2.5", "uet.nscc.base_rtt=3us"]))
+    assert over["nscc_fi"] == 2.5 and over["nscc_rtt_ps"] == 3_000_000
+
+
+@pytest.mark.parametrize("bad, field", [
+    ({"gamma": 2}, "uet.nscc.gamma"), ({"target_delay": 0}, "uet.nscc.target_delay"),
+    ({"delay_alpha": 0}, "uet.nscc.delay_alpha"), ({"targt_delay": "6us"}, "uet.nscc.targt_delay"),
+    ({"max_window": -1}, "uet.nscc.max_window"),
+])
+def test_bad_nscc_values_name_the_field(bad, field):
+    d = {"topology": {"kind": "star", "hosts": 3}, "uet": {"nscc": bad},
+         "workload": [{"kind": "incast", "size": 4096, "transport": "uet"}]}
+    with pytest.raises(ScenarioError, match=field.replace(".", r"\.")):
+        Scenario.from_dict(d)
+
+
+def test_nscc_and_a_fixed_window_exclude_each_other():
+    d = {"topology": {"kind": "star", "hosts": 3}, "uet": {"window": "64KiB", "nscc": {"enabled": True}},
+         "workload": [{"kind": "incast", "size": 4096, "transport": "uet"}]}
+    with pytest.raises(ScenarioError, match=r"uet\.window"):
+        Scenario.from_dict(d)
