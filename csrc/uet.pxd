@@ -28,6 +28,9 @@
 # the trimmed packet's bytes), otherwise it is uet.window (0: unlimited). Data frames leave as ECT(0) when roce.ecn is on (the fabric's ECN
 # setting); the ACK echoes CE in its prologue's ECN_MARKED flag (Packet.syndrome bit 0).
 #
+# Receiver: Qp.epsn is the cumulative point (every PSN below received) and Qp.unacked the
+# number of PSNs received beyond it (RoCE's in-order counter, unused by UET receivers).
+#
 # Packet fields used (no new Packet fields): data: psn = PSN, offset = message byte
 # offset, opcode = SES opcode (UET_WRITE 0x01), syndrome bit 0 = PDS retransmission
 # flag, flags PF_LAST (SES EOM) and PF_TRIM. ACK_CC: opcode = PDS type 8, psn = CACK_PSN
@@ -51,6 +54,13 @@ from nic cimport qp_activate, nic_send
 from roce cimport rto_arm, rto_event_at_deadline, discard
 from flows cimport deliver_payload
 from nscc cimport nscc_on_ack, nscc_on_nack
+
+cdef extern from *:
+    """
+    #define uet_ctz64(x) __builtin_ctzll(x)
+    """
+    int uet_ctz64(uint64_t x) noexcept nogil
+
 
 cdef enum UetState:             # sender per-PSN state (Sim.uet_st)
     UST_UNSENT = 0
@@ -239,12 +249,14 @@ cdef inline void uet_rx_ack(Sim* s, int32_t pi) noexcept nogil:
     bits = <uint64_t>pk.offset
     if bits:
         q.uet_sacks_rx += 1
-        for i in range(s.uet_sack_bits):
-            if bits & (<uint64_t>1 << i):
-                p = pk.psn + i
-                if p >= q.snd_max:
-                    break
-                newly += uet_ack_psn(s, q, p)
+        while bits:
+            # NOTE: set bits only (count trailing zeros), not all 64 positions
+            i = uet_ctz64(bits)
+            bits &= bits - 1
+            p = pk.psn + i
+            if p >= q.snd_max:
+                break
+            newly += uet_ack_psn(s, q, p)
     if s.nscc:
         nscc_on_ack(s, qi, rtt, pk.syndrome & 1, newly * q.mtu)
     while q.snd_una < q.snd_max and st[q.snd_una] == UST_ACKED:
@@ -314,13 +326,18 @@ cdef inline void uet_send_ack(Sim* s, int32_t qi, int32_t acked, uint8_t ce, int
     cdef Qp* q = &s.qps[qi]
     cdef uint8_t* st = s.uet_st + q.uet_base
     cdef uint64_t bits = 0
-    cdef int32_t i, p, pi
-    for i in range(s.uet_sack_bits):
+    cdef int32_t i, p, pi, left = q.unacked
+    # NOTE: Qp.unacked counts the PSNs received beyond epsn: the scan stops when it has
+    # found them all (in-order traffic builds no bitmap at all).
+    i = 0
+    while left > 0 and i < s.uet_sack_bits:
         p = q.epsn + i
         if p >= q.uet_cap:
             break
         if st[p]:
             bits |= <uint64_t>1 << i
+            left -= 1
+        i += 1
     pi = uet_new(s, FK_UET_CTRL, PDS_ACK_CC, q.host, s.qps[q.peer].host, q.peer,
                  s.ack_prio if s.ack_prio >= 0 else prio, 0, UET_ACK_BYTES)
     if pi < 0:
@@ -365,7 +382,9 @@ cdef inline void uet_rx_data(Sim* s, int32_t pi) noexcept nogil:
         uet_send_ack(s, qi, pk.psn, pk.ecn == 3, pk.prio)
         return
     st[pk.psn] = 1
+    q.unacked += 1                          # received at or beyond epsn (see uet_send_ack)
     deliver_payload(s, pk.flow, pk.payload)
     while q.epsn < q.uet_cap and st[q.epsn]:
         q.epsn += 1
+        q.unacked -= 1
     uet_send_ack(s, qi, pk.psn, pk.ecn == 3, pk.prio)
