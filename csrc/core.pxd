@@ -624,7 +624,8 @@ cdef struct Sim:
     int32_t uet_trim_bytes      # frame bytes (FCS included) a trimmed frame keeps
     int32_t uet_trim_prio       # priority a trimmed frame is forwarded at
     int32_t uet_sack_bits       # SACK bitmap width (64 in ACK_CC)
-    int32_t uet_pad
+    int32_t uet_retry_limit     # retransmissions of a QP without a newly acknowledged PSN
+                                # before it gives up (Qp.retries counts them)
     int64_t uet_rto_ps          # per-packet retransmission timeout, ps
     int64_t uet_trimmed         # data frames trimmed
     int64_t uet_trimmed_bytes   # payload bytes cut off by trimming

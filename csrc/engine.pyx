@@ -578,7 +578,8 @@ cdef class Engine:
                  int64_t ls_coalesce_wait_ps=0, int64_t ls_target_ps=0, int64_t ls_timeout_ps=0,
                  int32_t cbfc_mask=0, int32_t cbfc_cell=64, int64_t cbfc_update_cells=1,
                  bint uet_spray=True, bint uet_trim=False, int32_t uet_trim_bytes=106,
-                 int32_t uet_trim_prio=7, int64_t uet_rto_ps=0, bint nscc=False,
+                 int32_t uet_trim_prio=7, int64_t uet_rto_ps=0, int32_t uet_retry_limit=1000,
+                 bint nscc=False,
                  int64_t nscc_rtt_ps=0, int64_t nscc_target_ps=0, int64_t nscc_qa_ps=0,
                  int64_t nscc_fast_ps=0, int64_t nscc_period_ps=0, int64_t nscc_adjust_bytes=0,
                  double nscc_alpha=0, double nscc_fi=0, double nscc_eta=0, double nscc_gamma=0.8,
@@ -673,6 +674,7 @@ cdef class Engine:
         s.uet_trim_prio = uet_trim_prio
         s.uet_sack_bits = 64
         s.uet_rto_ps = uet_rto_ps
+        s.uet_retry_limit = uet_retry_limit
         s.nscc = nscc
         s.nscc_rtt_ps = nscc_rtt_ps
         s.nscc_target_ps = nscc_target_ps

@@ -20,7 +20,10 @@
 # 0x01) for its PSN; the sender retransmits that PSN at once. A PSN neither acknowledged
 # nor NACKed uet.rto after it was (last) sent is marked for retransmission when the QP's
 # lazy timer fires (a timeout, counted). Messages complete (CQE) in posting order, when
-# every PSN up to their last is acknowledged.
+# every PSN up to their last is acknowledged. A QP that sends uet.retry_limit
+# retransmissions in a row without any newly acknowledged PSN gives up (as RoCE's retry
+# limit: `qp_errors`, its messages left incomplete): a fabric that trims or drops every
+# copy of a frame (a queue threshold below one frame) would otherwise retransmit forever.
 #
 # The sender may have at most Qp.uet_cwnd bytes outstanding, counted as full-MTU packets
 # (uet_inflight x mtu): NSCC sets the window when uet.nscc is on (csrc/nscc.pxd: each
@@ -48,7 +51,8 @@
 # PDC per QP with a fixed path MTU; one ACK per data packet (no ACK coalescing); no
 # loss inference from the SACK bitmap (htsim's out-of-order count): a drop without
 # trimming is recovered by the timer; PSNs are not wrapped at 2**32; no SES responses
-# (the PDS ACK completes a WRITE); no ICRC/encryption (TSS).
+# (the PDS ACK completes a WRITE); no ICRC/encryption (TSS); a NACK travels at the trimmed frame's priority
+# unless roce.ack_prio sets one for every ACK.
 from core cimport *
 from nic cimport qp_activate, nic_send
 from roce cimport rto_arm, rto_event_at_deadline, discard
@@ -194,11 +198,22 @@ cdef inline bint uet_has_more(Sim* s, int32_t qi) noexcept nogil:
     return uet_window_open(s, q) and (q.uet_rtx_n > 0 or q.snd_nxt < q.psn_end)
 
 
+cdef inline void uet_give_up(Sim* s, Qp* q) noexcept nogil:
+    # Retry limit reached: the QP sends nothing more; its messages stay incomplete.
+    s.qp_errors += 1
+    q.snd_nxt = q.psn_end
+    q.snd_una = q.psn_end
+    q.snd_max = q.psn_end
+    q.uet_rtx_n = 0
+    q.rto_armed = 0
+
+
 cdef inline void uet_mark_retx(Sim* s, Qp* q, int32_t psn) noexcept nogil:
     # An in-flight PSN is to be sent again (NACK or timer): it leaves the window.
     s.uet_st[q.uet_base + psn] = UST_RETX
     q.uet_inflight -= 1
     q.uet_rtx_n += 1
+    q.retries += 1
     if psn < q.uet_rtx_scan:
         q.uet_rtx_scan = psn
 
@@ -231,8 +246,11 @@ cdef inline void uet_rx_ack(Sim* s, int32_t pi) noexcept nogil:
         q.uet_nacks_rx += 1
         q.naks_rx += 1
         s.naks += 1
-        if pk.psn < q.snd_max and st[pk.psn] == UST_INFLIGHT:
+        if pk.psn >= q.snd_una and pk.psn < q.snd_max and st[pk.psn] == UST_INFLIGHT:
             uet_mark_retx(s, q, pk.psn)
+            if q.retries > s.uet_retry_limit:
+                uet_give_up(s, q)
+                return
             if s.nscc:
                 nscc_on_nack(s, qi, q.mtu)
         qp_activate(s, qi)
@@ -257,13 +275,14 @@ cdef inline void uet_rx_ack(Sim* s, int32_t pi) noexcept nogil:
             if p >= q.snd_max:
                 break
             newly += uet_ack_psn(s, q, p)
+    if newly:
+        q.retries = 0                       # the retry limit counts retransmissions in a row
     if s.nscc:
         nscc_on_ack(s, qi, rtt, pk.syndrome & 1, newly * q.mtu)
     while q.snd_una < q.snd_max and st[q.snd_una] == UST_ACKED:
         q.snd_una += 1
         progress = 1
     if progress:
-        q.retries = 0
         q.rto_ps = s.uet_rto_ps
         while q.msg_head >= 0:
             fl = &s.flows[q.msg_head]
@@ -309,6 +328,9 @@ cdef inline void uet_rto(Sim* s, int32_t qi, int32_t gen) noexcept nogil:
     if fired:
         q.timeouts += 1
         s.timeouts += 1
+        if q.retries > s.uet_retry_limit:
+            uet_give_up(s, q)
+            return
     if q.snd_una < q.snd_max:
         # next expiry: the oldest packet still in flight (or now, for those just marked)
         q.rto_deadline = (oldest + s.uet_rto_ps) if oldest >= 0 else s.now + s.uet_rto_ps

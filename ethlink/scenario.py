@@ -23,7 +23,7 @@ Sections (all optional but topology and a workload):
     [ls]        tags, header (ethlink | roce), prio, ordering (strict | relaxed), coalesce,
                 coalesce_wait, target_latency, timeout, max_size
     [cbfc]      enabled, priorities, cell, credits, update
-    [uet]       spray, trim, trim_bytes, trim_prio, rto, window; [uet.nscc] enabled, base_rtt,
+    [uet]       spray, trim, trim_bytes, trim_prio, rto, window, retry_limit; [uet.nscc] enabled, base_rtt,
                 target_delay, qa_threshold, alpha, fi, eta, gamma, delay_alpha, period,
                 adjust_bytes, max_window
     [link]      ber, llr
@@ -285,6 +285,7 @@ class Uet:
     trim_prio: int = 7                  # priority (traffic class) trimmed frames are forwarded at
     rto_ps: int = 100_000_000           # per-packet retransmission timeout: 100 us
     window_bytes: int = 0               # outstanding bytes per QP without NSCC; 0: unlimited
+    retry_limit: int = 1000             # retransmissions in a row without a newly acknowledged PSN before a QP gives up
     nscc: Nscc = field(default_factory=Nscc)
 
 
@@ -844,6 +845,7 @@ def _uet(sec: _Section) -> Uet:
         trim_prio=sec.int("trim_prio", d.trim_prio, lo=0, hi=7),
         rto_ps=sec.time("rto", d.rto_ps, positive=True),
         window_bytes=sec.size("window", d.window_bytes, lo=0),
+        retry_limit=sec.int("retry_limit", d.retry_limit, lo=1, hi=2**31 - 1),
         nscc=_nscc(_Section(sec._get("nscc", None), sec.path("nscc"))),
     )
     sec.done()

@@ -656,7 +656,8 @@ class Result:
             "deadlock_cycle": self._cycle(names, comp.port_table, eng.deadlock_cycle()),
             "lossless_drops": c["lossless_drops"],
             "headroom_violations": int(c["drops_by_reason"][DROP_REASONS.index("headroom")]),
-            "warnings": list(comp.warnings) + _run_warnings(c, sim.scenario),
+            "warnings": list(comp.warnings) + _run_warnings(
+                c, sim.scenario, int(self.qps["timeouts"][self.qps["transport"] == 2].sum())),
             "watchdog_storms": c["watchdog_storms"],
             "ls": loadstore.summarize(self.ls_ops, eng.ls_gpus, c, c["sim_time_ps"]),
             "llr_replays": c["llr_replays"],
@@ -891,14 +892,19 @@ def _uet_summary(c: dict, qps, sc: Scenario) -> dict:
     return out
 
 
-def _run_warnings(c: dict, sc: Scenario) -> list[str]:
+def _run_warnings(c: dict, sc: Scenario, uet_timeouts: int = 0) -> list[str]:
     """What the run itself shows is probably misconfigured."""
     out = []
-    if c["timeouts"] and not c["packets_dropped"] and c["deadlock_ps"] < 0:
+    roce_timeouts = c["timeouts"] - uet_timeouts
+    if roce_timeouts and not c["packets_dropped"] and c["deadlock_ps"] < 0:
         timer = f"roce.rto {sc.roce.rto_ps} ps" if sc.roce.rto_ps else f"roce.timeout {sc.roce.timeout}"
-        out.append(f"{c['timeouts']} RoCE retransmission timeouts without a single drop: the timer ({timer}) is "
+        out.append(f"{roce_timeouts} RoCE retransmission timeouts without a single drop: the timer ({timer}) is "
                    f"shorter than the queueing delay, and {c['spurious_retransmissions']} retransmitted packets "
                    f"arrived as duplicates (spurious_retransmissions); raise roce.timeout")
+    if uet_timeouts and not c["packets_dropped"] and c["deadlock_ps"] < 0:
+        out.append(f"{uet_timeouts} UET retransmission timeouts without a single drop: uet.rto ({sc.uet.rto_ps} ps) "
+                   f"is shorter than the queueing delay, and packets that were only queued were sent again; "
+                   f"raise uet.rto")
     return out
 
 
@@ -958,6 +964,7 @@ class Simulation:
             cbfc_update_cells=-(-(scenario.cbfc.update_bytes or scenario.host.mtu + 64) // scenario.cbfc.cell),
             uet_spray=scenario.uet.spray, uet_trim=scenario.uet.trim, uet_trim_bytes=scenario.uet.trim_bytes,
             uet_trim_prio=scenario.uet.trim_prio, uet_rto_ps=scenario.uet.rto_ps,
+            uet_retry_limit=scenario.uet.retry_limit,
             nscc=scenario.uet.nscc.enabled, **nscc_params(scenario))
         self.wall_s = 0.0
 

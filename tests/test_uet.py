@@ -162,14 +162,21 @@ def test_uet_takes_write_only():
         Scenario.from_dict(d)
 
 
+FABRICS = {
+    "star": {"kind": "star", "hosts": 12},
+    "leaf-spine": {"kind": "leaf-spine", "leaves": 2, "hosts_per_leaf": 6, "spines": 2},
+    "leaf-spine-thin": {"kind": "leaf-spine", "leaves": 3, "hosts_per_leaf": 4, "spines": 1},
+    "fat-tree": {"kind": "fat-tree", "k": 4},
+}
+
+
 @settings(max_examples=12, deadline=None)
-@given(senders=st.integers(2, 10), kib=st.integers(8, 96), buf_kib=st.integers(40, 600),
-       trim=st.booleans(), spines=st.integers(1, 3))
-def test_every_message_completes_and_bytes_are_conserved(senders, kib, buf_kib, trim, spines):
-    d = {"topology": {"kind": "leaf-spine", "leaves": 2, "hosts_per_leaf": 6, "spines": spines},
-         "switch": {"buffer": f"{buf_kib}KiB"}, "host": {"mtu": 4096},
-         "uet": {"trim": trim, "rto": "40us"},
-         "workload": [{"kind": "incast", "receiver": "h0", "senders": min(senders, 11), "size": f"{kib}KiB",
+@given(fabric=st.sampled_from(sorted(FABRICS)), senders=st.integers(2, 11), kib=st.integers(8, 96),
+       buf_kib=st.integers(40, 600), trim=st.booleans(), nscc=st.booleans())
+def test_every_message_completes_and_bytes_are_conserved(fabric, senders, kib, buf_kib, trim, nscc):
+    d = {"topology": FABRICS[fabric], "switch": {"buffer": f"{buf_kib}KiB"}, "host": {"mtu": 4096},
+         "uet": {"trim": trim, "rto": "40us", "nscc": {"enabled": nscc}},
+         "workload": [{"kind": "incast", "receiver": "h0", "senders": senders, "size": f"{kib}KiB",
                        "transport": "uet"}]}
     s = Simulation(Scenario.from_dict(d)).run().summary
     assert s["flows_completed"] == s["flows_total"]
@@ -304,3 +311,50 @@ def test_nscc_and_a_fixed_window_exclude_each_other():
          "workload": [{"kind": "incast", "size": 4096, "transport": "uet"}]}
     with pytest.raises(ScenarioError, match=r"uet\.window"):
         Scenario.from_dict(d)
+
+
+def test_trace_analysis_counts_uet_deliveries_once(traced):
+    """ethlink.analysis replays UET acceptance from the trace (first untrimmed deliver of
+    each PSN): finish times equal the engine's; completions come from flows.parquet."""
+    import pyarrow.parquet as pq
+    from ethlink import analysis
+    engine = pq.read_table(traced / "flows.parquet")
+    replayed = analysis.flows(traced / "trace.arrow", source="trace")
+    assert replayed["finish_ps"].to_pylist() == engine["finish_ps"].to_pylist()
+    assert replayed["delivered_bytes"].to_pylist() == engine["bytes"].to_pylist()
+    auto = analysis.flows(traced / "trace.arrow")
+    assert auto["complete_ps"].to_pylist() == engine["complete_ps"].to_pylist()
+
+
+def test_uet_on_a_lossless_class_is_not_trimmed():
+    """UET on a PFC priority: lossless, so nothing is dropped or trimmed and no timer fires."""
+    d = {"topology": {"kind": "star", "hosts": 9}, "switch": {"buffer": "2MiB"}, "host": {"mtu": 4096},
+         "pfc": {"priorities": [3]}, "uet": {"trim": True, "trim_prio": 6},
+         "workload": [{"kind": "incast", "size": "512KiB", "senders": 8, "prio": 3, "transport": "uet"}]}
+    s = Simulation(Scenario.from_dict(d)).run().summary
+    assert s["pfc_pause_frames"] > 0 and not s["drops"]
+    assert s["uet"]["trimmed_packets"] == 0 and s["timeouts"] == 0
+    assert s["flows_completed"] == 8 and s["conservation"]["residual"] == 0
+
+
+def test_a_uet_timer_below_the_queueing_delay_is_reported():
+    sc = _incast(senders=8, size="512KiB", rto="2us")
+    s = Simulation(sc).run().summary
+    assert s["timeouts"] > 0 and not s["drops"] and s["spurious_retransmissions"] > 0
+    assert any("raise uet.rto" in w for w in s["warnings"])
+    assert not any("RoCE" in w for w in s["warnings"])
+    assert s["conservation"]["residual"] == 0 and s["flows_completed"] == 8
+
+
+def test_a_qp_gives_up_when_no_copy_of_a_frame_can_ever_get_through():
+    """A queue threshold below one full frame (alpha 1/8 of an 18 KiB buffer): every data
+    frame is trimmed, every copy again. uet.retry_limit retransmissions in a row without a
+    newly acknowledged PSN put each QP in the error state, so the run ends."""
+    d = {"topology": {"kind": "star", "hosts": 9}, "switch": {"buffer": 18432, "alpha": 0.125},
+         "host": {"mtu": 4096}, "uet": {"trim": True, "rto": "20us", "retry_limit": 50},
+         "workload": [{"kind": "incast", "size": "16KiB", "senders": 8, "prio": 1, "transport": "uet"}]}
+    res = Simulation(Scenario.from_dict(d)).run()
+    s = res.summary
+    assert res.stop == "empty" and s["qp_errors"] == 8 and s["flows_completed"] == 0
+    assert s["uet"]["acks"] == 0 and s["uet"]["selective_retransmissions"] == 8 * 50   # then the 51st is due
+    assert s["conservation"]["residual"] == 0
