@@ -55,7 +55,7 @@
 # unless roce.ack_prio sets one for every ACK.
 from core cimport *
 from nic cimport qp_activate, nic_send
-from roce cimport rto_arm, rto_event_at_deadline, discard
+from roce cimport roce_new, rto_arm, rto_event_at_deadline, discard
 from flows cimport deliver_payload
 from nscc cimport nscc_on_ack, nscc_on_nack
 
@@ -87,22 +87,13 @@ cdef enum:
 
 cdef inline int32_t uet_new(Sim* s, int32_t kind, int32_t op, int32_t src, int32_t dst,
                             int32_t dest_qp, int32_t prio, int32_t payload, int32_t size) noexcept nogil:
-    cdef int32_t pi = pkt_alloc(s)
-    cdef Packet* p
+    # A packet addressed as RoCE's are (roce_new), with UET's frame size and ECN.
+    cdef int32_t pi = roce_new(s, kind, op, src, dst, dest_qp, prio, payload)
     if pi < 0:
         return NO_PKT
-    p = &s.pkts[pi]
-    p.kind = <uint8_t>kind
-    p.opcode = <uint8_t>op
-    p.src = src
-    p.dst = dst
-    p.qp = dest_qp
-    p.prio = <uint8_t>prio
-    p.payload = payload
-    p.size = size if size >= MIN_FRAME_BYTES else MIN_FRAME_BYTES
-    p.flow = -1
+    s.pkts[pi].size = size if size >= MIN_FRAME_BYTES else MIN_FRAME_BYTES
     if s.ecn_capable and kind == FK_UET:
-        p.ecn = 2                           # ECT(0)
+        s.pkts[pi].ecn = 2                  # ECT(0)
     return pi
 
 

@@ -115,9 +115,11 @@ MISSING_FIELDS: dict[str, tuple[str, ...]] = {
     "pfc": (),
     "ethlink": ("el_flags", "atomic data", "without txn rows or an op table: el_txns after the first, LOAD_REQ length"),
     "cbfc": ("el_flags",),
-    "uet": ("dscp (but the trimmed DSCP)", "ttl (hops are not traced)", "ses_message_id, ses_job_id, PDC ids "
-            "(QP numbers)", "pds_clear_psn_offset"),
-    "uet_ctrl": ("dscp", "ttl (hops are not traced)", "NSCC state fields of ACK_CC (zeros)"),
+    "uet": ("dscp (but the trimmed DSCP)", "ttl (hops are not traced)", "ses_message_id, ses_job_id",
+            "pds_spdcid (the trace has the destination endpoint only: both PDC ids show it)",
+            "pds_clear_psn_offset"),
+    "uet_ctrl": ("dscp", "ttl (hops are not traced)", "pds_spdcid (as for uet)",
+                 "NSCC state fields of ACK_CC (zeros)"),
 }
 
 _U64 = (1 << 64) - 1
