@@ -68,6 +68,7 @@ cdef enum LsKind:               # what a Load/Store operation is
 cdef enum Transport:
     TR_RAW = 0                  # raw Ethernet: no header beyond 802.1Q, no ACK
     TR_ROCE = 1                 # RoCEv2 reliable connection (IBA Annex A17)
+    TR_UET = 2                  # Ultra Ethernet transport, PDS RUD (csrc/uet.pxd)
 
 cdef enum Verb:                 # what a message (Flow) is
     VERB_RAW = 0
@@ -89,6 +90,8 @@ cdef enum FrameKind:            # every frame kind has a real wire format (ethli
     FK_PFC = 4                  # IEEE 802.1Qbb pause frame
     FK_ETHLINK = 5              # ethlink v1 Load/Store frame
     FK_CBFC = 6                 # ethlink v1 credit update
+    FK_UET = 7                  # UET data: UDP 4793, PDS RUD request + SES standard header
+    FK_UET_CTRL = 8             # UET PDS control: ACK_CC (with SACK bitmap) or NACK
 
 cdef enum TraceEvent:           # names in ethlink/trace.py EVENT_NAMES, same order
     TE_ENQUEUE = 0              # packet entered an egress queue (qbytes after)
@@ -104,6 +107,7 @@ cdef enum TraceEvent:           # names in ethlink/trace.py EVENT_NAMES, same or
     TE_OP_ISSUE = 10
     TE_OP_COMPLETE = 11
     TE_TXN = 12                 # a Load/Store transaction joined frame `pkt` (one row each)
+    TE_TRIM = 13                # a UET data frame failed admission and was cut to its headers
 
 cdef enum DropReason:           # names in ethlink/trace.py DROP_REASONS, same order
     DR_NONE = 0
@@ -123,6 +127,7 @@ cdef enum PacketFlag:
     PF_CORRUPT = 16             # bits flipped on the wire: the receiver's FCS check fails
     PF_TXN_ACK = 32             # trace txn rows only: a store that wants a completion
     PF_INT = 64                 # carries an HPCC INT header (csrc/hpcc.pxd): Sim.hp_int[packet]
+    PF_TRIM = 128               # UET: a data frame trimmed to its headers by a switch
 
 cdef enum StopReason:           # why the loop returned to Python
     STOP_EMPTY = 0              # no event left
@@ -445,6 +450,35 @@ cdef struct Qp:                 # a queue-pair endpoint; raw flows get a send-on
     int32_t hp_last_psn         # snd_nxt at the last per-RTT update (Algorithm 1 lastUpdateSeq)
     int32_t hp_ready            # 1 once an ACK's INT records were stored as the reference
     int32_t hp_pad
+    # UET (csrc/uet.pxd)
+    int64_t uet_base            # this endpoint's first slot in Sim.uet_st / uet_sent_ps
+                                # (one per PSN it can send or receive: psn_end at most)
+    int64_t uet_cap             # slots it owns (PSNs of every message on the QP)
+    int64_t uet_inflight        # sender: PSNs sent and neither acknowledged nor NACKed
+    int64_t uet_cwnd            # sender: congestion window, bytes (NSCC or uet.window)
+    int32_t uet_rtx_n           # sender: PSNs marked for selective retransmission
+    int32_t uet_rtx_scan        # sender: no PSN below this is marked for retransmission
+    int64_t uet_nacks_rx        # sender: NACKs received (trimmed packets)
+    int64_t uet_sacks_rx        # sender: ACKs whose SACK bitmap acknowledged PSNs beyond CACK
+    # NSCC sender state (csrc/nscc.pxd; htsim UecSrc's names in brackets)
+    int64_t nscc_base_rtt       # ps, lowest RTT seen (initially Sim.nscc_rtt_ps) [_base_rtt]
+    int64_t nscc_maxwnd         # bytes, 1.5 x base RTT x line rate [_maxwnd]
+    double nscc_avg_delay       # ps, EWMA of the queueing delay (RTT - base RTT) [_avg_delay]
+    double nscc_inc             # bytes^2, increase accumulated until the next adjustment [_inc_bytes]
+    int64_t nscc_achieved       # bytes acknowledged since the quick-adapt period began [_achieved_bytes]
+    int64_t nscc_received       # bytes acknowledged since the last adjustment [_received_bytes]
+    int64_t nscc_to_ignore      # bytes in flight at the last quick adapt [_bytes_to_ignore]
+    int64_t nscc_ignored        # bytes acknowledged since then [_bytes_ignored]
+    int64_t nscc_fi_count       # bytes acknowledged at near-zero delay (fast increase) [_fi_count]
+    int64_t nscc_qa_end         # ps, end of the current quick-adapt period, 0 before the first [_qa_endtime]
+    int64_t nscc_last_dec       # ps of the last multiplicative decrease [_last_dec_time]
+    int64_t nscc_last_adjust    # ps of the last window adjustment [_last_adjust_time]
+    int64_t nscc_last_eta       # ps of the last additive eta step [_last_eta_time]
+    int32_t nscc_increase       # 1 while in fast increase [_increase]
+    int32_t nscc_trigger_qa     # 1 after a NACK: the next period end runs quick adapt [_trigger_qa]
+    int64_t nscc_cwnd_min       # lowest window it had, bytes
+    int64_t nscc_qas            # quick adapts
+    int64_t nscc_mds            # multiplicative decreases
 
 cdef struct TraceRec:           # one row of the trace; ethlink/trace.py mirrors it
     int64_t time_ps
@@ -635,6 +669,41 @@ cdef struct Sim:
     IntStack* hp_prev           # each QP's INT records of its previous ACK, n_qps (malloc), or NULL
     int64_t hp_records          # INT records pushed by switches
     int64_t hp_int_bytes        # INT header bytes carried across links (per link crossing)
+    # UET (csrc/uet.pxd)
+    uint8_t* uet_st             # per-PSN state of every UET endpoint (Qp.uet_base..+uet_cap):
+                                # sender UST_*, receiver 1 = received (owned by engine.pyx)
+    int64_t* uet_sent_ps        # sender: when each PSN was last sent, ps
+    int32_t uet_spray           # 1: every UET packet carries its own entropy (spraying)
+    int32_t uet_trim            # 1: switches trim UET data frames that fail admission
+    int32_t uet_trim_bytes      # frame bytes (FCS included) a trimmed frame keeps
+    int32_t uet_trim_prio       # priority a trimmed frame is forwarded at
+    int32_t uet_sack_bits       # SACK bitmap width (64 in ACK_CC)
+    int32_t uet_retry_limit     # retransmissions of a QP without a newly acknowledged PSN
+                                # before it gives up (Qp.retries counts them)
+    int64_t uet_rto_ps          # per-packet retransmission timeout, ps
+    int64_t uet_trimmed         # data frames trimmed
+    int64_t uet_trimmed_bytes   # payload bytes cut off by trimming
+    int64_t uet_nacks           # NACK frames sent by receivers
+    int64_t uet_sacks           # ACK frames sent whose SACK bitmap is not empty
+    int64_t uet_sel_retx        # selective retransmissions (one PSN each)
+    int64_t uet_acks            # ACK_CC frames sent
+    # NSCC (csrc/nscc.pxd): parameters, scaled by ethlink.sim as htsim's initNsccParams does
+    int32_t nscc                # 1: NSCC sets every UET sender's window
+    int32_t nscc_pad
+    int64_t nscc_rtt_ps         # network base RTT: the unloaded RTT of the longest path, ps
+    int64_t nscc_target_ps      # target queueing delay [_target_Qdelay]
+    int64_t nscc_qa_ps          # quick-adapt threshold on the average delay [_qa_threshold]
+    int64_t nscc_fast_ps        # fast increase below this delay (1 us)
+    int64_t nscc_period_ps      # adjustment period [_adjust_period_threshold]
+    int64_t nscc_adjust_bytes   # adjustment byte threshold and largest step [_adjust_bytes_threshold]
+    double nscc_alpha           # proportional increase, bytes per ps of delay below target [_alpha]
+    double nscc_fi              # fair increase, in MTUs per acknowledged byte [_fi]
+    double nscc_eta             # additive step per period, bytes [_eta]
+    double nscc_gamma           # multiplicative decrease gain [_gamma]
+    double nscc_delay_alpha     # EWMA gain of the average delay [_delay_alpha]
+    double nscc_maxwnd_bdp      # window ceiling and start, in BDPs (1.5)
+    int64_t nscc_qa_total
+    int64_t nscc_md_total
 
 
 # ---------------------------------------------------------------------------------------
@@ -927,7 +996,8 @@ cdef inline void trace_op(Sim* s, uint8_t event, int32_t host, int32_t index, in
 cdef inline void trace_flow(Sim* s, uint8_t event, int32_t f) noexcept nogil:
     cdef Flow* fl = &s.flows[f]
     trace_op(s, event, fl.src, f, fl.src, fl.dst, fl.prio, fl.size, fl.size,
-             FK_RAW if fl.verb == VERB_RAW else FK_ROCE, <uint8_t>fl.verb, fl.qp, 0)
+             FK_RAW if fl.verb == VERB_RAW else (FK_UET if s.qps[fl.qp].transport == TR_UET else FK_ROCE),
+             <uint8_t>fl.verb, fl.qp, 0)
 
 
 cdef inline void complete_message(Sim* s, int32_t f) noexcept nogil:

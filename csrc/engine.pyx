@@ -32,6 +32,7 @@ from nic cimport ring_push, ring_pop, qp_activate, host_port
 from route cimport Hops, route_hops, route_nth, route_spray
 from flows cimport raw_make_packet, raw_deliver
 from roce cimport (roce_next_packet, roce_has_more, roce_rx_data, roce_rx_ack, roce_rto)
+from uet cimport uet_next_packet, uet_has_more, uet_rx_data, uet_rx_ack, uet_rto
 from dcqcn cimport dc_on_cnp, dc_timer
 from hpcc cimport hp_push, hp_on_ack, INT_BASE_BYTES, INT_HOP_BYTES
 from loadstore cimport ls_rx, ls_on_tx, ls_event, ls_try_issue
@@ -75,6 +76,9 @@ cdef inline void host_refill(Sim* s, int32_t port) noexcept nogil:
             if q.transport == TR_RAW:
                 pi = raw_next_packet(s, qi)
                 more = q.snd_nxt < q.psn_end
+            elif q.transport == TR_UET:
+                pi = uet_next_packet(s, qi)
+                more = pi >= 0 and uet_has_more(s, qi)
             else:
                 pi = roce_next_packet(s, qi)
                 more = pi >= 0 and roce_has_more(s, qi)
@@ -212,7 +216,8 @@ cdef inline int32_t route(Sim* s, int32_t node, int32_t pi) noexcept nogil:
         return -1
     if hops.n == 1:
         return hops.first
-    if s.nodes[node].ecmp == ECMP_SPRAY:
+    if s.nodes[node].ecmp == ECMP_SPRAY or (pk.kind == FK_UET and s.uet_spray):
+        # spraying; a UET packet's own entropy (UDP source port) when uet.spray is on
         h = hash3(s.seed, <uint64_t>node | (<uint64_t>1 << 40), <uint64_t>pk.uid)
     else:
         h = hash3(s.seed, <uint64_t>node, <uint64_t>(pk.flow if pk.flow >= 0 else pk.src))
@@ -246,6 +251,20 @@ cdef inline void switch_enqueue(Sim* s, int32_t node, int32_t pi) noexcept nogil
         # credits guarantee room per link: only the pool bounds it, no egress threshold
         reason = DR_BUFFER_FULL if nd.shared_used + pk.size > nd.shared_bytes else DR_NONE
     else:
+        reason = admit(s, nd, q, pk.size)
+    if reason != DR_NONE and pk.kind == FK_UET and s.uet_trim and not (pk.flags & PF_TRIM) \
+            and not ((s.lossless_mask | s.cbfc_mask) & (1 << pk.prio)):
+        # UET packet trimming (UET 1.0 section 3.5, "packet trimming"): cut the frame to
+        # its headers and forward it at the trimmed class; it is dropped only if even that
+        # fails admission. Its payload is counted as trimmed here, not as dropped.
+        s.uet_trimmed += 1
+        s.uet_trimmed_bytes += pk.payload
+        trace_pkt(s, TE_TRIM, node, e, pi, q.bytes, reason)
+        pk.payload = 0
+        pk.size = s.uet_trim_bytes
+        pk.flags |= PF_TRIM
+        pk.prio = <uint8_t>s.uet_trim_prio
+        q = &s.queues[e * NPRIO + pk.prio]
         reason = admit(s, nd, q, pk.size)
     if reason != DR_NONE:
         if s.cbfc_mask & (1 << pk.prio):
@@ -319,6 +338,10 @@ cdef inline void host_rx(Sim* s, int32_t inport, int32_t pi) noexcept nogil:
         roce_rx_ack(s, pi)
     elif pk.kind == FK_CNP:
         dc_on_cnp(s, pk.qp)
+    elif pk.kind == FK_UET:
+        uet_rx_data(s, pi)
+    elif pk.kind == FK_UET_CTRL:
+        uet_rx_ack(s, pi)
     pkt_free(s, pi)
 
 
@@ -407,7 +430,10 @@ cdef inline void qp_timer(Sim* s, int32_t qi, int64_t arg) noexcept nogil:
         s.qps[qi].wake_pending = 0
         qp_activate(s, qi)
     elif kind == QT_RTO:
-        roce_rto(s, qi, gen)
+        if s.qps[qi].transport == TR_UET:
+            uet_rto(s, qi, gen)
+        else:
+            roce_rto(s, qi, gen)
     else:
         dc_timer(s, qi, kind, gen)
 
@@ -569,6 +595,7 @@ cdef class Engine:
     cdef object _host_node, _route_off, _route_port, _ring_head, _ring_tail, _flow_order
     cdef object _node_row, _host_class, _route_set
     cdef object _dep_off, _dep_list
+    cdef object _uet_st, _uet_sent
     cdef bint started
 
     def __cinit__(self):
@@ -591,7 +618,14 @@ cdef class Engine:
                  int64_t ls_coalesce_wait_ps=0, int64_t ls_target_ps=0, int64_t ls_timeout_ps=0,
                  int32_t cbfc_mask=0, int32_t cbfc_cell=64, int64_t cbfc_update_cells=1,
                  bint hpcc=False, double hp_eta=0.95, int32_t hp_max_stage=5, int64_t hp_t_ps=0,
-                 int64_t hp_w_init=0, int64_t hp_w_ai=0, int64_t hp_w_floor=1):
+                 int64_t hp_w_init=0, int64_t hp_w_ai=0, int64_t hp_w_floor=1,
+                 bint uet_spray=True, bint uet_trim=False, int32_t uet_trim_bytes=106,
+                 int32_t uet_trim_prio=7, int64_t uet_rto_ps=0, int32_t uet_retry_limit=1000,
+                 bint nscc=False,
+                 int64_t nscc_rtt_ps=0, int64_t nscc_target_ps=0, int64_t nscc_qa_ps=0,
+                 int64_t nscc_fast_ps=0, int64_t nscc_period_ps=0, int64_t nscc_adjust_bytes=0,
+                 double nscc_alpha=0, double nscc_fi=0, double nscc_eta=0, double nscc_gamma=0.8,
+                 double nscc_delay_alpha=0.0125, double nscc_maxwnd_bdp=1.5):
         cdef Sim* s = &self.s
         cdef int32_t i
         self.nodes = _as(nodes, NODE_DTYPE, "nodes")
@@ -670,6 +704,32 @@ cdef class Engine:
         s.cbfc_mask = cbfc_mask
         s.cbfc_cell = cbfc_cell
         s.cbfc_update_cells = cbfc_update_cells
+        # UET (csrc/uet.pxd): per-PSN state of every endpoint, slots given by build_qps
+        n_slots = int((self.qps["uet_base"] + self.qps["uet_cap"]).max()) if len(self.qps) else 0
+        self._uet_st = np.zeros(max(n_slots, 1), dtype=np.uint8)
+        self._uet_sent = np.zeros(max(n_slots, 1), dtype=np.int64)
+        s.uet_st = <uint8_t*>cnp.PyArray_DATA(self._uet_st)
+        s.uet_sent_ps = <int64_t*>cnp.PyArray_DATA(self._uet_sent)
+        s.uet_spray = uet_spray
+        s.uet_trim = uet_trim
+        s.uet_trim_bytes = uet_trim_bytes
+        s.uet_trim_prio = uet_trim_prio
+        s.uet_sack_bits = 64
+        s.uet_rto_ps = uet_rto_ps
+        s.uet_retry_limit = uet_retry_limit
+        s.nscc = nscc
+        s.nscc_rtt_ps = nscc_rtt_ps
+        s.nscc_target_ps = nscc_target_ps
+        s.nscc_qa_ps = nscc_qa_ps
+        s.nscc_fast_ps = nscc_fast_ps
+        s.nscc_period_ps = nscc_period_ps
+        s.nscc_adjust_bytes = nscc_adjust_bytes
+        s.nscc_alpha = nscc_alpha
+        s.nscc_fi = nscc_fi
+        s.nscc_eta = nscc_eta
+        s.nscc_gamma = nscc_gamma
+        s.nscc_delay_alpha = nscc_delay_alpha
+        s.nscc_maxwnd_bdp = nscc_maxwnd_bdp
         s.ack_every = ack_every
         s.ack_prio = ack_prio
         s.cnp_prio = cnp_prio
@@ -813,7 +873,7 @@ cdef class Engine:
             i = s.pkts[i].next
         for i in range(s.pkt_top):
             if not free_[i] and s.pkts[i].payload > 0 and not (s.pkts[i].flags & PF_LS) \
-                    and (s.pkts[i].kind == FK_RAW or s.pkts[i].kind == FK_ROCE):
+                    and (s.pkts[i].kind == FK_RAW or s.pkts[i].kind == FK_ROCE or s.pkts[i].kind == FK_UET):
                 n += 1
                 nbytes += s.pkts[i].payload
         return n, nbytes
@@ -901,6 +961,14 @@ cdef class Engine:
             "cbfc_updates": s.cbfc_updates,
             "hpcc_int_records": s.hp_records,
             "hpcc_int_bytes": s.hp_int_bytes,
+            "uet_trimmed": s.uet_trimmed,
+            "uet_trimmed_bytes": s.uet_trimmed_bytes,
+            "uet_nacks": s.uet_nacks,
+            "uet_sacks": s.uet_sacks,
+            "uet_acks": s.uet_acks,
+            "uet_selective_retransmissions": s.uet_sel_retx,
+            "nscc_quick_adapts": s.nscc_qa_total,
+            "nscc_decreases": s.nscc_md_total,
             "drops_by_reason": [s.drops[i] for i in range(DROP_REASON_COUNT)],
             "heap_capacity": s.heap_cap,
             "pool_capacity": s.pkt_cap,

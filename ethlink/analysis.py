@@ -19,7 +19,10 @@ How each quantity follows from the trace (csrc/engine.pyx, roce.pxd, pfc.pxd):
   accepts the READ RESPONSE at its snd_una, and ACK (PSN p: una p+1) / NAK (una p) move
   snd_una. A message is finished when its last payload byte is accepted and complete
   (CQE) when snd_una passes its last PSN (raw: at finish). These equal the engine's
-  finish_ps and complete_ps (a test checks them against the run's flows.parquet).
+  finish_ps and complete_ps (a test checks them against the run's flows.parquet). UET
+  data (reliable unordered) counts at the first untrimmed `deliver` of each (message, PSN);
+  UET completions are not replayed: with UET operations `auto` takes message times from
+  the run's flows.parquet, and without it (`source="trace"`) they are -1.
 - Post time: the op's time_ps, or for an op with a dependency its delay plus the
   dependency's completion. Ideal FCT and slowdown as in ethlink.sim (the op table and
   fabric are rebuilt from the trace metadata: ethlink.replay.workload_from_trace).
@@ -193,6 +196,13 @@ def accepted_rows(run: TraceRun) -> np.ndarray:
     acc = (ev == _EV["deliver"]) & (kind == _FK["raw"]) & (flow >= 0)
     rows, ok, _ = _roce_state(run)
     acc[rows[ok]] = True
+    # UET (csrc/uet.pxd): the receiver accepts each PSN once, in any order; a trimmed
+    # frame carries no payload and a later copy of an accepted PSN is discarded
+    uet = np.nonzero((ev == _EV["deliver"]) & (kind == _FK["uet"]) & (flow >= 0) & (payload > 0))[0]
+    if len(uet):
+        key = flow[uet].astype(np.int64) << 32 | run.col("psn")[uet].astype(np.int64)
+        _, first = np.unique(key, return_index=True)
+        acc[uet[first]] = True
     acc &= payload > 0
     return acc
 
@@ -279,7 +289,7 @@ def flows(trace: TraceLike, summary: SummaryLike = None, *, source: str = "auto"
     ideal = comp.ideal_fct_ps
     ev, kind, flow = run.col("event"), run.col("kind"), run.col("flow")
     t = run.col("time_ps")
-    data_kind = (kind == _FK["raw"]) | (kind == _FK["roce"])
+    data_kind = (kind == _FK["raw"]) | (kind == _FK["roce"]) | (kind == _FK["uet"])
     host = np.zeros(len(run.info.nodes), dtype=bool)
     host[run.info.hosts] = True
     node = run.col("node")
@@ -340,7 +350,9 @@ def _finish_complete(run: TraceRun, acc: np.ndarray, n: int) -> tuple[np.ndarray
     last_acc = _group_max(flow[acc], t[acc], n)
     finish = np.where(delivered >= fl["size"], last_acc, -1)
     complete = np.where(fl["verb"] == 0, finish, -1)
-    roce = np.nonzero((fl["verb"] >= 1) & (fl["verb"] < len(_TRACED_OPS)))[0]
+    uet = run.compiled.qps["transport"][fl["qp"]] == 2 if len(fl) else np.zeros(0, dtype=bool)
+    complete[uet] = -1                  # UET completions are not replayed (module doc)
+    roce = np.nonzero((fl["verb"] >= 1) & (fl["verb"] < len(_TRACED_OPS)) & ~uet)[0]
     if len(roce):
         ev, kind = run.col("event"), run.col("kind")
         _, _, una_log = _roce_state(run)

@@ -9,7 +9,7 @@ A workload table has one row per operation (`WORKLOAD_SCHEMA`):
 | time_ps | int64  | ps; post time, or for an op with a `dep`, the delay after that op completes |
 | src     | int32  | requester host index |
 | dst     | int32  | responder host index (!= src) |
-| op      | string | raw, write, send, read, write_imm, send_imm (`ethlink.scenario.VERBS`); Load/Store: load, store, store_ack, fadd, cas, fence (`LS_KINDS`) |
+| op      | string | raw, write, send, read, write_imm, send_imm (`ethlink.scenario.VERBS`); uet_write (a UET message); Load/Store: load, store, store_ack, fadd, cas, fence (`LS_KINDS`) |
 | bytes   | int64  | payload bytes, >= 1 |
 | prio    | int8   | 802.1Q priority 0..7 |
 | qp      | int64  | ops with the same (src, dst, qp >= 0) share one queue pair, in posting order; -1: own QP |
@@ -75,7 +75,7 @@ WORKLOAD_VERSION = "1"
 REQUIRED = ("id", "time_ps", "src", "dst", "op", "bytes", "prio")
 OPTIONAL = ("qp", "dep")
 LOADSTORE_OPS = LS_KINDS + ("atomic",)        # "atomic" means fadd
-OPS = VERBS + LS_KINDS
+OPS = VERBS + ("uet_write",) + LS_KINDS
 _UNITS = {"id": "op id", "time_ps": "ps", "src": "host index", "dst": "host index", "op": "VERBS",
           "bytes": "bytes", "prio": "802.1Q PCP", "qp": "queue-pair key, -1 own", "dep": "op id, -1 none"}
 _TYPES = {"id": pa.int64(), "time_ps": pa.int64(), "src": pa.int32(), "dst": pa.int32(), "op": pa.string(),
@@ -202,7 +202,7 @@ def _ops(col: pa.Array, where: str) -> pa.Array:
         raise ScenarioError(f"{where}: column op must be strings ({', '.join(VERBS)}), got {t}")
     vals = [None if x is None else x.strip().lower() for x in col.to_pylist()]
     for r, x in enumerate(vals):
-        if x in VERBS or x in LOADSTORE_OPS:
+        if x in VERBS or x in LOADSTORE_OPS or x == "uet_write":
             continue
         if x is None or x == "":
             raise ScenarioError(f"{where}: column op row {r} is empty; ops: {', '.join(OPS)}")
@@ -382,13 +382,14 @@ def fabric_scenario(data: dict, overrides: list[str] | tuple[str, ...] = ()) -> 
 def scenario_workload(sc: Scenario) -> pa.Table:
     """The scenario's own traffic as a workload table: one op per flow, in flow order
     (ids 0..n-1), posted at its start time, each on its own QP, without dependencies."""
-    from .workloads import expand
+    from .workloads import UET_OP, expand
 
     cols = expand(sc)
     n = len(cols["src"])
     return as_workload({
         "id": np.arange(n, dtype=np.int64), "time_ps": cols["start_ps"], "src": cols["src"],
-        "dst": cols["dst"], "op": np.asarray(VERBS, dtype=object)[cols["verb"]].tolist() if n else
+        "dst": cols["dst"], "op": np.where(cols["transport"] == 2, UET_OP,
+                                           np.asarray(VERBS, dtype=object)[cols["verb"]]).tolist() if n else
         pa.array([], type=pa.string()),
         "bytes": cols["size"], "prio": cols["prio"], "qp": np.full(n, -1, dtype=np.int64),
         "dep": np.full(n, -1, dtype=np.int64),
@@ -453,10 +454,10 @@ def _check_against_trace(wl: pa.Table, table: pa.Table, where: str) -> None:
     """The trace's data packets agree with the ops: flow index in range, endpoints (READ
     responses travel back), priority, no packet before the post time of an op without
     dependency."""
-    from .trace import FRAME_KINDS, codes
+    from .trace import FRAME_KINDS, PF_TRIM, codes
 
     kind = codes(table, "kind")
-    data = (kind == FRAME_KINDS.index("raw")) | (kind == FRAME_KINDS.index("roce"))
+    data = (kind == FRAME_KINDS.index("raw")) | (kind == FRAME_KINDS.index("roce")) | (kind == FRAME_KINDS.index("uet"))
     flow = table["flow"].to_numpy()
     data &= flow >= 0
     if not data.any():
@@ -468,10 +469,12 @@ def _check_against_trace(wl: pa.Table, table: pa.Table, where: str) -> None:
                          f"the metadata does not describe this run")
     src, dst = table["src"].to_numpy()[data], table["dst"].to_numpy()[data]
     prio = table["prio"].to_numpy()[data]
+    # a trimmed UET frame travels on at uet.trim_prio: its priority is the switch's choice
+    trimmed = (table["flags"].to_numpy()[data] & PF_TRIM) != 0
     ws, wd = wl["src"].to_numpy()[f], wl["dst"].to_numpy()[f]
     wp = wl["prio"].to_numpy()[f]
     read = (np.asarray(wl["op"].to_pylist(), dtype=object) == "read")[f]
-    bad = ~(((src == ws) & (dst == wd)) | (read & (src == wd) & (dst == ws))) | (prio != wp)
+    bad = ~(((src == ws) & (dst == wd)) | (read & (src == wd) & (dst == ws))) | ((prio != wp) & ~trimmed)
     if bad.any():
         i = _first_bad(bad)
         raise TraceError(f"{where}: a packet of flow {int(f[i])} goes h{src[i]}->h{dst[i]} at priority {prio[i]}, "

@@ -24,12 +24,15 @@ Sections (all optional but topology and a workload):
     [ls]        tags, header (ethlink | roce), prio, ordering (strict | relaxed), coalesce,
                 coalesce_wait, target_latency, timeout, max_size
     [cbfc]      enabled, priorities, cell, credits, update
+    [uet]       spray, trim, trim_bytes, trim_prio, rto, window, retry_limit; [uet.nscc] enabled, base_rtt,
+                target_delay, qa_threshold, alpha, fi, eta, gamma, delay_alpha, period,
+                adjust_bytes, max_window
     [link]      ber, llr
     [[loadstore]] gpus, ops, mode (open | closed), rate, destinations (uniform | hotspot |
                 neighbour), hot, hot_fraction, mix, sizes, fence_every, start, seed
     [[ls_op]]   src, dst, kind (load | store | store_ack | fadd | cas | fence), size, time, addr
-    flows and workloads take transport (raw | roce) and verb (write | send | read |
-    write_imm | send_imm for roce)
+    flows and workloads take transport (raw | roce | uet) and verb (write | send | read |
+    write_imm | send_imm for roce; write for uet)
     [[flow]]    src, dst, size, start, prio
     [[workload]] kind = incast | permutation | alltoall, with their parameters
 
@@ -62,7 +65,7 @@ ECMP_MODES = ("flow", "spray")
 SCHEDULERS = ("strict", "dwrr")
 TRACE_LEVELS = ("off", "endpoints", "hop")
 WORKLOAD_KINDS = ("incast", "permutation", "alltoall")
-TRANSPORTS = ("raw", "roce")
+TRANSPORTS = ("raw", "roce", "uet")
 VERBS = ("raw", "write", "send", "read", "write_imm", "send_imm")     # engine Verb order
 ROCE_MTUS = (256, 512, 1024, 2048, 4096)                              # IBA path MTUs
 MAX_MTU = 9000
@@ -263,6 +266,41 @@ class Cbfc:
     update_bytes: int = 0               # freed bytes that trigger an update; 0: one maximum frame
 
 
+UET_DATA_HEADER_BYTES = 106            # csrc/uet.pxd UET_DATA_BASE_BYTES: a data frame without payload
+
+
+@dataclass(frozen=True)
+class Nscc:
+    """[uet.nscc]: NSCC, UET's sender congestion control (csrc/nscc.pxd). Zero means the
+    value UEC's reference htsim derives for this network (initNsccParams, scaled from a
+    100 Gb/s, 12 us reference); ethlink.sim.nscc_params computes them."""
+    enabled: bool = False
+    base_rtt_ps: int = 0                # network base RTT; 0: the unloaded RTT of the longest path
+    target_delay_ps: int = 6_000_000    # target queueing delay, 6 us (htsim _target_Qdelay)
+    qa_threshold_ps: int = 0            # quick adapt above this average delay; 0: 4 x target
+    alpha: float = 0.0                  # proportional increase, bytes per ps below target; 0: 4 a b MSS / target
+    fi: float = 0.0                     # fair increase; 0: 5 a
+    eta: float = 0.0                    # additive bytes per period; 0: 0.15 MSS a
+    gamma: float = 0.8                  # multiplicative decrease gain
+    delay_alpha: float = 0.0125         # EWMA gain of the average queueing delay
+    period_ps: int = 12_000_000         # adjustment period (the 12 us reference RTT)
+    adjust_bytes: int = 0               # adjustment threshold and largest step, bytes; 0: 16000 b
+    max_window: float = 1.5             # window ceiling and start, in bandwidth-delay products
+
+
+@dataclass(frozen=True)
+class Uet:
+    """Ultra Ethernet transport settings (csrc/uet.pxd; [uet])."""
+    spray: bool = True                  # per-packet entropy: UET packets sprayed over equal-cost paths
+    trim: bool = False                  # switches trim UET data frames that fail admission
+    trim_bytes: int = UET_DATA_HEADER_BYTES     # a trimmed frame keeps this many bytes (headers)
+    trim_prio: int = 7                  # priority (traffic class) trimmed frames are forwarded at
+    rto_ps: int = 100_000_000           # per-packet retransmission timeout: 100 us
+    window_bytes: int = 0               # outstanding bytes per QP without NSCC; 0: unlimited
+    retry_limit: int = 1000             # retransmissions in a row without a newly acknowledged PSN before a QP gives up
+    nscc: Nscc = field(default_factory=Nscc)
+
+
 @dataclass(frozen=True)
 class Link:
     """Bit errors and link-level retry on every link (csrc/llr.pxd)."""
@@ -302,6 +340,7 @@ class Scenario:
     ls: LoadStore = field(default_factory=LoadStore)
     cbfc: Cbfc = field(default_factory=Cbfc)
     link: Link = field(default_factory=Link)
+    uet: Uet = field(default_factory=Uet)
     loadstore: tuple[dict, ...] = ()
     ls_ops: tuple[dict, ...] = ()
     flows: tuple[FlowSpec, ...] = ()
@@ -824,6 +863,45 @@ def _check_cbfc(c: Cbfc, host: Host) -> None:
                             f"({c.credits_bytes} B), or credits would wait for an update that never comes")
 
 
+def _uet(sec: _Section) -> Uet:
+    d = Uet()
+    u = Uet(
+        spray=sec.bool("spray", d.spray),
+        trim=sec.bool("trim", d.trim),
+        trim_bytes=sec.int("trim_bytes", d.trim_bytes, lo=64, hi=UET_DATA_HEADER_BYTES),
+        trim_prio=sec.int("trim_prio", d.trim_prio, lo=0, hi=7),
+        rto_ps=sec.time("rto", d.rto_ps, positive=True),
+        window_bytes=sec.size("window", d.window_bytes, lo=0),
+        retry_limit=sec.int("retry_limit", d.retry_limit, lo=1, hi=2**31 - 1),
+        nscc=_nscc(_Section(sec._get("nscc", None), sec.path("nscc"))),
+    )
+    sec.done()
+    if u.nscc.enabled and u.window_bytes:
+        raise ScenarioError("uet.window: NSCC (uet.nscc.enabled) sets the window; remove uet.window "
+                            "or turn NSCC off")
+    return u
+
+
+def _nscc(sec: _Section) -> Nscc:
+    d = Nscc()
+    n = Nscc(
+        enabled=sec.bool("enabled", True if sec.data else d.enabled),
+        base_rtt_ps=sec.time("base_rtt", d.base_rtt_ps),
+        target_delay_ps=sec.time("target_delay", d.target_delay_ps, positive=True),
+        qa_threshold_ps=sec.time("qa_threshold", d.qa_threshold_ps),
+        alpha=sec.float("alpha", d.alpha, lo=0),
+        fi=sec.float("fi", d.fi, lo=0),
+        eta=sec.float("eta", d.eta, lo=0),
+        gamma=sec.float("gamma", d.gamma, lo=0, hi=1),
+        delay_alpha=sec.float("delay_alpha", d.delay_alpha, lo=0, hi=1),
+        period_ps=sec.time("period", d.period_ps, positive=True),
+        adjust_bytes=sec.size("adjust_bytes", d.adjust_bytes, lo=0),
+        max_window=sec.float("max_window", d.max_window, lo=0.1, hi=100),
+    )
+    sec.done()
+    return n
+
+
 def _link(sec: _Section) -> Link:
     ber = sec.float("ber", 0.0, hi=0.01)
     if ber < 0:
@@ -907,6 +985,9 @@ def _ls_op(sec: _Section, count: int, ls: LoadStore) -> dict:
 def _transport(sec: _Section) -> tuple[str, str]:
     transport = sec.choice("transport", "raw", TRANSPORTS)
     verb = sec.choice("verb", "raw" if transport == "raw" else "write", VERBS)
+    if transport == "uet" and verb != "write":
+        raise ScenarioError(f"{sec.path('verb')}: verb {verb!r} does not go with transport \"uet\" "
+                            f"(UET messages are SES writes: verb \"write\", or leave verb out)")
     if (transport == "raw") != (verb == "raw"):
         raise ScenarioError(f"{sec.path('verb')}: verb {verb!r} does not go with transport {transport!r} "
                             f"(raw flows have verb \"raw\"; roce verbs: write, send, read, write_imm, send_imm)")
@@ -1006,6 +1087,7 @@ def _build(data: dict) -> Scenario:
     ls = _ls(_Section(top._get("ls", None), "ls"))
     cbfc = _cbfc(_Section(top._get("cbfc", None), "cbfc")) if "cbfc" in data else Cbfc()
     link = _link(_Section(top._get("link", None), "link"))
+    uet = _uet(_Section(top._get("uet", None), "uet"))
     count = n_hosts(topology)
     flows_raw = top._get("flow", [])
     wl_raw = top._get("workload", [])
@@ -1033,13 +1115,20 @@ def _build(data: dict) -> Scenario:
     uses_roce = any(f.transport == "roce" for f in flows) or any(w["transport"] == "roce" for w in workloads)
     if uses_roce and host.mtu not in ROCE_MTUS:
         raise ScenarioError(f"host.mtu: RoCE needs an IB path MTU ({', '.join(map(str, ROCE_MTUS))}), got {host.mtu}")
+    uses_uet = any(f.transport == "uet" for f in flows) or any(w["transport"] == "uet" for w in workloads)
+    if uses_uet and host.mtu + UET_DATA_HEADER_BYTES - 22 > MAX_MTU + 216 - 22:
+        raise ScenarioError(f"host.mtu: {host.mtu} B of UET payload plus its {UET_DATA_HEADER_BYTES} B of headers "
+                            f"exceed the largest frame the switch takes; use host.mtu <= {MAX_MTU + 216 - UET_DATA_HEADER_BYTES}")
+    if uet.trim and pfc.enabled and uet.trim_prio in pfc.priorities:
+        raise ScenarioError(f"uet.trim_prio: {uet.trim_prio} is a PFC (lossless) priority; trimmed frames travel "
+                            f"on a lossy class: pick a priority not in pfc.priorities {list(pfc.priorities)}")
     if pfc.enabled:
         _check_pfc(pfc, host)
     if switch.buffer_bytes < 2 * (host.mtu + 64):
         raise ScenarioError(f"switch.buffer: {switch.buffer_bytes} B cannot hold two frames of host.mtu {host.mtu} B")
     sc = Scenario(name=name, description=description, seed=seed, topology=topology,
                   switch=switch, host=host, ports=ports, run=run, pfc=pfc, ecn=ecn,
-                  roce=roce, dcqcn=dcqcn, hpcc=hpcc, ls=ls, cbfc=cbfc, link=link, loadstore=streams,
+                  roce=roce, dcqcn=dcqcn, hpcc=hpcc, ls=ls, cbfc=cbfc, link=link, uet=uet, loadstore=streams,
                   ls_ops=ls_ops, flows=flows,
                   workloads=workloads, source=copy.deepcopy(data))
     from . import budget                    # imports this module: not at the top

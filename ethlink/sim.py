@@ -182,6 +182,7 @@ def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None]
     flows = np.zeros(len(cols["src"]), dtype=_engine.FLOW_DTYPE)
     for c in ("src", "dst", "size", "start_ps", "prio", "verb"):
         flows[c] = cols[c]
+    transport = cols["transport"] if "transport" in cols else np.where(cols["verb"] == V_RAW, 0, 1)
     flows["mtu"] = sc.host.mtu
     flows["first_tx_ps"] = -1
     flows["finish_ps"] = -1
@@ -195,7 +196,7 @@ def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None]
     by_parent = waiting[np.argsort(dep[waiting], kind="stable")]
     dep_off = np.zeros(len(flows) + 1, dtype=np.int64)
     np.cumsum(np.bincount(dep[waiting], minlength=len(flows)), out=dep_off[1:])
-    qps = build_qps(flows, sc, pt, host_node, nodes, cols.get("qp_key"))
+    qps = build_qps(flows, sc, pt, host_node, nodes, cols.get("qp_key"), transport)
     ls_ops, ls_gpus = loadstore.build_ops(sc, fabric.n_hosts, cols.get("ls"))
     step("ideal FCTs")
     ideal = ideal_fct_ps(flows, sc, nodes, pt, host_node, routes)
@@ -289,18 +290,23 @@ def cbfc_credits(sc, pt, nodes, max_frame):
     return -(-room // cell)
 
 
-def build_qps(flows, sc, pt, host_node, nodes, qp_key=None) -> np.ndarray:
+def build_qps(flows, sc, pt, host_node, nodes, qp_key=None, transport=None) -> np.ndarray:
     """QP endpoints: a send-only one per raw message, a requester/responder pair per RoCE
-    queue pair. Messages with the same (src, dst, transport, qp_key >= 0) share a QP, in
-    posting order; the others get one each. flows["qp"] is the requester endpoint."""
+    or UET queue pair. Messages with the same (src, dst, transport, qp_key >= 0) share a
+    QP, in posting order; the others get one each. flows["qp"] is the requester endpoint.
+    `transport` per message: 0 raw, 1 RoCE, 2 UET (default: raw for verb raw, else RoCE).
+    A UET endpoint owns one per-PSN slot (csrc/uet.pxd) per packet of its messages."""
     n = len(flows)
     roce_msg = flows["verb"] != V_RAW
+    if transport is None:
+        transport = roce_msg.astype(np.int32)
+    transport = np.asarray(transport, dtype=np.int32)
     if qp_key is None:
         qp_key = np.full(n, -1, dtype=np.int64)
     if np.all(qp_key < 0):              # every message its own QP
         first = group = np.arange(n)
     else:
-        key = np.stack([flows["src"], flows["dst"], roce_msg.astype(np.int64), qp_key,
+        key = np.stack([flows["src"], flows["dst"], transport.astype(np.int64), qp_key,
                         np.where(qp_key >= 0, -1, np.arange(n))], axis=1)
         first, group = unique_rows(key)
     # number groups in order of their first message, so QP numbering follows the table
@@ -319,12 +325,12 @@ def build_qps(flows, sc, pt, host_node, nodes, qp_key=None) -> np.ndarray:
         qps[col] = -1
     qps["host"][req] = flows["src"][g_first]
     qps["peer"][req] = rsp
-    qps["transport"][req] = roce.astype(np.int32)
+    qps["transport"][req] = transport[g_first]
     qps["prio"][req] = flows["prio"][g_first]
     r = rsp[roce]
     qps["host"][r] = flows["dst"][g_first][roce]
     qps["peer"][r] = req[roce]
-    qps["transport"][r] = 1
+    qps["transport"][r] = transport[g_first][roce]
     qps["prio"][r] = flows["prio"][g_first][roce]
     qps["mtu"] = sc.host.mtu
     line = pt.rate_bps[nodes["first_port"][host_node[qps["host"]]]]
@@ -334,7 +340,71 @@ def build_qps(flows, sc, pt, host_node, nodes, qp_key=None) -> np.ndarray:
     qps["alpha"] = 1.0
     qps["rto_ps"] = rto_initial_ps(sc.roce)
     qps["last_cnp_ps"] = -(2**62)
+    uet = qps["transport"] == 2
+    if uet.any():
+        qps["rto_ps"][uet] = sc.uet.rto_ps
+        qps["uet_cwnd"][uet] = sc.uet.window_bytes or 2**62
+        if sc.uet.nscc.enabled:
+            # htsim UecSrc::initNscc: base RTT the network's, window ceiling and start 1.5 BDP
+            rtt = nscc_params(sc)["nscc_rtt_ps"]
+            maxwnd = (sc.uet.nscc.max_window * rtt * line[uet] / 8e12).astype(np.int64)
+            maxwnd = np.maximum(maxwnd, sc.host.mtu)
+            qps["nscc_base_rtt"][uet] = rtt
+            qps["nscc_maxwnd"][uet] = maxwnd
+            qps["uet_cwnd"][uet] = maxwnd
+            qps["nscc_cwnd_min"][uet] = maxwnd
+        # per-PSN slots: a requester's messages' packets; its responder as many
+        pkts = np.bincount(flows["qp"], weights=flows["npkts"], minlength=len(qps)).astype(np.int64)
+        pkts[rsp[roce]] = pkts[req[roce]]
+        cap = np.where(uet, pkts, 0)
+        qps["uet_cap"] = cap
+        qps["uet_base"] = np.cumsum(cap) - cap
     return qps
+
+
+NSCC_REF_RATE_BPS = 100 * 10**9       # htsim initNsccParams: the reference network,
+NSCC_REF_RTT_PS = 12_000_000           # 100 Gb/s and 12 us, that NSCC's constants are for
+UET_ACK_FRAME_BYTES = 82               # csrc/uet.pxd UET_ACK_BYTES
+
+
+def network_rtt_ps(sc: Scenario) -> int:
+    """The unloaded RTT of the topology's longest host-to-host path: a full UET frame
+    store-and-forwarded out and its ACK back, with every link's delay, every switch's
+    latency and the receiving NICs' latency (NSCC's network base RTT)."""
+    t = sc.topology
+    hops = {"star": 2, "multiplane-star": 2, "leaf-spine": 4, "fat-tree": 6}.get(t.kind)
+    if hops is None:                    # ring: to the far switch and off it
+        hops = 2 + (t.switches - 1 if t.routing == "clockwise" else t.switches // 2)
+    fabric = hops - 2
+    up_rate = t.uplink_rate_bps or t.rate_bps
+    delay = 2 * t.delay_ps + fabric * (t.fabric_delay_ps or t.delay_ps)
+    latency = (hops - 1) * max([sc.switch.latency_ps] + [s.latency_ps for _, s in sc.switch.tiers]) \
+        + sc.host.latency_ps
+    one_way = 0
+    for frame in (sc.host.mtu + 106, UET_ACK_FRAME_BYTES):
+        one_way += delay + latency + 2 * ser_ps(frame + 20, t.rate_bps) + fabric * ser_ps(frame + 20, up_rate)
+    return int(one_way)
+
+
+def nscc_params(sc: Scenario) -> dict:
+    """NSCC's parameters for this network, as UEC's reference htsim scales them
+    (UecSrc::initNsccParams): a = network BDP / reference BDP, b = target / 12 us;
+    alpha = 4 a b MSS / target, fair increase 5 a, eta 0.15 MSS a, adjustment bytes
+    16000 b, quick-adapt threshold 4 x target; [uet.nscc] values given override them."""
+    n = sc.uet.nscc
+    rtt = n.base_rtt_ps or network_rtt_ps(sc)
+    bdp = rtt * sc.topology.rate_bps / 8e12
+    a = bdp / (NSCC_REF_RTT_PS * NSCC_REF_RATE_BPS / 8e12)
+    b = n.target_delay_ps / NSCC_REF_RTT_PS
+    mss = sc.host.mtu
+    return {
+        "nscc_rtt_ps": int(rtt), "nscc_target_ps": n.target_delay_ps,
+        "nscc_qa_ps": n.qa_threshold_ps or 4 * n.target_delay_ps, "nscc_fast_ps": 1_000_000,
+        "nscc_period_ps": n.period_ps, "nscc_adjust_bytes": int(n.adjust_bytes or 16000 * b),
+        "nscc_alpha": n.alpha or 4.0 * a * b * mss / n.target_delay_ps, "nscc_fi": n.fi or 5 * a,
+        "nscc_eta": n.eta or 0.15 * mss * a, "nscc_gamma": n.gamma, "nscc_delay_alpha": n.delay_alpha,
+        "nscc_maxwnd_bdp": n.max_window,
+    }
 
 
 def pfc_headroom_bytes(rate_bps, delay_ps, max_frame, response_ps, pipeline_ps):
@@ -625,7 +695,8 @@ class Result:
             "retransmitted_packets": c["retransmitted_packets"],
             "timeouts": c["timeouts"],
             "spurious_retransmissions": c["spurious_retransmissions"],
-            "conservation": _conservation(c, eng.data_in_flight()),
+            "conservation": _conservation(c, eng.data_in_flight(), bool((self.qps["transport"] == 2).any())),
+            "uet": _uet_summary(c, self.qps, sim.scenario),
             "qp_errors": c["qp_errors"],
             "packets_discarded": c["packets_discarded"],
             "deadlock_detected": c["deadlock_ps"] >= 0,
@@ -633,7 +704,8 @@ class Result:
             "deadlock_cycle": self._cycle(names, comp.port_table, eng.deadlock_cycle()),
             "lossless_drops": c["lossless_drops"],
             "headroom_violations": int(c["drops_by_reason"][DROP_REASONS.index("headroom")]),
-            "warnings": list(comp.warnings) + _run_warnings(c, sim.scenario),
+            "warnings": list(comp.warnings) + _run_warnings(
+                c, sim.scenario, int(self.qps["timeouts"][self.qps["transport"] == 2].sum())),
             "watchdog_storms": c["watchdog_storms"],
             "ls": loadstore.summarize(self.ls_ops, eng.ls_gpus, c, c["sim_time_ps"]),
             "llr_replays": c["llr_replays"],
@@ -801,10 +873,10 @@ class Result:
                 "window_final_bytes": _stats(q["hp_w"][upd]) if upd.any() else None}
 
     def _qps(self):
-        """Per RoCE QP endpoint that did anything: retransmissions, timeouts, CNPs, and
-        its DCQCN rate (lowest and last)."""
+        """Per RoCE or UET QP endpoint that did anything: retransmissions, timeouts, CNPs,
+        its DCQCN rate (lowest and last), and for UET the NACKs and SACKs it received."""
         q = self.qps
-        active = (q["transport"] == 1) & ((q["psn_end"] > 0) | (q["cnps_tx"] > 0) | (q["acks_rx"] > 0))
+        active = (q["transport"] >= 1) & ((q["psn_end"] > 0) | (q["cnps_tx"] > 0) | (q["acks_rx"] > 0))
         samples = self.rate_samples
         # NOTE: samples grouped by QP once (stable: time order kept), not filtered per QP.
         by_qp = samples[np.argsort(samples[:, 1], kind="stable")] if len(samples) else samples
@@ -819,6 +891,12 @@ class Result:
                 "spurious_retransmissions": int(q["spurious"][q["peer"][i]]) if q["peer"][i] >= 0 else 0,
                 "naks_received": int(q["naks_rx"][i]), "cnps_received": int(q["cnps_rx"][i]),
                 "cnps_sent": int(q["cnps_tx"][i]),
+                "transport": ("raw", "roce", "uet")[int(q["transport"][i])],
+                "uet_nacks_received": int(q["uet_nacks_rx"][i]), "uet_sacks_received": int(q["uet_sacks_rx"][i]),
+                # NSCC window (UET senders with uet.nscc; 0 otherwise)
+                "nscc_cwnd_bytes": int(q["uet_cwnd"][i]) if q["nscc_maxwnd"][i] else 0,
+                "nscc_cwnd_min_bytes": int(q["nscc_cwnd_min"][i]) if q["nscc_maxwnd"][i] else 0,
+                "nscc_quick_adapts": int(q["nscc_qas"][i]), "nscc_decreases": int(q["nscc_mds"][i]),
                 "rate_min_bps": int(mine[:, 2].min()) if len(mine) else int(q["line_bps"][i]),
                 "rate_final_bps": int(q["rate_bps"][i]), "rate_samples": int(len(mine)),
                 # every DCQCN (or HPCC) rate change, as two parallel lists
@@ -844,28 +922,58 @@ class Result:
 FLOW_NULLABLE = ("finish_ps", "complete_ps", "fct_ps")
 
 
-def _conservation(c: dict, in_flight: tuple[int, int]) -> dict:
+def _conservation(c: dict, in_flight: tuple[int, int], uet: bool = False) -> dict:
     """Where every payload byte of flow data (raw, RoCE data, READ responses; not
     Load/Store) went: first transmissions + retransmitted copies = delivered (accepted by
     the receiver, each byte once) + discarded by the transport receiver (out of order,
-    duplicate) + dropped in the fabric + still queued or on a wire. `residual` is the
+    duplicate) + dropped in the fabric + trimmed (UET: the payload a switch cut off; the
+    trimmed header travels on without payload, and a drop of it adds nothing) + still
+    queued or on a wire. `residual` is the
     left side minus the right: 0 at the end of every run."""
     out = {"first_tx_bytes": c["bytes_sent"], "retransmitted_bytes": c["bytes_retransmitted"],
            "delivered_bytes": c["bytes_delivered"], "discarded_bytes": c["bytes_discarded"],
            "dropped_bytes": c["bytes_dropped_flow"], "in_flight_bytes": in_flight[1]}
+    if uet:                             # the key exists in runs with UET queue pairs
+        out["trimmed_bytes"] = c["uet_trimmed_bytes"]
     out["residual"] = (out["first_tx_bytes"] + out["retransmitted_bytes"] - out["delivered_bytes"]
-                       - out["discarded_bytes"] - out["dropped_bytes"] - out["in_flight_bytes"])
+                       - out["discarded_bytes"] - out["dropped_bytes"] - out.get("trimmed_bytes", 0)
+                       - out["in_flight_bytes"])
     return out
 
 
-def _run_warnings(c: dict, sc: Scenario) -> list[str]:
+def _uet_summary(c: dict, qps, sc: Scenario) -> dict:
+    """UET counters (csrc/uet.pxd), and NSCC's when it is on: empty when the run has no
+    UET queue pair."""
+    uet = qps["transport"] == 2
+    if not uet.any():
+        return {}
+    out = {"qps": int(uet.sum() // 2), "trimmed_packets": c["uet_trimmed"], "trimmed_bytes": c["uet_trimmed_bytes"],
+           "nacks": c["uet_nacks"], "acks": c["uet_acks"], "sacks": c["uet_sacks"],
+           "selective_retransmissions": c["uet_selective_retransmissions"],
+           "timeouts": int(qps["timeouts"][uet].sum())}
+    if sc.uet.nscc.enabled:
+        senders = uet & (qps["psn_end"] > 0)
+        p = nscc_params(sc)
+        out["nscc"] = {"quick_adapts": c["nscc_quick_adapts"], "decreases": c["nscc_decreases"],
+                       "base_rtt_ps": p["nscc_rtt_ps"], "target_delay_ps": p["nscc_target_ps"],
+                       "cwnd_min_bytes": int(qps["nscc_cwnd_min"][senders].min()) if senders.any() else 0,
+                       "cwnd_final_bytes_mean": float(qps["uet_cwnd"][senders].mean()) if senders.any() else 0.0}
+    return out
+
+
+def _run_warnings(c: dict, sc: Scenario, uet_timeouts: int = 0) -> list[str]:
     """What the run itself shows is probably misconfigured."""
     out = []
-    if c["timeouts"] and not c["packets_dropped"] and c["deadlock_ps"] < 0:
+    roce_timeouts = c["timeouts"] - uet_timeouts
+    if roce_timeouts and not c["packets_dropped"] and c["deadlock_ps"] < 0:
         timer = f"roce.rto {sc.roce.rto_ps} ps" if sc.roce.rto_ps else f"roce.timeout {sc.roce.timeout}"
-        out.append(f"{c['timeouts']} RoCE retransmission timeouts without a single drop: the timer ({timer}) is "
+        out.append(f"{roce_timeouts} RoCE retransmission timeouts without a single drop: the timer ({timer}) is "
                    f"shorter than the queueing delay, and {c['spurious_retransmissions']} retransmitted packets "
                    f"arrived as duplicates (spurious_retransmissions); raise roce.timeout")
+    if uet_timeouts and not c["packets_dropped"] and c["deadlock_ps"] < 0:
+        out.append(f"{uet_timeouts} UET retransmission timeouts without a single drop: uet.rto ({sc.uet.rto_ps} ps) "
+                   f"is shorter than the queueing delay, and packets that were only queued were sent again; "
+                   f"raise uet.rto")
     return out
 
 
@@ -938,6 +1046,10 @@ class Simulation:
             cbfc_mask=sum(1 << p for p in scenario.cbfc.priorities) if scenario.cbfc.enabled else 0,
             cbfc_cell=scenario.cbfc.cell,
             cbfc_update_cells=-(-(scenario.cbfc.update_bytes or scenario.host.mtu + 64) // scenario.cbfc.cell),
+            uet_spray=scenario.uet.spray, uet_trim=scenario.uet.trim, uet_trim_bytes=scenario.uet.trim_bytes,
+            uet_trim_prio=scenario.uet.trim_prio, uet_rto_ps=scenario.uet.rto_ps,
+            uet_retry_limit=scenario.uet.retry_limit,
+            nscc=scenario.uet.nscc.enabled, **nscc_params(scenario),
             **({"hpcc": True, "hp_eta": scenario.hpcc.eta, "hp_max_stage": scenario.hpcc.max_stage,
                 "hp_t_ps": self.hpcc["base_rtt_ps"], "hp_w_init": self.hpcc["w_init_bytes"],
                 "hp_w_ai": self.hpcc["w_ai_bytes"], "hp_w_floor": self.hpcc["w_floor_bytes"]}

@@ -260,14 +260,15 @@ def plan(scenario: str, grid: Mapping[str, Sequence[Any]], *, seeds: Sequence[in
 
 @functools.lru_cache(maxsize=1)
 def _probe_summary() -> dict:
-    """summary.json of a tiny run with every kind of entry (a RoCE flow under HPCC, a
+    """summary.json of a tiny run with every kind of entry (a RoCE flow under HPCC, a UET flow, a
     Load/Store op), and the columns of its tables: the keys a metric may name."""
     from .sim import Simulation
 
     sc = Scenario.from_dict({
         "topology": {"kind": "star", "hosts": 2},
         "hpcc": {},
-        "flow": [{"src": 0, "dst": 1, "size": 16384, "transport": "roce"}],
+        "flow": [{"src": 0, "dst": 1, "size": 16384, "transport": "roce"},
+                 {"src": 1, "dst": 0, "size": 64, "transport": "uet"}],
         "ls_op": [{"src": 0, "dst": 1, "kind": "load", "size": 64}],
     })
     res = Simulation(sc).run()

@@ -124,7 +124,7 @@ from .topology import HOST
 
 __all__ = [
     "SCHEMA_VERSION", "TRACE_SCHEMA", "EVENT_NAMES", "FRAME_KINDS", "DROP_REASONS", "LEVELS",
-    "PF_LAST", "PF_LS", "PF_RESPONSE", "PF_CORRUPT", "PF_TXN_ACK", "PF_INT",
+    "PF_LAST", "PF_LS", "PF_RESPONSE", "PF_CORRUPT", "PF_TXN_ACK", "PF_INT", "PF_TRIM",
     "COMPRESSIONS", "DEFAULT_COMPRESSION", "TraceError", "TraceFilter", "TraceWriter", "TraceInfo", "records_to_batch",
     "read_trace", "read_trace_head", "simulation_metadata", "partial_path",
 ]
@@ -133,13 +133,14 @@ SCHEMA_VERSION = "1"
 
 # Names of the engine's enums, in the order of csrc/core.pxd (index = enum value).
 EVENT_NAMES = ("enqueue", "tx_start", "rx", "drop", "mark", "deliver", "pause_tx", "pause_rx",
-               "credit", "llr_replay", "op_issue", "op_complete", "txn")       # TraceEvent TE_*
-FRAME_KINDS = ("raw", "roce", "roce_ack", "cnp", "pfc", "ethlink", "cbfc")     # FrameKind FK_*
+               "credit", "llr_replay", "op_issue", "op_complete", "txn", "trim")       # TraceEvent TE_*
+FRAME_KINDS = ("raw", "roce", "roce_ack", "cnp", "pfc", "ethlink", "cbfc", "uet", "uet_ctrl")     # FrameKind FK_*
 DROP_REASONS = ("none", "buffer_full", "queue_limit", "no_route", "fcs", "watchdog", "ttl",
                 "headroom")                                                     # DropReason DR_*
 
 # Bits of the `flags` column (csrc/core.pxd PacketFlag; PF_ROUTED never reaches a trace).
 PF_LAST, PF_LS, PF_RESPONSE, PF_CORRUPT, PF_TXN_ACK, PF_INT = 1, 4, 8, 16, 32, 64
+PF_TRIM = 128                      # csrc/core.pxd PacketFlag: a UET frame trimmed to its headers
 
 LEVELS = ("off", "endpoints", "hop")
 COMPRESSIONS = ("none", "zstd", "lz4")

@@ -93,7 +93,8 @@ import pyarrow as pa
 from . import frames as fr
 from .frames import fields as F
 from .scenario import LS_KINDS
-from .trace import EVENT_NAMES, FRAME_KINDS, PF_INT, PF_LS, PF_RESPONSE, PF_TXN_ACK, TraceInfo, codes
+from .trace import (EVENT_NAMES, FRAME_KINDS, PF_INT, PF_LAST, PF_LS, PF_RESPONSE, PF_TRIM, PF_TXN_ACK,
+                    TraceInfo, codes)
 
 __all__ = ["RX_EVENTS", "KIND_FRAMES", "MISSING_FIELDS", "LsFrames", "ls_frames", "frame_row", "select", "rows",
            "frames", "write_trace_pcap"]
@@ -110,6 +111,8 @@ KIND_FRAMES: dict[str, F.FrameKind] = {
     "pfc": F.FrameKind.PFC,
     "ethlink": F.FrameKind.ETHLINK,
     "cbfc": F.FrameKind.CBFC,
+    "uet": F.FrameKind.UET,
+    "uet_ctrl": F.FrameKind.UET_CTRL,
 }
 
 # Header fields the trace does not carry (yet): they take `frames.fields` defaults.
@@ -123,6 +126,11 @@ MISSING_FIELDS: dict[str, tuple[str, ...]] = {
     "pfc": (),
     "ethlink": ("el_flags", "atomic data", "without txn rows or an op table: el_txns after the first, LOAD_REQ length"),
     "cbfc": ("el_flags",),
+    "uet": ("dscp (but the trimmed DSCP)", "ttl (hops are not traced)", "ses_message_id, ses_job_id",
+            "pds_spdcid (the trace has the destination endpoint only: both PDC ids show it)",
+            "pds_clear_psn_offset"),
+    "uet_ctrl": ("dscp", "ttl (hops are not traced)", "pds_spdcid (as for uet)",
+                 "NSCC state fields of ACK_CC (zeros)"),
 }
 
 _U64 = (1 << 64) - 1
@@ -525,6 +533,33 @@ def frame_row(row: Mapping[str, Any], info: TraceInfo, *, ls: "LsFrames | np.nda
                        el_length=length)
     elif kind == "cbfc":
         out.update(el_src=src, el_dst=dst, cbfc_vc=int(row["prio"]), cbfc_credits=int(row["addr"]) & _U32)
+    elif kind in ("uet", "uet_ctrl"):
+        out.update(_uet_fields(kind, opcode, row))
+    return out
+
+
+def _uet_fields(kind: str, opcode: int, row: Mapping[str, Any]) -> dict[str, Any]:
+    """UET frame columns of a trace row (csrc/uet.pxd says which Packet field holds what).
+    PDC ids are the QP endpoint numbers; the UDP source port carries the packet's entropy,
+    derived from its packet id (the engine's path hash takes the same id)."""
+    src, dst, qp, psn = int(row["src"]), int(row["dst"]), int(row.get("qp", -1)), int(row["psn"])
+    flags = int(row.get("flags", 0))
+    out: dict[str, Any] = {"ip_src": fr.ip_of_host(src), "ip_dst": fr.ip_of_host(dst), "ecn": int(row["ecn"]),
+                           "pds_dpdcid": max(qp, 0) & 0xFFFF, "pds_spdcid": max(qp, 0) & 0xFFFF,
+                           "udp_sport": 0xC000 | ((int(row["pkt"]) * 0x9E37) & 0x3FFF)}
+    if kind == "uet":
+        out.update(pds_psn=psn & _U32, pds_retrans=int(row.get("syndrome", 0)) & 1,
+                   ses_opcode=opcode, ses_eom=int(flags & PF_LAST != 0), ses_som=int(int(row["addr"]) == 0),
+                   ses_buffer_offset=int(row["addr"]) & _U64, payload_len=int(row["payload"]))
+        if flags & PF_TRIM:
+            out["dscp"] = F.UET_TRIMMED_DSCP
+    elif opcode == F.UetPdsType.NACK:
+        out.update(pds_type=int(F.UetPdsType.NACK), pds_psn=psn & _U32,
+                   pds_nack_code=int(row.get("syndrome", 0)))
+    else:
+        out.update(pds_type=int(F.UetPdsType.ACK_CC), pds_cack_psn=(psn - 1) & _U32,
+                   pds_ack_psn_offset=int(row.get("ntx", 0)) & 0xFFFF, pds_sack_bitmap=int(row["addr"]) & _U64,
+                   pds_ecn_marked=int(row.get("syndrome", 0)) & 1)
     return out
 
 

@@ -18,12 +18,18 @@ from .scenario import INT64_MAX, MAX_SIZE_BYTES, MAX_TIME_PS, FlowSpec, Scenario
 
 from .scenario import LS_KINDS, VERBS
 
-COLUMNS = ("src", "dst", "size", "start_ps", "prio", "verb")
+COLUMNS = ("src", "dst", "size", "start_ps", "prio", "verb", "transport")
+TRANSPORT_CODES = {"raw": 0, "roce": 1, "uet": 2}     # engine Transport (csrc/core.pxd)
 
 
-def _cols(src, dst, size, start, prio, verb=0):
+def _cols(src, dst, size, start, prio, verb=0, transport=None):
+    """Flow columns; `transport` defaults to raw for verb raw, roce otherwise."""
     n = len(src)
+    verb = np.broadcast_to(np.asarray(verb, dtype=np.int32), (n,))
+    if transport is None:
+        transport = np.where(verb == 0, 0, 1)
     return {
+        "transport": np.broadcast_to(np.asarray(transport, dtype=np.int32), (n,)).copy(),
         "verb": np.broadcast_to(np.asarray(verb, dtype=np.int32), (n,)).copy(),
         "src": np.asarray(src, dtype=np.int32),
         "dst": np.asarray(dst, dtype=np.int32),
@@ -68,7 +74,8 @@ def expand(sc: Scenario) -> dict[str, np.ndarray]:
     if sc.flows:
         parts.append(_cols([f.src for f in sc.flows], [f.dst for f in sc.flows],
                            [f.size for f in sc.flows], [f.start_ps for f in sc.flows],
-                           [f.prio for f in sc.flows], [VERBS.index(f.verb) for f in sc.flows]))
+                           [f.prio for f in sc.flows], [VERBS.index(f.verb) for f in sc.flows],
+                           [TRANSPORT_CODES[f.transport] for f in sc.flows]))
     count = n_hosts(sc.topology)
     for w in sc.workloads:
         if w["kind"] == "incast":
@@ -78,6 +85,7 @@ def expand(sc: Scenario) -> dict[str, np.ndarray]:
         else:
             part = alltoall(count, w["size"], w["start_ps"], w["prio"])
         part["verb"][:] = VERBS.index(w["verb"])
+        part["transport"][:] = TRANSPORT_CODES[w["transport"]]
         parts.append(part)
     if not parts:
         return _cols([], [], [], [], [])
@@ -95,6 +103,7 @@ OPTIONAL_COLUMNS = ("qp", "dep")
 
 
 LS_ALIASES = {"atomic": "fadd"}
+UET_OP = "uet_write"                    # a workload table's op name for a UET message
 
 
 def from_table(table, n_hosts: int, max_ls_size: int = 4096) -> dict[str, np.ndarray]:
@@ -136,6 +145,11 @@ def from_table(table, n_hosts: int, max_ls_size: int = 4096) -> dict[str, np.nda
     qp, dep_id = col("qp", np.int64, -1), col("dep", np.int64, -1)
     ops = np.asarray(table["op"])
     ls_kind = np.full(n, -1, dtype=np.int64)
+    uet = np.zeros(n, dtype=bool)
+    if ops.dtype.kind not in "iu":
+        # "uet_write": a UET message (SES write) rather than a RoCE WRITE
+        uet = np.asarray([str(o).lower() == UET_OP for o in ops], dtype=bool)
+        ops = np.where(uet, "write", ops) if n else ops
     if ops.dtype.kind in "iu":
         verb = ops.astype(np.int64)
         bad = np.nonzero((verb < 0) | (verb >= len(VERBS)))[0]
@@ -186,7 +200,8 @@ def from_table(table, n_hosts: int, max_ls_size: int = 4096) -> dict[str, np.nda
     _check_acyclic(dep, ids)
     fl = ~is_ls
     remap = np.cumsum(fl) - 1                        # row -> flow index among non-LS rows
-    cols = _cols(src[fl], dst[fl], size[fl], start[fl], prio[fl], verb[fl])
+    cols = _cols(src[fl], dst[fl], size[fl], start[fl], prio[fl], verb[fl],
+                 np.where(uet, 2, np.where(verb == 0, 0, 1))[fl])
     cols["qp_key"] = qp[fl]
     cols["dep"] = np.where(dep[fl] >= 0, remap[np.maximum(dep[fl], 0)], -1)
     atomic = (ls_kind == LS_KINDS.index("fadd")) | (ls_kind == LS_KINDS.index("cas"))

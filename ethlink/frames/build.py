@@ -149,6 +149,43 @@ def _hpcc_int(hops: list[Mapping[str, Any]]) -> Packet:
     return LAYERS[F.HPCC_INT.name](nhop=len(recs), hops=recs)
 
 
+def _uet_ip_udp(r: Row) -> list[Packet]:
+    tos = (r.uint("dscp") << 2) | r.uint("ecn")
+    return [*_tagged(r, F.EtherType.IPV4),
+            IP(tos=tos, id=0, flags="DF", ttl=r.uint("ttl"), src=_ip(r.uint("ip_src")), dst=_ip(r.uint("ip_dst"))),
+            UDP(sport=r.uint("udp_sport"), dport=F.UET_UDP_PORT)]
+
+
+def _uet(r: Row) -> Packet:
+    # A UET data frame: PDS RUD request + SES standard request + payload byte i =
+    # (psn + i) mod 256. A trimmed frame (`frame_bytes` below the full headers) is the
+    # same frame cut to frame_bytes, as the switch cut it.
+    pds = _layer(F.PDS_RUD_REQ, r)
+    n = r.uint("payload_len")
+    layers = [*_uet_ip_udp(r), pds, _layer(F.SES_STD, r)]
+    if n:
+        layers.append(Raw(_pattern(pds.psn, n)))
+    pkt = _stack(*layers)
+    if r.has("frame_bytes") and r.uint("frame_bytes") < F.uet_frame_bytes("uet", n):
+        keep = r.uint("frame_bytes") - F.FCS_BYTES
+        ip_len = keep - F.ETHER_BYTES - F.DOT1Q_BYTES
+        # the IP and UDP lengths (and checksums) describe the trimmed datagram
+        pkt[IP].len = ip_len
+        pkt[UDP].len = ip_len - F.IPV4_BYTES
+        pkt[UDP].chksum = 0             # IPv4 UDP "no checksum": the switch does not recompute one
+        return Raw(bytes(pkt)[:keep])
+    return pkt
+
+
+def _uet_ctrl(r: Row) -> Packet:
+    t = r.uint("pds_type")
+    if t == F.UetPdsType.ACK_CC:
+        return _stack(*_uet_ip_udp(r), _layer(F.PDS_ACK_CC, r))
+    if t == F.UetPdsType.NACK:
+        return _stack(*_uet_ip_udp(r), _layer(F.PDS_NACK, r))
+    raise ValueError(f"pds_type={t} is not a PDS control type ethlink builds (ACK_CC 8, NACK 10)")
+
+
 def _cnp(r: Row) -> Packet:
     # IBA Annex A17 CNP: opcode 0x81 with BECN set; the kind fixes both.
     return _roce(r.over(opcode=int(F.RoceOpcode.CNP), becn=1))
@@ -239,6 +276,8 @@ _BUILDERS: dict[F.FrameKind, Callable[[Row], Packet]] = {
     F.FrameKind.PFC: _pfc,
     F.FrameKind.ETHLINK: _ethlink,
     F.FrameKind.CBFC: _cbfc,
+    F.FrameKind.UET: _uet,
+    F.FrameKind.UET_CTRL: _uet_ctrl,
 }
 
 

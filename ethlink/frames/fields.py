@@ -27,6 +27,8 @@ class FrameKind(StrEnum):
     PFC = "pfc"
     ETHLINK = "ethlink"
     CBFC = "cbfc"
+    UET = "uet"
+    UET_CTRL = "uet_ctrl"      # PDS ACK_CC or NACK, by the row's pds_type
 
 
 class EtherType(IntEnum):
@@ -431,6 +433,144 @@ def ethlink_frame_bytes(txns: list[tuple[int, int]]) -> int:
     return _wire_bytes(ETHER_BYTES + DOT1Q_BYTES + EL_BASE.size + EL_TXN.size * len(txns) + data)
 
 
+# --- Ultra Ethernet transport (UET 1.0, June 2025, section 3.5 PDS and 3.4 SES) --------
+# The layouts follow the public reimplementations written from the specification:
+# xdp2 `include/uet/pds.h` (Tom Herbert; struct uet_pds_rud_rod_request, uet_pds_ack,
+# uet_pds_ack_cc with its NSCC state, uet_pds_nack) for the PDS, and the 44 B standard SES
+# request (UET_HDR_REQUEST_STD, SOM=1; spec figures 3-9/3-10, as the ns-3 UET models size
+# it). They were not checked byte for byte against the specification PDF. Wireshark 4.0
+# (this machine's tshark) has no UET dissector: it decodes Ethernet/IPv4/UDP and shows
+# the UET headers as UDP payload.
+
+UET_UDP_PORT = 4793            # IANA: Ultra Ethernet Transport
+UET_TRIMMED_DSCP = 46          # DSCP a switch re-marks trimmed frames with; the spec leaves
+                               # the trimmed DSCP to configuration: ethlink uses EF (RFC 3246)
+
+
+class UetPdsType(IntEnum):
+    """PDS prologue `type` (xdp2 enum uet_pds_pkt_type)."""
+
+    RUD_REQ = 2
+    ROD_REQ = 3
+    ACK = 7
+    ACK_CC = 8
+    NACK = 10
+
+
+class UetNextHeader(IntEnum):
+    """PDS prologue `next_hdr`: the SES header that follows."""
+
+    NONE = 0
+    REQUEST_SMALL = 1
+    REQUEST_MEDIUM = 2
+    REQUEST_STD = 3
+
+
+class SesOpcode(IntEnum):
+    """SES request opcodes (UET 1.0 table 3-17); the engine sends UET_WRITE."""
+
+    NO_OP = 0x00
+    WRITE = 0x01
+    READ = 0x02
+    SEND = 0x05
+
+
+class UetNackCode(IntEnum):
+    """PDS NACK codes ethlink sends (xdp2 enum uet_pds_nack_code)."""
+
+    TRIMMED = 0x01
+    TRIMMED_LASTHOP = 0x02
+
+
+PDS_RUD_REQ = HeaderFormat("PDSRudReq", (
+    _f("type", 5, int(UetPdsType.RUD_REQ), enum=UetPdsType),
+    _f("next_hdr", 4, int(UetNextHeader.REQUEST_STD), enum=UetNextHeader),
+    _f("rsvd1", 2),
+    _f("retrans", 1, 0, "pds_retrans"),
+    _f("ackreq", 1, 1, "pds_ackreq"),
+    _f("syn", 1, 0),
+    _f("rsvd2", 2),
+    _f("clear_psn_offset", 16, 0, "pds_clear_psn_offset"),
+    _f("psn", 32, 0, "pds_psn"),
+    _f("spdcid", 16, 0, "pds_spdcid"),
+    _f("dpdcid", 16, 0, "pds_dpdcid"),
+), "PDS RUD request, 12 B: prologue (type, next header, flags), clear PSN offset, PSN, PDC ids")
+
+SES_STD = HeaderFormat("SESStd", (
+    _f("rsvd1", 2),
+    _f("opcode", 6, int(SesOpcode.WRITE), "ses_opcode", enum=SesOpcode),
+    _f("version", 2),
+    _f("dc", 1, 0, doc="delivery complete"),
+    _f("ie", 1, 0, doc="initiator error"),
+    _f("rel", 1, 0, doc="relative addressing"),
+    _f("hd", 1, 0, doc="header data present"),
+    _f("eom", 1, 0, "ses_eom"),
+    _f("som", 1, 0, "ses_som"),
+    _f("message_id", 16, 0, "ses_message_id"),
+    _f("ri_generation", 8, 0),
+    _f("job_id", 24, 0, "ses_job_id"),
+    _f("rsvd2", 4),
+    _f("pid_on_fep", 12, 0),
+    _f("rsvd3", 4),
+    _f("resource_index", 12, 0),
+    _f("buffer_offset", 64, 0, "ses_buffer_offset", hex=True),
+    _f("initiator", 32, 0, hex=True),
+    _f("memory_key", 64, 0, hex=True),
+    _f("header_data", 64, 0, hex=True),
+    _f("request_length", 32, 0, "ses_request_length"),
+), "SES standard request header, 44 B")
+
+PDS_ACK_CC = HeaderFormat("PDSAckCC", (
+    _f("type", 5, int(UetPdsType.ACK_CC), enum=UetPdsType),
+    _f("next_hdr", 4, 0, enum=UetNextHeader),
+    _f("rsvd1", 1),
+    _f("ecn_marked", 1, 0, "pds_ecn_marked"),
+    _f("retrans", 1, 0),
+    _f("probe", 1, 0),
+    _f("request", 2, 0),
+    _f("rsvd2", 1),
+    _f("ack_psn_offset", 16, 0, "pds_ack_psn_offset"),
+    _f("cack_psn", 32, 0, "pds_cack_psn"),
+    _f("spdcid", 16, 0, "pds_spdcid"),
+    _f("dpdcid", 16, 0, "pds_dpdcid"),
+    _f("cc_type", 4, 0, doc="0: NSCC"),
+    _f("cc_flags", 4, 0),
+    _f("mpr", 8, 0),
+    _f("sack_psn_offset", 16, 1, "pds_sack_psn_offset", doc="bitmap base - CACK_PSN"),
+    _f("sack_bitmap", 64, 0, "pds_sack_bitmap", hex=True),
+    _f("service_time", 16, 0),
+    _f("restore_cwnd", 1, 0),
+    _f("rcv_cwnd_pend", 7, 0),
+    _f("rcvd_bytes", 24, 0),
+    _f("ooo_count", 16, 0),
+), "PDS ACK_CC with SACK bitmap and NSCC state, 32 B")
+
+PDS_NACK = HeaderFormat("PDSNack", (
+    _f("type", 5, int(UetPdsType.NACK), enum=UetPdsType),
+    _f("next_hdr", 4, 0, enum=UetNextHeader),
+    _f("rsvd1", 1),
+    _f("ecn_marked", 1, 0, "pds_ecn_marked"),
+    _f("retrans", 1, 0),
+    _f("nack_type", 1, 0, doc="0: RUD/ROD"),
+    _f("rsvd2", 3),
+    _f("nack_code", 8, int(UetNackCode.TRIMMED), "pds_nack_code", enum=UetNackCode),
+    _f("vendor_code", 8, 0),
+    _f("nack_psn", 32, 0, "pds_psn"),
+    _f("spdcid", 16, 0, "pds_spdcid"),
+    _f("dpdcid", 16, 0, "pds_dpdcid"),
+    _f("nack_payload", 32, 0, doc="the spec's `payload` field (renamed: scapy reserves the name)"),
+), "PDS NACK, 16 B")
+
+
+def uet_frame_bytes(kind: str, payload_len: int = 0) -> int:
+    """`frame_bytes` (FCS included) of a UET frame: data ("uet"), or a control frame
+    ("ack": PDS ACK_CC, "nack": PDS NACK)."""
+    hdr = ETHER_BYTES + DOT1Q_BYTES + IPV4_BYTES + UDP_BYTES
+    body = {"uet": PDS_RUD_REQ.size + SES_STD.size + payload_len, "ack": PDS_ACK_CC.size,
+            "nack": PDS_NACK.size}[kind]
+    return _wire_bytes(hdr + body)
+
+
 # --- the trace row --------------------------------------------------------------------
 
 REQUIRED = object()
@@ -474,10 +614,12 @@ _COMMON = {
     "el_ntx": Column(None, "ELBase.ntx; derived, cross-checked when given", 4),
     "int_hops": Column(None, "HPCC INT records (roce): a list of mappings with keys rate_mbps, ts_ns, "
                              "tx_bytes, qlen, one per switch; None: no INT header (an empty list: the header alone)"),
+    "pds_type": Column(int(UetPdsType.ACK_CC), "uet_ctrl frames: the PDS type (ACK_CC or NACK)", 5, UetPdsType),
 }
 
 COLUMNS: dict[str, Column] = {}
-for _fmt in (BTH, RETH, AETH, IMMDT, ATOMIC_ETH, ATOMIC_ACK_ETH, EL_BASE, EL_CREDIT):
+for _fmt in (BTH, RETH, AETH, IMMDT, ATOMIC_ETH, ATOMIC_ACK_ETH, EL_BASE, EL_CREDIT,
+             PDS_RUD_REQ, SES_STD, PDS_ACK_CC, PDS_NACK):
     for _s in _fmt.fields:
         if _s.column is not None:
             COLUMNS[_s.column] = Column(_s.default, f"{_fmt.name}.{_s.name}", _s.bits, _s.enum, _s.flags)

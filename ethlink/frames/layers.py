@@ -37,7 +37,7 @@ from scapy.fields import (
     XLongField,
     XShortField,
 )
-from scapy.layers.inet import IP
+from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Packet, bind_bottom_up, bind_layers
 
@@ -46,7 +46,7 @@ from . import fields as F
 __all__ = [
     "AETH", "BTH", "CNPPadding", "MACControlClassBasedFlowControl",
     "RETH", "ImmDt", "AtomicETH", "AtomicAckETH", "ELBase", "ELTxn", "ELCredit", "HpccInt", "HpccIntHop",
-    "LAYERS", "scapy_fields",
+    "PDSRudReq", "SESStd", "PDSAckCC", "PDSNack", "LAYERS", "scapy_fields",
 ]
 
 _PLAIN = {8: (ByteField, XByteField), 16: (ShortField, XShortField),
@@ -242,6 +242,43 @@ def _bth_payload(self: Packet, payload: bytes) -> type[Packet]:
 BTH.guess_payload_class = _bth_payload  # type: ignore[method-assign]
 
 
+class PDSRudReq(Packet):
+    """PDS RUD request; also the layer UDP port 4793 is bound to: decoding dispatches on
+    the prologue's 5-bit type to the PDS header it names."""
+
+    name = "PDSRudReq"
+    fields_desc = scapy_fields(F.PDS_RUD_REQ)
+
+    @classmethod
+    def dispatch_hook(cls, _pkt: bytes | None = None, *args: Any, **kargs: Any) -> type[Packet]:
+        # NOTE: scapy calls dispatch_hook only when the class itself defines it.
+        if _pkt:
+            return _PDS_BY_TYPE.get(_pkt[0] >> 3, conf.raw_layer)
+        return cls
+
+    def guess_payload_class(self, payload: bytes) -> type[Packet]:
+        return SESStd if self.next_hdr == F.UetNextHeader.REQUEST_STD else conf.raw_layer
+
+
+class SESStd(Packet):
+    name = "SESStd"
+    fields_desc = scapy_fields(F.SES_STD)
+
+
+class PDSAckCC(Packet):
+    name = "PDSAckCC"
+    fields_desc = scapy_fields(F.PDS_ACK_CC)
+
+
+class PDSNack(Packet):
+    name = "PDSNack"
+    fields_desc = scapy_fields(F.PDS_NACK)
+
+
+_PDS_BY_TYPE: dict[int, type[Packet]] = {
+    int(F.UetPdsType.RUD_REQ): PDSRudReq, int(F.UetPdsType.ACK_CC): PDSAckCC, int(F.UetPdsType.NACK): PDSNack,
+}
+
 # Layer class of each field table, by table name.
 LAYERS: dict[str, type[Packet]] = {
     F.BTH.name: BTH, F.RETH.name: RETH, F.AETH.name: AETH, F.IMMDT.name: ImmDt,
@@ -249,6 +286,8 @@ LAYERS: dict[str, type[Packet]] = {
     F.CNP_PADDING.name: CNPPadding, F.PFC.name: MACControlClassBasedFlowControl,
     F.EL_BASE.name: ELBase, F.EL_TXN.name: ELTxn, F.EL_CREDIT.name: ELCredit,
     F.HPCC_INT.name: HpccInt, F.HPCC_INT_HOP.name: HpccIntHop,
+    F.PDS_RUD_REQ.name: PDSRudReq, F.SES_STD.name: SESStd, F.PDS_ACK_CC.name: PDSAckCC,
+    F.PDS_NACK.name: PDSNack,
 }
 
 # BTH -> first extension header, by opcode. Bottom-up only: building always sets the
@@ -259,6 +298,7 @@ for _op, _fmt in F.ROCE_OPCODES.items():
         if ({"opcode": int(_op)}, _first) not in BTH.payload_guess:
             bind_bottom_up(BTH, _first, opcode=int(_op))
 
+bind_layers(UDP, PDSRudReq, dport=F.UET_UDP_PORT)
 bind_layers(Dot1Q, ELBase, type=int(F.EtherType.LOCAL_EXP1))
 bind_layers(Ether, ELBase, type=int(F.EtherType.LOCAL_EXP1))
 del _op, _fmt, _first

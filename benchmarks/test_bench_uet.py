@@ -1,0 +1,62 @@
+"""Ultra Ethernet transport cost: the built-in permutation-uet (32 UET flows sprayed per
+packet, an ACK_CC with SACK bitmap per data packet) against the same permutation over
+RoCEv2 RC with per-flow ECMP, and incast-trim (trimming, NACKs, selective retransmissions),
+in events per second.
+
+Only `sim.engine.run()` is timed, as in test_bench_roce.py; compiling is setup. The
+benchmark fixture times permutation-uet; a separate loop alternates UET and RoCE round by
+round and keeps each one's fastest round, so machine-load drift hits both alike.
+extra_info records each case's events, events_per_s and packet_hops_per_s and the ratio
+`uet_vs_roce_events_per_s`. Nothing is asserted about speed (never wall time in tests);
+the runs are checked to be the runs they claim to be.
+"""
+from __future__ import annotations
+
+import time
+
+from ethlink import scenarios
+from ethlink.sim import Simulation
+
+ROUNDS = 20
+
+
+def _time_loop(sc):
+    sim = Simulation(sc)
+    t0 = time.perf_counter()
+    stop = sim.engine.run()
+    wall = time.perf_counter() - t0
+    assert stop == "empty"
+    return wall, sim.engine.counters()
+
+
+def test_uet_permutation_and_trim(benchmark):
+    uet = scenarios.load("permutation-uet")
+    roce = scenarios.load("permutation-uet", ["workload.0.transport=roce"])
+    trim = scenarios.load("incast-trim")
+    last = {}
+
+    def setup():
+        last["sim"] = Simulation(uet)
+        return (last["sim"],), {}
+
+    benchmark.pedantic(lambda sim: sim.engine.run(), setup=setup, rounds=ROUNDS, iterations=1, warmup_rounds=2)
+    c = last["sim"].engine.counters()
+    assert c["flows_done"] == 32 and c["uet_acks"] > 0
+
+    timed = not benchmark.disabled
+    best = {"uet": float("inf"), "roce": float("inf"), "trim": float("inf")}
+    counters = {}
+    for _ in range(ROUNDS if timed else 1):
+        for name, sc in (("roce", roce), ("uet", uet), ("trim", trim)):
+            wall, counters[name] = _time_loop(sc)
+            best[name] = min(best[name], wall)
+    assert counters["trim"]["uet_trimmed"] > 0 and counters["trim"]["timeouts"] == 0
+    info = {}
+    for name in best:
+        ev, hops = counters[name]["events"], counters[name]["packet_hops"]
+        info.update({f"{name}_events": ev, f"{name}_events_per_s": ev / best[name],
+                     f"{name}_packet_hops_per_s": hops / best[name], f"{name}_best_s": best[name]})
+    info["uet_vs_roce_events_per_s"] = info["uet_events_per_s"] / info["roce_events_per_s"]
+    if timed:
+        info["events_per_s"] = counters["uet"]["events"] / benchmark.stats.stats.min
+        benchmark.extra_info.update(info)
