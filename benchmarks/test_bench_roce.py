@@ -16,22 +16,12 @@ it runs each scenario once and asserts nothing about speed.
 """
 from __future__ import annotations
 
-import time
-
 from ethlink import scenarios
 from ethlink.sim import Simulation
+from timing import time_loop
 
 ROUNDS = 30
 REQUIRED_RATIO = 0.5        # PFC+DCQCN events/s >= raw events/s / 2 (issue 3, Speed)
-
-
-def _time_loop(sc):
-    sim = Simulation(sc)
-    t0 = time.perf_counter()
-    stop = sim.engine.run()
-    wall = time.perf_counter() - t0
-    assert stop == "empty"
-    return wall, sim.engine.counters()
 
 
 def test_incast_pfc_dcqcn_vs_raw(benchmark):
@@ -52,7 +42,7 @@ def test_incast_pfc_dcqcn_vs_raw(benchmark):
     counters = {}
     for _ in range(ROUNDS if timed else 1):
         for name, sc in (("raw", raw), ("dcqcn", dcqcn)):
-            wall, counters[name] = _time_loop(sc)
+            wall, counters[name] = time_loop(sc)
             best[name] = min(best[name], wall)
     info = {}
     for name in ("dcqcn", "raw"):

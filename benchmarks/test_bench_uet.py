@@ -12,21 +12,11 @@ the runs are checked to be the runs they claim to be.
 """
 from __future__ import annotations
 
-import time
-
 from ethlink import scenarios
 from ethlink.sim import Simulation
+from timing import time_loop
 
 ROUNDS = 20
-
-
-def _time_loop(sc):
-    sim = Simulation(sc)
-    t0 = time.perf_counter()
-    stop = sim.engine.run()
-    wall = time.perf_counter() - t0
-    assert stop == "empty"
-    return wall, sim.engine.counters()
 
 
 def test_uet_permutation_and_trim(benchmark):
@@ -48,7 +38,7 @@ def test_uet_permutation_and_trim(benchmark):
     counters = {}
     for _ in range(ROUNDS if timed else 1):
         for name, sc in (("roce", roce), ("uet", uet), ("trim", trim)):
-            wall, counters[name] = _time_loop(sc)
+            wall, counters[name] = time_loop(sc)
             best[name] = min(best[name], wall)
     assert counters["trim"]["uet_trimmed"] > 0 and counters["trim"]["timeouts"] == 0
     info = {}

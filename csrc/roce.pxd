@@ -172,6 +172,17 @@ cdef inline void rto_arm(Sim* s, int32_t qi) noexcept nogil:
         rto_event_at_deadline(s, qi)
 
 
+cdef inline int32_t msg_at_snd_nxt(Sim* s, Qp* q) noexcept nogil:
+    # The message holding PSN snd_nxt, searched from msg_cur (a QP's messages are in PSN
+    # order; after a go-back, from the oldest incomplete one); -1 when all are sent.
+    cdef int32_t f = q.msg_cur
+    if f < 0 or q.snd_nxt < s.flows[f].psn_start:
+        f = q.msg_head
+    while f >= 0 and q.snd_nxt >= s.flows[f].psn_start + s.flows[f].npkts:
+        f = s.flows[f].next
+    return f
+
+
 cdef inline int32_t roce_response_packet(Sim* s, int32_t qi) noexcept nogil:
     # Next READ RESPONSE from responder endpoint qi.
     cdef Qp* q = &s.qps[qi]
@@ -256,11 +267,7 @@ cdef inline int32_t roce_next_packet(Sim* s, int32_t qi) noexcept nogil:
     if q.rsp_flow >= 0:
         pi = roce_response_packet(s, qi)
     else:
-        f = q.msg_cur
-        if f < 0 or q.snd_nxt < s.flows[f].psn_start:
-            f = q.msg_head
-        while f >= 0 and q.snd_nxt >= s.flows[f].psn_start + s.flows[f].npkts:
-            f = s.flows[f].next
+        f = msg_at_snd_nxt(s, q)
         if f < 0:
             return NO_PKT
         if s.hpcc and s.flows[f].verb != VERB_READ and not hp_window_open(s, q):

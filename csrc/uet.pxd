@@ -55,7 +55,7 @@
 # unless roce.ack_prio sets one for every ACK.
 from core cimport *
 from nic cimport qp_activate, nic_send
-from roce cimport roce_new, rto_arm, rto_event_at_deadline, discard
+from roce cimport roce_new, rto_arm, rto_event_at_deadline, discard, msg_at_snd_nxt
 from flows cimport deliver_payload
 from nscc cimport nscc_on_ack, nscc_on_nack
 
@@ -165,11 +165,7 @@ cdef inline int32_t uet_next_packet(Sim* s, int32_t qi) noexcept nogil:
         q.uet_rtx_n = 0                     # (unreachable if the count is kept right)
     if q.snd_nxt >= q.psn_end or not uet_window_open(s, q):
         return NO_PKT
-    f = q.msg_cur
-    if f < 0 or q.snd_nxt < s.flows[f].psn_start:
-        f = q.msg_head
-    while f >= 0 and q.snd_nxt >= s.flows[f].psn_start + s.flows[f].npkts:
-        f = s.flows[f].next
+    f = msg_at_snd_nxt(s, q)
     if f < 0:
         return NO_PKT
     q.msg_cur = f

@@ -520,6 +520,17 @@ def unique_rows(rows: np.ndarray):
     return first, inverse
 
 
+def _hop_types(nodes, pt) -> tuple[int, np.ndarray, list[tuple[int, ...]]]:
+    """A hop's type: its link's rate and delay, the receiving node's latency and
+    cut-through. Returns the number of types, each port's type id, and each port's
+    parameters as a tuple (what _pipeline reads)."""
+    peer = pt.node[pt.peer]
+    params = np.stack([pt.rate_bps, pt.delay_ps, nodes["latency_ps"][peer], nodes["cut_through"][peer]],
+                      axis=1).astype(np.int64)
+    types, port_type = np.unique(params, axis=0, return_inverse=True)
+    return len(types), port_type.reshape(-1), [tuple(int(x) for x in r) for r in params]
+
+
 def ideal_fct_ps(flows, sc, nodes, pt, host_node, routes) -> np.ndarray:
     """Ideal completion per message (see module doc). A READ's data flows back from the
     responder: its ideal is the request's one-way time plus the responses' pipeline.
@@ -529,13 +540,7 @@ def ideal_fct_ps(flows, sc, nodes, pt, host_node, routes) -> np.ndarray:
     n = len(flows)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    # a hop's type: its link's rate and delay, the receiving node's latency and cut-through
-    peer = pt.node[pt.peer]
-    params = np.stack([pt.rate_bps, pt.delay_ps, nodes["latency_ps"][peer], nodes["cut_through"][peer]],
-                      axis=1).astype(np.int64)
-    types, port_type = np.unique(params, axis=0, return_inverse=True)
-    port_type = port_type.reshape(-1)
-    hop_params = [tuple(int(x) for x in r) for r in params]
+    n_types, port_type, hop_params = _hop_types(nodes, pt)
     src, dst = flows["src"].astype(np.int64), flows["dst"].astype(np.int64)
     fwd = _paths(src, dst, nodes, pt, host_node, routes)
     is_read = flows["verb"] == V_READ
@@ -543,7 +548,7 @@ def ideal_fct_ps(flows, sc, nodes, pt, host_node, routes) -> np.ndarray:
     rev = _paths(dst[reads], src[reads], nodes, pt, host_node, routes) if len(reads) else []
     rev_id = np.zeros(n, dtype=np.int64)
     if len(reads):
-        rev_id[reads] = 1 + _path_ids(rev, port_type, len(types))
+        rev_id[reads] = 1 + _path_ids(rev, port_type, n_types)
     # A host that sprays over P equal-cost ports sends frame i on port i mod P.
     sender = np.where(is_read, dst, src)
     receiver = np.where(is_read, src, dst)
@@ -552,7 +557,7 @@ def ideal_fct_ps(flows, sc, nodes, pt, host_node, routes) -> np.ndarray:
     if len(spr):
         lanes[spr] = routes.next_hops(pt, host_node, host_node[sender[spr]], receiver[spr])[1]
     key = np.stack([flows["size"].astype(np.int64), flows["mtu"].astype(np.int64), flows["verb"].astype(np.int64),
-                    lanes, _path_ids(fwd, port_type, len(types)), rev_id], axis=1)
+                    lanes, _path_ids(fwd, port_type, n_types), rev_id], axis=1)
     first, inverse = unique_rows(key)
     read_pos = np.full(n, -1, dtype=np.int64)
     read_pos[reads] = np.arange(len(reads))
@@ -595,15 +600,10 @@ def hpcc_base_rtt_ps(flows, sc, nodes, pt, host_node, routes) -> int:
         return HPCC_NO_ROCE_RTT_PS
     pairs = np.unique(np.stack([flows["src"][roce], flows["dst"][roce]], axis=1).astype(np.int64), axis=0)
     src, dst = pairs[:, 0], pairs[:, 1]
-    peer = pt.node[pt.peer]
-    params = np.stack([pt.rate_bps, pt.delay_ps, nodes["latency_ps"][peer], nodes["cut_through"][peer]],
-                      axis=1).astype(np.int64)
-    types, port_type = np.unique(params, axis=0, return_inverse=True)
-    port_type = port_type.reshape(-1)
-    hop_params = [tuple(int(x) for x in r) for r in params]
+    n_types, port_type, hop_params = _hop_types(nodes, pt)
     fwd = _paths(src, dst, nodes, pt, host_node, routes)
     rev = _paths(dst, src, nodes, pt, host_node, routes)
-    key = np.stack([_path_ids(fwd, port_type, len(types)), _path_ids(rev, port_type, len(types))], axis=1)
+    key = np.stack([_path_ids(fwd, port_type, n_types), _path_ids(rev, port_type, n_types)], axis=1)
     first, _ = unique_rows(key)
     best = 0
     for i in first.tolist():
