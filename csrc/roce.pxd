@@ -305,21 +305,26 @@ cdef inline bint roce_has_more(Sim* s, int32_t qi) noexcept nogil:
 # ---------------------------------------------------------------------------------------
 # Requester receive side: ACK, NAK, READ responses, timeouts.
 
-cdef inline void roce_advance_una(Sim* s, int32_t qi, int32_t una) noexcept nogil:
-    # Everything below `una` is acknowledged: complete messages, re-arm or stop the RTO.
-    cdef Qp* q = &s.qps[qi]
+cdef inline void complete_below(Sim* s, Qp* q, int32_t una) noexcept nogil:
+    # Every message whose PSNs all lie below `una` is acknowledged: complete it (CQE).
     cdef Flow* fl
-    if una <= q.snd_una:
-        return
-    q.snd_una = una
-    q.retries = 0
-    q.rto_ps = s.rto_initial_ps             # backoff is for consecutive timeouts only
     while q.msg_head >= 0:
         fl = &s.flows[q.msg_head]
         if fl.psn_start + fl.npkts > una:
             break
         q.msg_head = fl.next
         complete_message(s, <int32_t>(fl - s.flows))
+
+
+cdef inline void roce_advance_una(Sim* s, int32_t qi, int32_t una) noexcept nogil:
+    # Everything below `una` is acknowledged: complete messages, re-arm or stop the RTO.
+    cdef Qp* q = &s.qps[qi]
+    if una <= q.snd_una:
+        return
+    q.snd_una = una
+    q.retries = 0
+    q.rto_ps = s.rto_initial_ps             # backoff is for consecutive timeouts only
+    complete_below(s, q, una)
     if q.snd_nxt < q.snd_una:
         q.snd_nxt = q.snd_una
     if q.snd_una < q.snd_max:

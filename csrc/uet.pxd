@@ -55,7 +55,7 @@
 # unless roce.ack_prio sets one for every ACK.
 from core cimport *
 from nic cimport qp_activate, nic_send
-from roce cimport roce_new, rto_arm, rto_event_at_deadline, discard, msg_at_snd_nxt
+from roce cimport roce_new, rto_arm, rto_event_at_deadline, discard, msg_at_snd_nxt, complete_below
 from flows cimport deliver_payload
 from nscc cimport nscc_on_ack, nscc_on_nack
 
@@ -226,7 +226,6 @@ cdef inline void uet_rx_ack(Sim* s, int32_t pi) noexcept nogil:
     cdef uint8_t* st = s.uet_st + q.uet_base
     cdef int32_t p, i, cack
     cdef uint64_t bits
-    cdef Flow* fl
     cdef bint progress = 0
     cdef int64_t newly = 0, rtt = -1
     if pk.opcode == PDS_NACK:
@@ -271,12 +270,7 @@ cdef inline void uet_rx_ack(Sim* s, int32_t pi) noexcept nogil:
         progress = 1
     if progress:
         q.rto_ps = s.uet_rto_ps
-        while q.msg_head >= 0:
-            fl = &s.flows[q.msg_head]
-            if fl.psn_start + fl.npkts > q.snd_una:
-                break
-            q.msg_head = fl.next
-            complete_message(s, <int32_t>(fl - s.flows))
+        complete_below(s, q, q.snd_una)
     if q.uet_rtx_scan < q.snd_una:
         q.uet_rtx_scan = q.snd_una
     if q.snd_una < q.snd_max:
