@@ -7,9 +7,11 @@ in payload bytes (summary.json `conservation`), on every built-in scenario, run 
 end and cut off by `until` while frames are queued and on wires, and on the loss-recovery
 paths (tail drops with go-back-N and timeouts, bit errors without LLR, RDMA READs).
 `in_flight_bytes` is a walk of the engine's packet pool, independent of the counters.
+Each run also checks the engine's index of non-empty queues against the queues.
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 import ethlink
@@ -24,9 +26,23 @@ PARTS = ("first_tx_bytes", "retransmitted_bytes", "delivered_bytes", "discarded_
          "in_flight_bytes")
 
 
+def queue_index_invariants(sim):
+    """The engine's per-port index of non-empty queues (Port.qmask, which the scheduler
+    reads instead of the eight queues) matches the queues, and a queue's head, frame count
+    and bytes agree, wherever the run stopped."""
+    q = sim.engine.queues.reshape(-1, 8)
+    nonempty = q["head"] >= 0
+    assert ((q["pkts"] > 0) == nonempty).all() and ((q["bytes"] > 0) == nonempty).all()
+    assert ((q["tail"] >= 0) == nonempty).all()
+    mask = (nonempty * (1 << np.arange(8))).sum(axis=1)
+    assert (sim.engine.ports["qmask"] == mask).all()
+
+
 def conservation(name, overrides=(), until=None):
     sc = scenarios.load(name, SMALL.get(name, []) + list(overrides))
-    s = Simulation(sc).run(until=until or sc.run.until_ps or None).summary
+    sim = Simulation(sc)
+    s = sim.run(until=until or sc.run.until_ps or None).summary
+    queue_index_invariants(sim)
     c = s["conservation"]
     assert all(c[k] >= 0 for k in PARTS), c
     assert c["residual"] == 0, c
