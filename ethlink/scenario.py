@@ -730,11 +730,30 @@ def _pfc(sec: _Section) -> Pfc:
     return p
 
 
-def _check_pfc(p: Pfc, host: Host) -> None:
-    """XON must be reachable: a static XOFF above the hysteresis (csrc/pfc.pxd)."""
-    frame = host.mtu + 64                   # the largest frame any transport sends
+ROCE_MAX_HEADER_BYTES = 86             # csrc/roce.pxd: base 66 + RETH 16 + ImmDt 4 (WRITE ONLY with immediate)
+HPCC_INT_MAX_BYTES = 4 + 16 * 5        # csrc/hpcc.pxd: INT header + INT_MAX_HOPS records
+
+
+def max_frame_bytes(sc: "Scenario") -> int:
+    """The largest frame (FCS included) a host of this scenario can send: a full-MTU RoCE
+    WRITE ONLY with RETH and ImmDt, padded to 4 B (with HPCC's INT header and its most
+    records), a UET data frame when the scenario uses UET, a coalesced Load/Store frame.
+    PFC headroom, the XON offset, the dynamic XOFF floor and CBFC credits are sized from it:
+    a smaller figure would let a frame arrive that the headroom was not sized for."""
+    mtu = sc.host.mtu
+    largest = ROCE_MAX_HEADER_BYTES + mtu + (-mtu % 4) + (HPCC_INT_MAX_BYTES if sc.hpcc.enabled else 0)
+    if any(f.transport == "uet" for f in sc.flows) or any(w.get("transport") == "uet" for w in sc.workloads):
+        largest = max(largest, UET_DATA_HEADER_BYTES + mtu)
+    if sc.loadstore or sc.ls_ops:
+        largest = max(largest, sc.ls.coalesce_bytes)
+    return largest
+
+
+def _check_pfc(p: Pfc, host: Host, frame: int) -> None:
+    """XON must be reachable: a static XOFF above the hysteresis (csrc/pfc.pxd). `frame`:
+    the largest frame of the scenario (max_frame_bytes)."""
     xon_offset = p.xon_offset_bytes or 2 * frame
-    default = "" if p.xon_offset_bytes else f" (default: two maximum frames at host.mtu {host.mtu})"
+    default = "" if p.xon_offset_bytes else f" (default: two of the largest frames, {frame} B at host.mtu {host.mtu})"
     if p.xoff_bytes and p.xoff_bytes <= xon_offset:
         raise ScenarioError(
             f"pfc.xoff: {p.xoff_bytes} B is not above pfc.xon_offset ({xon_offset} B{default}); XON is "
@@ -852,8 +871,7 @@ def _cbfc(sec: _Section) -> Cbfc:
     return c
 
 
-def _check_cbfc(c: Cbfc, host: Host) -> None:
-    frame = host.mtu + 64                   # the largest frame any transport sends
+def _check_cbfc(c: Cbfc, host: Host, frame: int) -> None:
     if c.credits_bytes and c.credits_bytes < 2 * frame:
         raise ScenarioError(f"cbfc.credits: {c.credits_bytes} B cannot hold two maximum frames "
                             f"({frame} B each at host.mtu {host.mtu}); the link could not keep moving. "
@@ -1105,8 +1123,6 @@ def _build(data: dict) -> Scenario:
     top.done()
     if not flows and not workloads and not streams and not ls_ops:
         raise ScenarioError("the scenario has no traffic: add a [[workload]], [[flow]], [[loadstore]] or [[ls_op]] table")
-    if cbfc.enabled:
-        _check_cbfc(cbfc, host)
     if cbfc.enabled and pfc.enabled and set(cbfc.priorities) & set(pfc.priorities):
         raise ScenarioError(f"cbfc.priorities and pfc.priorities overlap ({sorted(set(cbfc.priorities) & set(pfc.priorities))}); "
                             f"a traffic class uses PFC or CBFC, not both")
@@ -1122,8 +1138,6 @@ def _build(data: dict) -> Scenario:
     if uet.trim and pfc.enabled and uet.trim_prio in pfc.priorities:
         raise ScenarioError(f"uet.trim_prio: {uet.trim_prio} is a PFC (lossless) priority; trimmed frames travel "
                             f"on a lossy class: pick a priority not in pfc.priorities {list(pfc.priorities)}")
-    if pfc.enabled:
-        _check_pfc(pfc, host)
     if switch.buffer_bytes < 2 * (host.mtu + 64):
         raise ScenarioError(f"switch.buffer: {switch.buffer_bytes} B cannot hold two frames of host.mtu {host.mtu} B")
     sc = Scenario(name=name, description=description, seed=seed, topology=topology,
@@ -1131,6 +1145,10 @@ def _build(data: dict) -> Scenario:
                   roce=roce, dcqcn=dcqcn, hpcc=hpcc, ls=ls, cbfc=cbfc, link=link, uet=uet, loadstore=streams,
                   ls_ops=ls_ops, flows=flows,
                   workloads=workloads, source=copy.deepcopy(data))
+    if cbfc.enabled:
+        _check_cbfc(cbfc, host, max_frame_bytes(sc))
+    if pfc.enabled:
+        _check_pfc(pfc, host, max_frame_bytes(sc))
     from . import budget                    # imports this module: not at the top
     budget.check(sc)
     return sc

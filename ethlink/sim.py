@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 
 from . import _engine
-from .scenario import Scenario, ScenarioError, rto_cap_ps, rto_initial_ps, spine_count
+from .scenario import Scenario, ScenarioError, max_frame_bytes, rto_cap_ps, rto_initial_ps, spine_count
 from .topology import (HOST, SWITCH, Fabric, PortTable, Routes, clockwise_routes, fat_tree, leaf_spine,
                        multiplane_star, ring, route, star)
 from .workloads import expand, from_table
@@ -154,7 +154,7 @@ def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None]
     warnings: list[str] = []
     if sc.pfc.enabled:
         prios = list(sc.pfc.priorities)
-        max_frame = sc.host.mtu + 64 + _int_max_bytes(sc)   # largest frame any transport sends (headers incl.)
+        max_frame = max_frame_bytes(sc)
         # a port's ingress bytes are counted after its own node's pipeline latency
         hr = pfc_headroom_bytes(pt.rate_bps, pt.delay_ps, max_frame, sc.pfc.response_ps,
                                 nodes["latency_ps"][pt.node])
@@ -165,7 +165,7 @@ def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None]
             qv["xon_offset"][:, pr] = sc.pfc.xon_offset_bytes or 2 * max_frame
         warnings += buffer_pools(sc, fabric, pt, nodes, per_pg, hr, len(prios), max_frame)
     if sc.cbfc.enabled:
-        max_frame = sc.host.mtu + 64 + _int_max_bytes(sc)
+        max_frame = max_frame_bytes(sc)
         for pr in sc.cbfc.priorities:
             qv["cbfc_limit"][:, pr] = cbfc_credits(sc, pt, nodes, max_frame)
     queues["stall_start"] = -1
@@ -1028,7 +1028,7 @@ class Simulation:
             trace_level=TRACE[level], trace_capacity=scenario.run.trace_capacity,
             lossless_mask=sum(1 << p for p in scenario.pfc.priorities) if scenario.pfc.enabled else 0,
             pfc_quanta=scenario.pfc.quanta, pfc_response_ps=scenario.pfc.response_ps,
-            pfc_alpha=scenario.pfc.alpha, pfc_floor=scenario.host.mtu + 64, wd_action=WD_ACTIONS[scenario.pfc.watchdog],
+            pfc_alpha=scenario.pfc.alpha, pfc_floor=max_frame_bytes(scenario), wd_action=WD_ACTIONS[scenario.pfc.watchdog],
             wd_detect_ps=scenario.pfc.detect_ps, wd_restore_ps=scenario.pfc.restore_ps,
             deadlock_check_ps=scenario.pfc.deadlock_check_ps,
             ack_every=scenario.roce.ack_every, ack_prio=scenario.roce.ack_prio,
@@ -1045,7 +1045,7 @@ class Simulation:
             ls_timeout_ps=ls.timeout_ps,
             cbfc_mask=sum(1 << p for p in scenario.cbfc.priorities) if scenario.cbfc.enabled else 0,
             cbfc_cell=scenario.cbfc.cell,
-            cbfc_update_cells=-(-(scenario.cbfc.update_bytes or scenario.host.mtu + 64) // scenario.cbfc.cell),
+            cbfc_update_cells=-(-(scenario.cbfc.update_bytes or max_frame_bytes(scenario)) // scenario.cbfc.cell),
             uet_spray=scenario.uet.spray, uet_trim=scenario.uet.trim, uet_trim_bytes=scenario.uet.trim_bytes,
             uet_trim_prio=scenario.uet.trim_prio, uet_rto_ps=scenario.uet.rto_ps,
             uet_retry_limit=scenario.uet.retry_limit,

@@ -175,8 +175,12 @@ def test_lossless_incast_invariants(case):
 # The validator
 
 def test_static_xoff_at_or_below_xon_offset_is_refused_naming_both_fields():
-    with pytest.raises(ScenarioError, match=r"^pfc\.xoff: 4096 B is not above pfc\.xon_offset \(8320 B"):
+    # default: two of the largest frames: a RoCE WRITE ONLY with RETH and ImmDt at MTU 4096
+    frame = 4096 + 66 + 16 + 4
+    with pytest.raises(ScenarioError, match=rf"^pfc\.xoff: 4096 B is not above pfc\.xon_offset \({2 * frame} B"):
         scenarios.load("incast-pfc", ["pfc.xoff=4096"])
+    with pytest.raises(ScenarioError, match=rf"pfc\.xon_offset \({2 * (frame + 84)} B"):
+        scenarios.load("incast-pfc", ["pfc.xoff=8400", "hpcc.enabled=true"])    # HPCC's INT adds up to 84 B
     with pytest.raises(ScenarioError, match=r"pfc\.xon_offset \(20000 B\)"):
         scenarios.load("incast-pfc", ["pfc.xoff=20000", "pfc.xon_offset=20000"])
     sc = scenarios.load("incast-pfc", ["pfc.xoff=20001", "pfc.xon_offset=20000"])
