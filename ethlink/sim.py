@@ -169,6 +169,7 @@ def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None]
         for pr in sc.cbfc.priorities:
             qv["cbfc_limit"][:, pr] = cbfc_credits(sc, pt, nodes, max_frame)
     queues["stall_start"] = -1
+    warnings += lossy_admission(sc, fabric, nodes)
     if sc.ecn.enabled:
         for pr in sc.ecn.priorities:
             qv["kmin"][sw_port, pr] = sc.ecn.kmin_bytes
@@ -275,6 +276,27 @@ def buffer_pools(sc, fabric, pt, nodes, per_pg, needed, n_prios, max_frame) -> l
                         f"{_fmt_bytes(needed[sw_port].max())} a port needs for what arrives after XOFF: "
                         f"lossless frames may be dropped (counted as headroom violations)")
     return warnings
+
+
+def lossy_admission(sc, fabric, nodes) -> list[str]:
+    """A dynamic threshold admits a lossy frame into an empty queue of an idle switch only
+    when alpha x its shared pool covers the frame: below the largest frame of the scenario,
+    such frames are dropped at every try, and a reliable transport retries until its limit.
+    Returns a warning naming the first such switch's field, or nothing."""
+    frame = max_frame_bytes(sc)
+    low = np.nonzero((nodes["kind"] == SWITCH) & (nodes["threshold"] == THRESH["dynamic"])
+                     & (nodes["alpha"] * nodes["shared_bytes"] < frame))[0]
+    if not len(low):
+        return []
+    i = int(low[0])
+    tier = fabric.tiers[i]
+    where = f"switch.tiers.{tier}" if tier in dict(sc.switch.tiers) else "switch"
+    room = int(nodes["alpha"][i] * nodes["shared_bytes"][i])
+    return [f"{where}.alpha {float(nodes['alpha'][i]):g} x the shared pool of switch {fabric.names[i]} "
+            f"({_fmt_bytes(int(nodes['shared_bytes'][i]))}) is {room} B, below the {frame} B of the largest frame "
+            f"the scenario's transports may send at host.mtu {sc.host.mtu}: "
+            f"a lossy frame that large is dropped even into an empty queue. Raise {where}.alpha or "
+            f"{where}.buffer, or use {where}.threshold = \"static\""]
 
 
 def cbfc_credits(sc, pt, nodes, max_frame):

@@ -321,3 +321,22 @@ def test_permutation_seed_defaults_to_scenario_seed():
     assert not np.array_equal(a["dst"], b["dst"])
     c, d = workloads.expand(mk(1, 7)), workloads.expand(mk(2, 7))
     assert np.array_equal(c["dst"], d["dst"])
+
+
+def test_a_dynamic_threshold_below_the_largest_frame_is_warned_and_drops():
+    """alpha x shared pool below the largest frame: such lossy frames are dropped even into
+    an empty queue. The run warns with the field and the fix, and raw full-MTU frames are
+    all lost; with room for the largest frame, no warning and frames get through."""
+    from ethlink.scenario import max_frame_bytes
+    from ethlink.sim import Simulation
+    base = scenarios.load("incast-lossy", ["workload.0.senders=2", "workload.0.size=64KiB",
+                                           "workload.0.transport=raw", "workload.0.verb=raw"])
+    frame, buf = max_frame_bytes(base), base.switch.buffer_bytes
+    low = (base.host.mtu + 22 - 1) / buf        # below a raw full-MTU frame (MTU + 22 B)
+    s = Simulation(base.with_overrides(f"switch.alpha={low}")).run().summary
+    assert any(w.startswith(f"switch.alpha {low:g} x the shared pool") and "Raise switch.alpha" in w
+               for w in s["warnings"]), s["warnings"]
+    assert s["bytes_delivered"] == 0 and s["drops"]["queue_limit"] == s["packets_sent"]
+    s = Simulation(base.with_overrides(f"switch.alpha={(frame + 1) / buf}")).run().summary
+    assert not any("x the shared pool" in w for w in s["warnings"])
+    assert s["bytes_delivered"] > 0
