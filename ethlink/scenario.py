@@ -749,6 +749,37 @@ def max_frame_bytes(sc: "Scenario") -> int:
     return largest
 
 
+def min_round_trip_ps(sc: "Scenario") -> int:
+    """A floor under every round trip of the fabric: a minimum frame from a host through
+    one switch (the fastest tier's latency) to another host, and a minimum frame back,
+    each with its links' delay, serialization at the fastest rate and the NIC's latency."""
+    t = sc.topology
+    switch_ps = min([sc.switch.latency_ps] + [sw.latency_ps for _, sw in sc.switch.tiers])
+    rate = max(t.rate_bps, t.uplink_rate_bps or 0)
+    wire = -(-(MIN_WIRE_BYTES * 8 * 10**12) // rate)
+    return 2 * (2 * t.delay_ps + switch_ps + sc.host.latency_ps + 2 * wire)
+
+
+MIN_WIRE_BYTES = 84                     # a 64 B frame + 8 B preamble + 12 B inter-frame gap
+
+
+def _check_timers(sc: "Scenario") -> None:
+    """A retransmission timeout below the fabric's shortest round trip fires before any
+    acknowledgement can return: every packet would be sent again, forever (refused)."""
+    floor = min_round_trip_ps(sc)
+    uses = {f.transport for f in sc.flows} | {w.get("transport") for w in sc.workloads}
+    timers = [("roce.rto", sc.roce.rto_ps if "roce" in uses else 0, "or leave it out for roce.timeout's IBA value"),
+              ("uet.rto", sc.uet.rto_ps if "uet" in uses else 0, f"default {units.fmt_time(Uet().rto_ps)}"),
+              ("ls.timeout", sc.ls.timeout_ps if sc.loadstore or sc.ls_ops else 0, "or 0: never time out")]
+    for name, value, hint in timers:
+        if 0 < value < floor:
+            raise ScenarioError(
+                f"{name}: {units.fmt_time(value)} is below the fabric's shortest round trip "
+                f"({units.fmt_time(floor)}: a 64 B frame through one switch and back); every packet would "
+                f"time out before its acknowledgement could return and be sent again. Use {name} >= "
+                f"{units.fmt_time(floor)} ({hint})")
+
+
 def _check_pfc(p: Pfc, host: Host, frame: int) -> None:
     """XON must be reachable: a static XOFF above the hysteresis (csrc/pfc.pxd). `frame`:
     the largest frame of the scenario (max_frame_bytes)."""
@@ -1149,6 +1180,7 @@ def _build(data: dict) -> Scenario:
         _check_cbfc(cbfc, host, max_frame_bytes(sc))
     if pfc.enabled:
         _check_pfc(pfc, host, max_frame_bytes(sc))
+    _check_timers(sc)
     from . import budget                    # imports this module: not at the top
     budget.check(sc)
     return sc

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import errno
 import json
+import re
 import math
 import os
 import signal
@@ -94,7 +95,8 @@ def test_out_of_range_values_name_the_field_and_the_fix(override, field, needle)
 
 
 def test_the_bounds_themselves_are_accepted_and_fit_int64():
-    sc = Scenario.from_dict(BASE, [f"run.until={MAX_TIME_PS}", f"topology.delay={MAX_TIME_PS // 10}"])
+    # (a cable that long makes every default timer shorter than a round trip: ls.timeout off)
+    sc = Scenario.from_dict(BASE, [f"run.until={MAX_TIME_PS}", f"topology.delay={MAX_TIME_PS // 10}", "ls.timeout=0"])
     assert sc.run.until_ps == MAX_TIME_PS and MAX_TIME_PS * 9 < 2**63
     assert MAX_SIZE_BYTES * 8 * 10**12 < 2**127          # bit x ps products of the ideal-time model
 
@@ -593,7 +595,7 @@ LS_RETRY = textwrap.dedent("""
     import ethlink
     sc = ethlink.Scenario.from_dict({
         "topology": {"kind": "star", "hosts": 4},
-        "ls": {"coalesce": 512, "coalesce_wait": "50ns", "timeout": "10ns"},
+        "ls": {"coalesce": 512, "coalesce_wait": "5us", "timeout": "2us"},
         "loadstore": [{"gpus": "all", "ops": 20, "mode": "closed", "mix": {"load": 1, "store_ack": 1}}]})
     sim = ethlink.Simulation(sc)
     ls = sim.run(until=10**9).summary["ls"]
@@ -620,3 +622,17 @@ def test_show_into_a_closed_pipe_stops_quietly(small_trace):
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 141 and first.startswith(str(small_trace).encode())
     assert err == "", err
+
+
+@pytest.mark.parametrize("name,key", [("incast-trim", "uet.rto"), ("incast-pfc", "roce.rto"),
+                                      ("ls-idle", "ls.timeout")])
+def test_a_timer_shorter_than_any_round_trip_is_refused_naming_it(name, key):
+    """A retransmission timer below the fabric's shortest round trip fires before any
+    acknowledgement can return (every packet sent again, an event every few ps): refused
+    before the run with the floor; the floor itself is accepted."""
+    from ethlink import scenarios
+    from ethlink.scenario import min_round_trip_ps
+    floor = min_round_trip_ps(scenarios.load(name))
+    with pytest.raises(ScenarioError, match=rf"^{re.escape(key)}: 1 ps is below the fabric's shortest round trip"):
+        scenarios.load(name, [f"{key}=1ps"])
+    assert scenarios.load(name, [f"{key}={floor}ps"])
