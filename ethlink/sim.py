@@ -25,7 +25,8 @@ from typing import Callable
 import numpy as np
 
 from . import _engine
-from .scenario import Scenario, ScenarioError, max_frame_bytes, rto_cap_ps, rto_initial_ps, spine_count
+from .scenario import (UET_DATA_HEADER_BYTES, Scenario, ScenarioError, max_frame_bytes, rto_cap_ps,
+                       rto_initial_ps, spine_count)
 from .topology import (HOST, SWITCH, Fabric, PortTable, Routes, clockwise_routes, fat_tree, leaf_spine,
                        multiplane_star, ring, route, star)
 from .workloads import expand, from_table
@@ -200,7 +201,7 @@ def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None]
     qps = build_qps(flows, sc, pt, host_node, nodes, cols.get("qp_key"), transport)
     ls_ops, ls_gpus = loadstore.build_ops(sc, fabric.n_hosts, cols.get("ls"))
     step("ideal FCTs")
-    ideal = ideal_fct_ps(flows, sc, nodes, pt, host_node, routes)
+    ideal = ideal_fct_ps(flows, sc, nodes, pt, host_node, routes, transport)
     rtt = hpcc_base_rtt_ps(flows, sc, nodes, pt, host_node, routes) if sc.hpcc.enabled and not sc.hpcc.base_rtt_ps else 0
     return Compiled(fabric, pt, nodes, ports, queues, flows, qps, host_node, routes, ideal,
                     (dep_off.astype(np.int32), by_parent.astype(np.int32)), ls_ops, ls_gpus, warnings, rtt)
@@ -496,12 +497,18 @@ ROCE_BASE_BYTES, RETH, AETH, IMM = 66, 16, 4, 4     # csrc/roce.pxd
 V_RAW, V_WRITE, V_SEND, V_READ, V_WRITE_IMM, V_SEND_IMM = range(6)
 
 
-def frame_sizes(verb: int, size: int, mtu: int) -> np.ndarray:
-    """Frame bytes (FCS included) of a message's data frames, as the engine builds them."""
+def _payloads(size: int, mtu: int) -> np.ndarray:
+    """Payload bytes of each packet of a `size`-byte message cut at `mtu`."""
     n_full, last = divmod(size, mtu)
     payload = np.full(n_full + (1 if last else 0), mtu, dtype=np.int64)
     if last:
         payload[-1] = last
+    return payload
+
+
+def frame_sizes(verb: int, size: int, mtu: int) -> np.ndarray:
+    """Frame bytes (FCS included) of a message's data frames, as the engine builds them."""
+    payload = _payloads(size, mtu)
     if verb == V_RAW:
         return raw_frame_bytes(payload)
     ext = np.zeros(len(payload), dtype=np.int64)
@@ -517,6 +524,13 @@ def frame_sizes(verb: int, size: int, mtu: int) -> np.ndarray:
 
 
 READ_REQUEST_BYTES = ROCE_BASE_BYTES + RETH
+TRANSPORT_UET = 2                       # build_qps transport codes: 0 raw, 1 RoCE, 2 UET
+
+
+def uet_frame_sizes(size: int, mtu: int) -> np.ndarray:
+    """Frame bytes (FCS included) of a UET message's data frames (csrc/uet.pxd): PDS RUD
+    request and SES standard headers on every packet, no padding."""
+    return np.maximum(UET_DATA_HEADER_BYTES + _payloads(size, mtu), MIN_FRAME_BYTES)
 
 
 def unique_rows(rows: np.ndarray):
@@ -553,9 +567,11 @@ def _hop_types(nodes, pt) -> tuple[int, np.ndarray, list[tuple[int, ...]]]:
     return len(types), port_type.reshape(-1), [tuple(int(x) for x in r) for r in params]
 
 
-def ideal_fct_ps(flows, sc, nodes, pt, host_node, routes) -> np.ndarray:
+def ideal_fct_ps(flows, sc, nodes, pt, host_node, routes, transport=None) -> np.ndarray:
     """Ideal completion per message (see module doc). A READ's data flows back from the
     responder: its ideal is the request's one-way time plus the responses' pipeline.
+    `transport` (per message: 0 raw, 1 RoCE, 2 UET; default from the verb) picks the
+    frames: UET data frames carry their PDS and SES headers, only RoCE data frames HPCC's INT.
 
     NOTE: messages are grouped by what their ideal depends on (size, MTU, verb, lanes and
     the hop types of each path, as small integer ids), and _pipeline runs once per group."""
@@ -578,21 +594,25 @@ def ideal_fct_ps(flows, sc, nodes, pt, host_node, routes) -> np.ndarray:
     spr = np.nonzero(nodes["ecmp"][host_node[sender]] == ECMP["spray"])[0]
     if len(spr):
         lanes[spr] = routes.next_hops(pt, host_node, host_node[sender[spr]], receiver[spr])[1]
+    if transport is None:
+        transport = np.where(flows["verb"] == V_RAW, 0, 1)
+    transport = np.asarray(transport, dtype=np.int64)
     key = np.stack([flows["size"].astype(np.int64), flows["mtu"].astype(np.int64), flows["verb"].astype(np.int64),
-                    lanes, _path_ids(fwd, port_type, n_types), rev_id], axis=1)
+                    lanes, _path_ids(fwd, port_type, n_types), rev_id, transport], axis=1)
     first, inverse = unique_rows(key)
     read_pos = np.full(n, -1, dtype=np.int64)
     read_pos[reads] = np.arange(len(reads))
     out = np.empty(len(first), dtype=np.int64)
     for j, i in enumerate(first.tolist()):
         verb, size, mtu, ln = int(flows["verb"][i]), int(flows["size"][i]), int(flows["mtu"][i]), int(lanes[i])
-        frames = frame_sizes(verb, size, mtu)
+        uet = transport[i] == TRANSPORT_UET
+        frames = uet_frame_sizes(size, mtu) if uet else frame_sizes(verb, size, mtu)
         path = _hops(fwd, i, hop_params)
         if verb == V_READ:
             back = _hops(rev, int(read_pos[i]), hop_params)
             out[j] = (_pipeline(np.array([READ_REQUEST_BYTES]), path)
                       + max(_pipeline(frames[k::ln], back) for k in range(min(ln, len(frames)))))
-        elif sc.hpcc.enabled:
+        elif sc.hpcc.enabled and not uet and verb != V_RAW:
             # HPCC: an INT header from the NIC, a 16 B record more after each switch
             frames = frames + INT_BASE_BYTES
             out[j] = max(_pipeline(frames[k::ln], path, INT_HOP_BYTES) for k in range(min(ln, len(frames))))

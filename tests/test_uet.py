@@ -358,3 +358,15 @@ def test_a_qp_gives_up_when_no_copy_of_a_frame_can_ever_get_through():
     assert res.stop == "empty" and s["qp_errors"] == 8 and s["flows_completed"] == 0
     assert s["uet"]["acks"] == 0 and s["uet"]["selective_retransmissions"] == 8 * 50   # then the 51st is due
     assert s["conservation"]["residual"] == 0
+
+
+@pytest.mark.parametrize("size", ["1", "4KiB", "1MiB"])
+def test_a_lone_uet_message_finishes_at_its_ideal_time(size):
+    """On an idle fabric a UET message's frames (PDS and SES headers on each) finish
+    exactly when the ideal-FCT model says: slowdown 1 (RoCE frame sizes made it larger)."""
+    sc = Scenario.from_dict({"topology": {"kind": "leaf-spine", "leaves": 2, "hosts_per_leaf": 2, "rate": "400G"},
+                             "flow": [{"src": 0, "dst": 3, "size": size, "transport": "uet"}]})
+    res = Simulation(sc).run()
+    t = res.table("flows")
+    assert t.column("finish_ps")[0].as_py() == t.column("ideal_fct_ps")[0].as_py()
+    assert res.summary["slowdown"]["max"] == 1.0
