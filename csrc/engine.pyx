@@ -62,6 +62,13 @@ cdef inline int32_t raw_next_packet(Sim* s, int32_t qi) noexcept nogil:
     return pi
 
 
+cdef inline bint host_sprays(Sim* s, Qp* q) noexcept nogil:
+    # A QP whose frames take the host's equal-cost ports in turn: every QP of a host in
+    # spray mode, and UET QPs with uet.spray (UET sprays each packet, over NIC ports and
+    # planes as over switch links).
+    return s.nodes[s.host_node[q.host]].ecmp == ECMP_SPRAY or (q.transport == TR_UET and s.uet_spray)
+
+
 cdef inline void host_refill(Sim* s, int32_t port) noexcept nogil:
     # For each priority whose NIC queue is empty, ask the ring's QPs, round robin, for
     # one frame. A QP that has nothing it may send now leaves the ring.
@@ -88,7 +95,7 @@ cdef inline void host_refill(Sim* s, int32_t port) noexcept nogil:
                 trace_pkt(s, TE_ENQUEUE, s.ports[port].node, port, pi, s.queues[ring].bytes, DR_NONE)
             if more:
                 nxt = port
-                if s.nodes[s.ports[port].node].ecmp == ECMP_SPRAY:
+                if host_sprays(s, q):
                     nxt = route_spray(s, s.ports[port].node, s.pkts[pi].dst, q.snd_nxt)
                 q.port = nxt
                 ring_push(s, nxt * NPRIO + prio, qi)
@@ -363,7 +370,7 @@ cdef inline void flow_start(Sim* s, int32_t f) noexcept nogil:
         q.msg_cur = f
     if q.port < 0:
         q.port = host_port(s, q.host, fl.dst, <uint64_t>fl.qp)
-        if s.nodes[s.host_node[q.host]].ecmp == ECMP_SPRAY:
+        if host_sprays(s, q):
             q.port = route_spray(s, s.host_node[q.host], fl.dst, 0)
         if q.peer >= 0:
             s.qps[q.peer].port = host_port(s, fl.dst, q.host, <uint64_t>q.peer)

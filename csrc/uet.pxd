@@ -6,8 +6,9 @@
 # cut into path-MTU packets with consecutive PSNs, as RoCE does; unlike RoCE, the
 # receiver accepts every packet whatever its order (RUD), so each packet may take its own
 # path: with uet.spray the switches' ECMP hash takes a per-packet entropy value (the UDP
-# source port of the frame; engine.pyx `route`), while RoCE flows on the same fabric stay
-# on their per-flow path. The receiver answers each data packet with an ACK_CC
+# source port of the frame; engine.pyx `route`), and a host with several NIC ports (one
+# per plane) sends its packets over them in turn (engine.pyx `host_sprays`), while RoCE
+# flows on the same fabric stay on their per-flow path. The receiver answers each data packet with an ACK_CC
 # (PDS type 8): CACK_PSN (every PSN up to it received), ACK_PSN_OFFSET (which packet
 # this ACK is for), and a 64-bit SACK bitmap of the PSNs after CACK. The sender marks each
 # PSN acknowledged from the cumulative part and the bitmap, and keeps per-PSN state

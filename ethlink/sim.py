@@ -591,12 +591,13 @@ def ideal_fct_ps(flows, sc, nodes, pt, host_node, routes, transport=None) -> np.
     sender = np.where(is_read, dst, src)
     receiver = np.where(is_read, src, dst)
     lanes = np.ones(n, dtype=np.int64)
-    spr = np.nonzero(nodes["ecmp"][host_node[sender]] == ECMP["spray"])[0]
-    if len(spr):
-        lanes[spr] = routes.next_hops(pt, host_node, host_node[sender[spr]], receiver[spr])[1]
     if transport is None:
         transport = np.where(flows["verb"] == V_RAW, 0, 1)
     transport = np.asarray(transport, dtype=np.int64)
+    host_spray = nodes["ecmp"][host_node[sender]] == ECMP["spray"]
+    spr = np.nonzero(host_spray | ((transport == TRANSPORT_UET) & sc.uet.spray))[0]
+    if len(spr):
+        lanes[spr] = routes.next_hops(pt, host_node, host_node[sender[spr]], receiver[spr])[1]
     key = np.stack([flows["size"].astype(np.int64), flows["mtu"].astype(np.int64), flows["verb"].astype(np.int64),
                     lanes, _path_ids(fwd, port_type, n_types), rev_id, transport], axis=1)
     first, inverse = unique_rows(key)

@@ -370,3 +370,24 @@ def test_a_lone_uet_message_finishes_at_its_ideal_time(size):
     t = res.table("flows")
     assert t.column("finish_ps")[0].as_py() == t.column("ideal_fct_ps")[0].as_py()
     assert res.summary["slowdown"]["max"] == 1.0
+
+
+@pytest.mark.parametrize("planes", [2, 4])
+def test_uet_sprays_over_a_hosts_nic_ports_and_planes(planes):
+    """A multi-plane host sprays a UET message's packets over its NIC ports (one per plane)
+    in turn: equal bytes on every plane, the message `planes` times faster than with
+    uet.spray off (one port), and each finishes exactly at its ideal time."""
+    fin = {}
+    for spray in (True, False):
+        sc = Scenario.from_dict({"topology": {"kind": "multiplane-star", "hosts": 4, "planes": planes, "rate": "200G"},
+                                 "uet": {"spray": spray},
+                                 "flow": [{"src": 0, "dst": 1, "size": "1MiB", "transport": "uet"}]})
+        res = Simulation(sc).run()
+        t, ports = res.table("flows"), res.table("ports").to_pandas()
+        fin[spray] = t.column("finish_ps")[0].as_py()
+        assert fin[spray] == t.column("ideal_fct_ps")[0].as_py()
+        h0 = ports[ports["node"] == "h0"]["tx_bytes"].to_numpy()
+        used = h0[h0 > 10_000]                   # data, not the few ACK-free control bytes
+        assert len(used) == (planes if spray else 1)
+        assert used.max() - used.min() <= 4096 + 106
+    assert fin[False] / fin[True] > 0.9 * planes
