@@ -31,7 +31,7 @@ from ecn cimport ecn_should_mark, ECN_CE
 from nic cimport ring_push, ring_pop, qp_activate, host_port
 from route cimport Hops, route_hops, route_nth, route_spray
 from flows cimport raw_make_packet, raw_deliver
-from roce cimport (roce_next_packet, roce_has_more, roce_rx_data, roce_rx_ack, roce_rto)
+from roce cimport (roce_next_packet, roce_has_more, roce_rx_data, roce_rx_ack, roce_rto, msg_holding)
 from uet cimport uet_next_packet, uet_has_more, uet_rx_data, uet_rx_ack, uet_rto
 from dcqcn cimport dc_on_cnp, dc_timer
 from hpcc cimport hp_push, hp_on_ack, INT_BASE_BYTES, INT_HOP_BYTES
@@ -47,11 +47,10 @@ cnp.import_array()
 
 cdef inline int32_t raw_next_packet(Sim* s, int32_t qi) noexcept nogil:
     cdef Qp* q = &s.qps[qi]
-    cdef int32_t f = q.msg_cur, pi
+    cdef int32_t f, pi
     if q.snd_nxt >= q.psn_end:
         return NO_PKT
-    while q.snd_nxt >= s.flows[f].psn_start + s.flows[f].npkts:
-        f = s.flows[f].next
+    f = msg_holding(s, q.msg_cur, q.snd_nxt)    # raw senders never go back: from msg_cur
     q.msg_cur = f
     pi = raw_make_packet(s, qi, f)
     if pi >= 0:

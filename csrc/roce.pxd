@@ -172,15 +172,21 @@ cdef inline void rto_arm(Sim* s, int32_t qi) noexcept nogil:
         rto_event_at_deadline(s, qi)
 
 
+cdef inline int32_t msg_holding(Sim* s, int32_t f, int32_t psn) noexcept nogil:
+    # The message holding `psn`, searched from message f on (a QP's messages are in PSN
+    # order); -1 past the last.
+    while f >= 0 and psn >= s.flows[f].psn_start + s.flows[f].npkts:
+        f = s.flows[f].next
+    return f
+
+
 cdef inline int32_t msg_at_snd_nxt(Sim* s, Qp* q) noexcept nogil:
-    # The message holding PSN snd_nxt, searched from msg_cur (a QP's messages are in PSN
-    # order; after a go-back, from the oldest incomplete one); -1 when all are sent.
+    # The message holding PSN snd_nxt, searched from msg_cur (after a go-back, from the
+    # oldest incomplete one); -1 when all are sent.
     cdef int32_t f = q.msg_cur
     if f < 0 or q.snd_nxt < s.flows[f].psn_start:
         f = q.msg_head
-    while f >= 0 and q.snd_nxt >= s.flows[f].psn_start + s.flows[f].npkts:
-        f = s.flows[f].next
-    return f
+    return msg_holding(s, f, q.snd_nxt)
 
 
 cdef inline int32_t roce_response_packet(Sim* s, int32_t qi) noexcept nogil:
@@ -426,6 +432,14 @@ cdef inline void discard(Sim* s, Packet* pk) noexcept nogil:
     s.bytes_discarded += pk.payload
 
 
+cdef inline void discard_copy(Sim* s, Qp* q, Packet* pk) noexcept nogil:
+    # A copy of a PSN receiver q had already accepted: discarded, and a spurious
+    # retransmission (its first copy was not lost).
+    discard(s, pk)
+    q.spurious += 1
+    s.spurious += 1
+
+
 cdef inline void roce_rx_data(Sim* s, int32_t pi) noexcept nogil:
     # A BTH data or request frame arrived for endpoint pk.qp. Returns with pi consumed
     # by the caller (freed there).
@@ -450,9 +464,7 @@ cdef inline void roce_rx_data(Sim* s, int32_t pi) noexcept nogil:
                 q.msg_cur = -1
                 qp_activate(s, qi)
         else:
-            discard(s, pk)
-            q.spurious += 1                 # a response sent again though the first arrived
-            s.spurious += 1
+            discard_copy(s, q, pk)          # a response sent again though the first arrived
         return
     if pk.psn == q.epsn:
         q.nak_sent = 0
@@ -485,7 +497,5 @@ cdef inline void roce_rx_data(Sim* s, int32_t pi) noexcept nogil:
         q.rsp_end = fl.psn_start + fl.npkts
         qp_activate(s, qi)
     else:
-        discard(s, pk)                      # duplicate: discard and re-ACK
-        q.spurious += 1                     # its first copy was accepted: a spurious retransmission
-        s.spurious += 1
+        discard_copy(s, q, pk)              # duplicate: discard and re-ACK
         send_ack(s, qi, q.epsn - 1, SYN_ACK, pk.prio, -1)

@@ -56,7 +56,8 @@
 # unless roce.ack_prio sets one for every ACK.
 from core cimport *
 from nic cimport qp_activate, nic_send
-from roce cimport roce_new, rto_arm, rto_event_at_deadline, discard, msg_at_snd_nxt, complete_below
+from roce cimport (roce_new, rto_arm, rto_event_at_deadline, discard_copy, msg_at_snd_nxt, msg_holding,
+                  complete_below)
 from flows cimport deliver_payload
 from nscc cimport nscc_on_ack, nscc_on_nack
 
@@ -100,14 +101,6 @@ cdef inline int32_t uet_new(Sim* s, int32_t kind, int32_t op, int32_t src, int32
 
 # ---------------------------------------------------------------------------------------
 # Sender.
-
-cdef inline int32_t uet_msg_of(Sim* s, Qp* q, int32_t psn) noexcept nogil:
-    # The message holding `psn` (>= snd_una, so at or after the oldest incomplete one).
-    cdef int32_t f = q.msg_head
-    while f >= 0 and psn >= s.flows[f].psn_start + s.flows[f].npkts:
-        f = s.flows[f].next
-    return f
-
 
 cdef inline bint uet_window_open(Sim* s, Qp* q) noexcept nogil:
     return (q.uet_inflight + 1) * q.mtu <= q.uet_cwnd or q.uet_inflight == 0
@@ -158,7 +151,7 @@ cdef inline int32_t uet_next_packet(Sim* s, int32_t qi) noexcept nogil:
         if psn < q.snd_max:
             q.uet_rtx_scan = psn + 1
             q.uet_rtx_n -= 1
-            f = uet_msg_of(s, q, psn)
+            f = msg_holding(s, q.msg_head, psn)   # psn >= snd_una: not in a completed one
             pi = uet_data_packet(s, qi, f, psn, 1)
             if pi >= 0 and not q.rto_armed:
                 rto_arm(s, qi)
@@ -380,9 +373,7 @@ cdef inline void uet_rx_data(Sim* s, int32_t pi) noexcept nogil:
         uet_send_nack(s, qi, pk.psn, pk.prio)
         return
     if pk.psn < q.epsn or st[pk.psn]:
-        discard(s, pk)                      # a copy of a PSN already accepted
-        q.spurious += 1
-        s.spurious += 1
+        discard_copy(s, q, pk)              # a copy of a PSN already accepted
         uet_send_ack(s, qi, pk.psn, pk.ecn == 3, pk.prio)
         return
     st[pk.psn] = 1
