@@ -734,6 +734,11 @@ ROCE_MAX_HEADER_BYTES = 86             # csrc/roce.pxd: base 66 + RETH 16 + ImmD
 HPCC_INT_MAX_BYTES = 4 + 16 * 5        # csrc/hpcc.pxd: INT header + INT_MAX_HOPS records
 
 
+def _transports(flows, workloads) -> set[str]:
+    """The transports a scenario's [[flow]] and [[workload]] tables use ("raw", "roce", "uet")."""
+    return {f.transport for f in flows} | {w["transport"] for w in workloads}
+
+
 def max_frame_bytes(sc: "Scenario") -> int:
     """The largest frame (FCS included) a host of this scenario can send: a full-MTU RoCE
     WRITE ONLY with RETH and ImmDt, padded to 4 B (with HPCC's INT header and its most
@@ -742,7 +747,7 @@ def max_frame_bytes(sc: "Scenario") -> int:
     a smaller figure would let a frame arrive that the headroom was not sized for."""
     mtu = sc.host.mtu
     largest = ROCE_MAX_HEADER_BYTES + mtu + (-mtu % 4) + (HPCC_INT_MAX_BYTES if sc.hpcc.enabled else 0)
-    if any(f.transport == "uet" for f in sc.flows) or any(w.get("transport") == "uet" for w in sc.workloads):
+    if "uet" in _transports(sc.flows, sc.workloads):
         largest = max(largest, UET_DATA_HEADER_BYTES + mtu)
     if sc.loadstore or sc.ls_ops:
         largest = max(largest, sc.ls.coalesce_bytes)
@@ -767,7 +772,7 @@ def _check_timers(sc: "Scenario") -> None:
     """A retransmission timeout below the fabric's shortest round trip fires before any
     acknowledgement can return: every packet would be sent again, forever (refused)."""
     floor = min_round_trip_ps(sc)
-    uses = {f.transport for f in sc.flows} | {w.get("transport") for w in sc.workloads}
+    uses = _transports(sc.flows, sc.workloads)
     timers = [("roce.rto", sc.roce.rto_ps if "roce" in uses else 0, "or leave it out for roce.timeout's IBA value"),
               ("uet.rto", sc.uet.rto_ps if "uet" in uses else 0, f"default {units.fmt_time(Uet().rto_ps)}"),
               ("ls.timeout", sc.ls.timeout_ps if sc.loadstore or sc.ls_ops else 0, "or 0: never time out")]
@@ -1159,11 +1164,10 @@ def _build(data: dict) -> Scenario:
                             f"a traffic class uses PFC or CBFC, not both")
     if host.mtu + 22 > MAX_MTU + 216:
         raise ScenarioError(f"host.mtu: {host.mtu} B frames exceed the largest frame the switch takes")
-    uses_roce = any(f.transport == "roce" for f in flows) or any(w["transport"] == "roce" for w in workloads)
-    if uses_roce and host.mtu not in ROCE_MTUS:
+    uses = _transports(flows, workloads)
+    if "roce" in uses and host.mtu not in ROCE_MTUS:
         raise ScenarioError(f"host.mtu: RoCE needs an IB path MTU ({', '.join(map(str, ROCE_MTUS))}), got {host.mtu}")
-    uses_uet = any(f.transport == "uet" for f in flows) or any(w["transport"] == "uet" for w in workloads)
-    if uses_uet and host.mtu + UET_DATA_HEADER_BYTES - 22 > MAX_MTU + 216 - 22:
+    if "uet" in uses and host.mtu + UET_DATA_HEADER_BYTES - 22 > MAX_MTU + 216 - 22:
         raise ScenarioError(f"host.mtu: {host.mtu} B of UET payload plus its {UET_DATA_HEADER_BYTES} B of headers "
                             f"exceed the largest frame the switch takes; use host.mtu <= {MAX_MTU + 216 - UET_DATA_HEADER_BYTES}")
     if uet.trim and pfc.enabled and uet.trim_prio in pfc.priorities:

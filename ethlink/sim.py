@@ -802,7 +802,7 @@ class Result:
         return self.table("flows")
 
     def qps_table(self) -> "pyarrow.Table":
-        """Per active RoCE QP endpoint, as an Arrow table."""
+        """Per active RoCE or UET QP endpoint, as an Arrow table."""
         return self.table("qps")
 
     def ports_table(self) -> "pyarrow.Table":
