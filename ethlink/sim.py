@@ -404,8 +404,9 @@ def network_rtt_ps(sc: Scenario) -> int:
     latency = (hops - 1) * max([sc.switch.latency_ps] + [s.latency_ps for _, s in sc.switch.tiers]) \
         + sc.host.latency_ps
     one_way = 0
-    for frame in (sc.host.mtu + 106, UET_ACK_FRAME_BYTES):
-        one_way += delay + latency + 2 * ser_ps(frame + 20, t.rate_bps) + fabric * ser_ps(frame + 20, up_rate)
+    for frame in (sc.host.mtu + UET_DATA_HEADER_BYTES, UET_ACK_FRAME_BYTES):
+        wire = frame + PREAMBLE_BYTES + IFG_BYTES
+        one_way += delay + latency + 2 * ser_ps(wire, t.rate_bps) + fabric * ser_ps(wire, up_rate)
     return int(one_way)
 
 
