@@ -25,8 +25,8 @@ from typing import Callable
 import numpy as np
 
 from . import _engine
-from .scenario import (UET_DATA_HEADER_BYTES, Scenario, ScenarioError, max_frame_bytes, rto_cap_ps,
-                       rto_initial_ps, spine_count)
+from .scenario import (UET_DATA_HEADER_BYTES, Scenario, ScenarioError, _transports, max_frame_bytes,
+                       rto_cap_ps, rto_initial_ps, spine_count)
 from .topology import (HOST, SWITCH, Fabric, PortTable, Routes, clockwise_routes, fat_tree, leaf_spine,
                        multiplane_star, ring, route, star)
 from .workloads import expand, from_table
@@ -1018,6 +1018,20 @@ def _run_warnings(c: dict, sc: Scenario, uet_timeouts: int = 0) -> list[str]:
         out.append(f"{uet_timeouts} UET retransmission timeouts without a single drop: uet.rto ({sc.uet.rto_ps} ps) "
                    f"is shorter than the queueing delay, and packets that were only queued were sent again; "
                    f"raise uet.rto")
+    if c["qp_errors"]:
+        if "uet" not in _transports(sc.flows, sc.workloads):
+            fix = "a lossless class (pfc.priorities) or congestion control ([dcqcn] or [hpcc])"
+        elif not c["packets_dropped"]:
+            # nothing was lost: NACKs of trimmed packets counted toward the limit while a
+            # deep queue held back the ACKs that reset it
+            fix = ("a higher uet.retry_limit: nothing was dropped, but the NACKs of trimmed packets count toward "
+                   "it and the deep queue delayed the ACKs that reset it")
+        else:
+            fix = ("congestion control (uet.nscc.enabled) or a smaller uet.window, so that senders stop overrunning "
+                   "the buffer (a trimmed header needs room too)")
+        out.append(f"{c['qp_errors']} queue pairs gave up (qp_errors) after their retry limit (roce.retry_limit, "
+                   f"uet.retry_limit): the fabric dropped or trimmed every copy they sent again, and their "
+                   f"messages are incomplete (flows_completed). Use {fix}")
     return out
 
 

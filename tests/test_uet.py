@@ -391,3 +391,16 @@ def test_uet_sprays_over_a_hosts_nic_ports_and_planes(planes):
         assert len(used) == (planes if spray else 1)
         assert used.max() - used.min() <= 4096 + 106
     assert fin[False] / fin[True] > 0.9 * planes
+
+
+def test_queue_pairs_that_give_up_are_reported_with_the_fix():
+    """1000 UET senders with fixed 64 KiB windows into a 1 MiB buffer: trimmed headers at
+    the strict top priority take the receiver's link, nearly every QP reaches its retry
+    limit, and the run says so (qp_errors, a warning naming the fix), not only by its
+    incomplete flows."""
+    s = Simulation(scenarios.load("incast-trim", ["topology.hosts=1001", "workload.0.senders=1000",
+                                                  "workload.0.size=256KiB"])).run().summary
+    assert s["qp_errors"] > 0 and s["flows_completed"] + s["qp_errors"] == s["flows_total"]
+    assert any(w.startswith(f"{s['qp_errors']} queue pairs gave up") and "uet.nscc.enabled" in w
+               for w in s["warnings"]), s["warnings"]
+    assert s["conservation"]["residual"] == 0
