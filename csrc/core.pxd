@@ -163,12 +163,17 @@ cdef enum:
 # ---------------------------------------------------------------------------------------
 # Structs. Every field: unit and invariant.
 
-cdef struct Event:
-    int64_t time                # ps; events pop in (time, seq) order
-    int64_t seq                 # insertion sequence number, unique, increasing
-    int32_t kind                # EventKind
-    int32_t obj                 # port, packet, flow or timer-owner index (by kind)
-    int64_t arg                 # packet index for EV_RX, timer kind for EV_TIMER
+cdef extern from "heap.h" nogil:
+    # The event heap (4-ary, on (time, seq)); its sift loops are C (see heap.h).
+    ctypedef struct Event:
+        int64_t time            # ps; events pop in (time, seq) order
+        int64_t seq             # insertion sequence number, unique, increasing
+        int32_t kind            # EventKind
+        int32_t obj             # port, packet, flow or timer-owner index (by kind)
+        int64_t arg             # packet index for EV_RX, timer kind for EV_TIMER
+    void ev_heap_clear(Event* h, int64_t start, int64_t end)
+    void ev_heap_push(Event* h, int64_t n, const Event* ev)
+    void ev_heap_pop(Event* h, int64_t n)
 
 cdef struct Packet:             # 128 B, 64-byte aligned (pkt_alloc): two cache lines
     # NOTE: the first line holds what a hop touches (link FIFO, routing, queueing, the
@@ -745,12 +750,10 @@ cdef inline uint64_t hash3(uint64_t seed, uint64_t a, uint64_t b) noexcept nogil
 
 
 # ---------------------------------------------------------------------------------------
-# Event heap: 4-ary min-heap on (time, seq). Returns -1 when memory runs out.
+# Event heap: 4-ary min-heap on (time, seq) (heap.h). Returns -1 when memory runs out.
 # NOTE: four children per node halve the depth of a binary heap, and the four children
 # of a node are contiguous (128 B: two cache lines), so a sift-down touches fewer lines.
-cdef inline bint ev_less(Event* a, Event* b) noexcept nogil:
-    return a.time < b.time or (a.time == b.time and a.seq < b.seq)
-
+# Every slot past the end holds a sentinel (heap.h), so the capacity stays 4 past the count.
 cdef inline int schedule(Sim* s, int64_t time, int32_t kind, int32_t obj, int64_t arg) noexcept nogil:
     s.seq += 1
     return schedule_seq(s, time, s.seq - 1, kind, obj, arg)
@@ -758,13 +761,13 @@ cdef inline int schedule(Sim* s, int64_t time, int32_t kind, int32_t obj, int64_
 cdef inline int schedule_seq(Sim* s, int64_t time, int64_t seq, int32_t kind, int32_t obj, int64_t arg) noexcept nogil:
     # Insert an event with a sequence number taken earlier (link FIFOs keep their order).
     cdef Event* h
-    cdef int64_t i, parent
     cdef Event ev
-    if s.heap_n == s.heap_cap:
+    if s.heap_n + 4 >= s.heap_cap:
         h = <Event*>realloc(s.heap, 2 * s.heap_cap * sizeof(Event))
         if h == NULL:
             s.error = 1
             return -1
+        ev_heap_clear(h, s.heap_cap, 2 * s.heap_cap)
         s.heap = h
         s.heap_cap *= 2
     ev.time = time
@@ -772,45 +775,15 @@ cdef inline int schedule_seq(Sim* s, int64_t time, int64_t seq, int32_t kind, in
     ev.kind = kind
     ev.obj = obj
     ev.arg = arg
-    h = s.heap
-    i = s.heap_n
+    ev_heap_push(s.heap, s.heap_n, &ev)
     s.heap_n += 1
-    while i > 0:
-        parent = (i - 1) >> 2
-        if not ev_less(&ev, &h[parent]):
-            break
-        h[i] = h[parent]
-        i = parent
-    h[i] = ev
     return 0
 
 cdef inline void heap_pop(Sim* s, Event* out) noexcept nogil:
     # Caller checks heap_n > 0.
-    cdef Event* h = s.heap
-    cdef Event last
-    cdef int64_t i = 0, child, best, end, n
-    out[0] = h[0]
+    out[0] = s.heap[0]
     s.heap_n -= 1
-    n = s.heap_n
-    if n == 0:
-        return
-    last = h[n]
-    while True:
-        child = 4 * i + 1
-        if child >= n:
-            break
-        best = child
-        end = child + 4 if child + 4 < n else n
-        child += 1
-        while child < end:
-            if ev_less(&h[child], &h[best]):
-                best = child
-            child += 1
-        if not ev_less(&h[best], &last):
-            break
-        h[i] = h[best]
-        i = best
-    h[i] = last
+    ev_heap_pop(s.heap, s.heap_n)
 
 
 # ---------------------------------------------------------------------------------------

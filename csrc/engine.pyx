@@ -798,6 +798,7 @@ cdef class Engine:
         s.pkts = pkt_pool_alloc(s.pkt_cap)
         if s.heap == NULL or s.pkts == NULL or s.rate_log == NULL:
             raise MemoryError()
+        ev_heap_clear(s.heap, 0, s.heap_cap)
         s.free_head = -1
         s.pkt_top = 0
         if hpcc:
