@@ -1,16 +1,18 @@
-# ethlink engine core: the structs every csrc module shares, the event heap, the packet
+# ethlink engine core: the structs every csrc module shares, the event queue, the packet
 # pool, the seeded random streams and the one trace point.
 #
 # What it models: a discrete-event simulation in integer picoseconds. One `Sim` struct
-# owns time, the heap and every table; nothing is module-level, so two engines can run
+# owns time, the event queue and every table; nothing is module-level, so two engines can run
 # side by side. Events are ordered by (time, insertion sequence): same-time events run
 # first-in first-out, which makes runs reproducible to the byte.
 #
 # A frame's arrival at the far end of its link waits in that link's FIFO (link_push) until
-# the link's earlier arrivals have happened: the heap holds busy links and timers, not every
-# frame in flight, and events still pop in (time, seq) order.
+# the link's earlier arrivals have happened: the event queue holds busy links and timers,
+# not every frame in flight, and events still pop in (time, seq) order. The queue itself
+# (evq.h) is a timing wheel a little longer than the longest link, in front of a 4-ary
+# heap for the bucket being served and one for protocol timers beyond the wheel.
 #
-# Limits: the heap and the packet pool (each packet holds its own link FIFO entry) grow by
+# Limits: the event queue and the packet pool (each packet holds its own link FIFO entry) grow by
 # doubling; a run that holds more than 2**30 packets at once is refused. All structs are
 # plain C, readable from Python as numpy structured arrays (engine.pyx exposes them).
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
@@ -164,16 +166,29 @@ cdef enum:
 # Structs. Every field: unit and invariant.
 
 cdef extern from "heap.h" nogil:
-    # The event heap (4-ary, on (time, seq)); its sift loops are C (see heap.h).
+    # An event, and the 4-ary heap on (time, seq) that evq.h builds on.
     ctypedef struct Event:
         int64_t time            # ps; events pop in (time, seq) order
         int64_t seq             # insertion sequence number, unique, increasing
         int32_t kind            # EventKind
         int32_t obj             # port, packet, flow or timer-owner index (by kind)
         int64_t arg             # packet index for EV_RX, timer kind for EV_TIMER
-    void ev_heap_clear(Event* h, int64_t start, int64_t end)
-    void ev_heap_push(Event* h, int64_t n, const Event* ev)
-    void ev_heap_pop(Event* h, int64_t n)
+
+cdef extern from "evq.h" nogil:
+    # The event queue: a timing wheel in front of two small heaps (see evq.h).
+    ctypedef struct EvQueue:
+        int64_t n               # events pending
+        int64_t cap_hwm         # most events pending at once
+        int64_t cur_cap
+        int64_t far_cap
+        int64_t node_cap
+        int shift
+        int64_t nslots
+    int evq_init(EvQueue* q, int shift, int64_t nslots)
+    void evq_free(EvQueue* q)
+    int evq_push(EvQueue* q, const Event* ev)
+    Event* evq_top(EvQueue* q, int* err)
+    void evq_pop(EvQueue* q, Event* out)
 
 cdef struct Packet:             # 128 B, 64-byte aligned (pkt_alloc): two cache lines
     # NOTE: the first line holds what a hop touches (link FIFO, routing, queueing, the
@@ -528,10 +543,7 @@ cdef struct Sim:
     int64_t events              # events processed
     int64_t next_uid            # next packet uid
     uint64_t seed
-    # heap
-    Event* heap
-    int64_t heap_n
-    int64_t heap_cap
+    EvQueue evq                 # pending events (evq.h)
     # packet pool
     Packet* pkts
     int32_t pkt_cap
@@ -750,40 +762,23 @@ cdef inline uint64_t hash3(uint64_t seed, uint64_t a, uint64_t b) noexcept nogil
 
 
 # ---------------------------------------------------------------------------------------
-# Event heap: 4-ary min-heap on (time, seq) (heap.h). Returns -1 when memory runs out.
-# NOTE: four children per node halve the depth of a binary heap, and the four children
-# of a node are contiguous (128 B: two cache lines), so a sift-down touches fewer lines.
-# Every slot past the end holds a sentinel (heap.h), so the capacity stays 4 past the count.
+# Scheduling: events pop in (time, seq) order (evq.h). Returns -1 when memory runs out.
 cdef inline int schedule(Sim* s, int64_t time, int32_t kind, int32_t obj, int64_t arg) noexcept nogil:
     s.seq += 1
     return schedule_seq(s, time, s.seq - 1, kind, obj, arg)
 
 cdef inline int schedule_seq(Sim* s, int64_t time, int64_t seq, int32_t kind, int32_t obj, int64_t arg) noexcept nogil:
     # Insert an event with a sequence number taken earlier (link FIFOs keep their order).
-    cdef Event* h
     cdef Event ev
-    if s.heap_n + 4 >= s.heap_cap:
-        h = <Event*>realloc(s.heap, 2 * s.heap_cap * sizeof(Event))
-        if h == NULL:
-            s.error = 1
-            return -1
-        ev_heap_clear(h, s.heap_cap, 2 * s.heap_cap)
-        s.heap = h
-        s.heap_cap *= 2
     ev.time = time
     ev.seq = seq
     ev.kind = kind
     ev.obj = obj
     ev.arg = arg
-    ev_heap_push(s.heap, s.heap_n, &ev)
-    s.heap_n += 1
+    if evq_push(&s.evq, &ev):
+        s.error = 1
+        return -1
     return 0
-
-cdef inline void heap_pop(Sim* s, Event* out) noexcept nogil:
-    # Caller checks heap_n > 0.
-    out[0] = s.heap[0]
-    s.heap_n -= 1
-    ev_heap_pop(s.heap, s.heap_n)
 
 
 # ---------------------------------------------------------------------------------------

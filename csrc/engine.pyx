@@ -447,13 +447,12 @@ cdef inline void qp_timer(Sim* s, int32_t qi, int64_t arg) noexcept nogil:
 # ---------------------------------------------------------------------------------------
 # The loop.
 
-cdef inline void prefetch_next(Sim* s) noexcept nogil:
+cdef inline void prefetch_next(Sim* s, Event* nx) noexcept nogil:
     # NOTE: what the next event will read first was last touched many events ago (on a
     # large fabric, thousands): fetch those cache lines now, while this event is processed.
     # An arrival reads its frame and (link_pop) the frame behind it on the same link; a
     # port that finished a frame reads its highest non-empty queue and that queue's head.
     # A miss here was a fifth of the loop on the 1024-host permutation.
-    cdef Event* nx = &s.heap[0]
     cdef int32_t n
     cdef uint32_t m
     cdef Queue* q
@@ -475,21 +474,27 @@ cdef inline void prefetch_next(Sim* s) noexcept nogil:
 
 cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
     cdef Event ev
+    cdef Event* top
     cdef int64_t done = 0
     cdef int32_t node
-    while s.heap_n > 0:
-        if s.heap[0].time > until:
+    cdef int err = 0
+    while True:
+        top = evq_top(&s.evq, &err)
+        if top == NULL:
+            break
+        if top.time > until:
             return STOP_UNTIL
         if done >= budget:
             return STOP_CHUNK
         if s.trace_level != TRACE_OFF and s.trace_n + s.trace_margin > s.trace_batch:
             return STOP_TRACE
-        heap_pop(s, &ev)
+        evq_pop(&s.evq, &ev)
         if ev.kind == EV_LINK_RX:           # the head of a link's arrivals: the next takes its place
             link_pop(s, ev.obj, s.pkts[ev.arg].kind == FK_PFC or s.pkts[ev.arg].kind == FK_CBFC)
             ev.kind = EV_RX
-        if s.heap_n > 0:
-            prefetch_next(s)
+        top = evq_top(&s.evq, &err)
+        if top != NULL:
+            prefetch_next(s, top)
         s.now = ev.time
         s.events += 1
         done += 1
@@ -543,6 +548,9 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
                 return STOP_DEADLOCK
         if s.error:
             return STOP_ERROR
+    if err:
+        s.error = 1
+        return STOP_ERROR
     return STOP_EMPTY
 
 
@@ -584,6 +592,29 @@ def _aligned(arr, Py_ssize_t align=64):
     out = buf[off:off + arr.nbytes].view(arr.dtype)
     out[...] = arr
     return out
+
+
+def _wheel(ports, nodes, int64_t pfc_response_ps, int shift, int64_t slots):
+    """The event wheel's bucket width (2^shift ps) and slot count (evq.h).
+    NOTE: a bucket about a third of the fastest port's minimum frame time holds a few
+    events; the horizon covers the longest link's delay plus its largest frame and the
+    slowest pipeline, so frame events go to the wheel and only protocol timers go past it."""
+    if len(ports) == 0:
+        return (max(shift, 0), max(slots, 64))
+    if shift < 0:
+        fastest = int(ports["rate_bps"].max())
+        t_min = max(1, (84 * 8 * 1000000000000) // fastest)
+        shift = max(0, (t_min // 3).bit_length() - 1)
+    if slots <= 0:
+        slowest = int(ports["rate_bps"].min())
+        horizon = int(ports["delay_ps"].max()) + (9300 * 8 * 1000000000000) // slowest \
+            + (int(nodes["latency_ps"].max()) if len(nodes) else 0) + pfc_response_ps
+        slots = 64
+        while slots < (1 << 16) and (slots << shift) < 2 * horizon:
+            slots <<= 1
+    if slots < 64 or slots & (slots - 1):
+        raise ValueError("evq_slots: a power of 2, at least 64")
+    return (shift, slots)
 
 
 def _as(arr, dtype, name):
@@ -631,7 +662,8 @@ cdef class Engine:
                  int64_t nscc_rtt_ps=0, int64_t nscc_target_ps=0, int64_t nscc_qa_ps=0,
                  int64_t nscc_fast_ps=0, int64_t nscc_period_ps=0, int64_t nscc_adjust_bytes=0,
                  double nscc_alpha=0, double nscc_fi=0, double nscc_eta=0, double nscc_gamma=0.8,
-                 double nscc_delay_alpha=0.0125, double nscc_maxwnd_bdp=1.5):
+                 double nscc_delay_alpha=0.0125, double nscc_maxwnd_bdp=1.5,
+                 int evq_shift=-1, int64_t evq_slots=0):
         cdef Sim* s = &self.s
         cdef int32_t i
         self.nodes = _as(nodes, NODE_DTYPE, "nodes")
@@ -792,13 +824,11 @@ cdef class Engine:
             s.ports[i].rng = mix64(seed ^ mix64(<uint64_t>i + 0x5EED)) | 1
         s.dwrr_quantum = dwrr_quantum
         s.ttl = ttl
-        s.heap_cap = 1024
-        s.heap = <Event*>malloc(s.heap_cap * sizeof(Event))
+        shift, slots = _wheel(self.ports, self.nodes, pfc_response_ps, evq_shift, evq_slots)
         s.pkt_cap = max(16, initial_packets)
         s.pkts = pkt_pool_alloc(s.pkt_cap)
-        if s.heap == NULL or s.pkts == NULL or s.rate_log == NULL:
+        if evq_init(&s.evq, shift, slots) or s.pkts == NULL or s.rate_log == NULL:
             raise MemoryError()
-        ev_heap_clear(s.heap, 0, s.heap_cap)
         s.free_head = -1
         s.pkt_top = 0
         if hpcc:
@@ -835,7 +865,7 @@ cdef class Engine:
                 raise MemoryError()
 
     def __dealloc__(self):
-        free(self.s.heap)
+        evq_free(&self.s.evq)
         ethlink_pool_free(self.s.pkts, self.s.pkt_cap * sizeof(Packet))
         free(self.s.rate_log)
         free(self.s.trace)
@@ -922,11 +952,15 @@ cdef class Engine:
 
     @property
     def pending_events(self):
-        return self.s.heap_n
+        return self.s.evq.n
 
     @property
     def next_event_ps(self):
-        return self.s.heap[0].time if self.s.heap_n > 0 else -1
+        cdef int err = 0
+        cdef Event* top = evq_top(&self.s.evq, &err)
+        if err:
+            raise MemoryError("engine: event queue")
+        return top.time if top != NULL else -1
 
     def counters(self):
         """Whole-run counters as a dict of ints."""
@@ -977,7 +1011,10 @@ cdef class Engine:
             "nscc_quick_adapts": s.nscc_qa_total,
             "nscc_decreases": s.nscc_md_total,
             "drops_by_reason": [s.drops[i] for i in range(DROP_REASON_COUNT)],
-            "heap_capacity": s.heap_cap,
+            "heap_capacity": s.evq.cur_cap + s.evq.far_cap,
+            "events_pending_max": s.evq.cap_hwm,
+            "wheel_slots": s.evq.nslots,
+            "wheel_bucket_ps": 1 << s.evq.shift,
             "pool_capacity": s.pkt_cap,
         }
 
@@ -1083,3 +1120,42 @@ def trace_columns(cnp.ndarray recs):
             c8[6][i] = r[i].flags
             c8[7][i] = r[i].syndrome
     return cols
+
+
+def event_queue_ops(ops, int shift, int64_t slots):
+    """Drive csrc/evq.h directly, outside any fabric (a test hook): `ops` is a sequence
+    of (op, time, seq) with op 0 = add an event at (time, seq), 1 = pop the earliest, 2 =
+    peek at it (which may move the wheel on). Returns the (time, seq) of every pop and
+    peek, in order, with (-1, -1) when the queue was empty. Added times must not be before
+    the last one popped, as in the engine."""
+    cdef EvQueue q
+    cdef Event ev
+    cdef Event* top
+    cdef int err = 0
+    if slots < 64 or slots & (slots - 1) or shift < 0 or shift > 62:
+        raise ValueError("slots: a power of 2, at least 64; shift: 0 to 62")
+    if evq_init(&q, shift, slots):
+        raise MemoryError()
+    out = []
+    try:
+        for op, time, seq in ops:
+            if op == 0:
+                ev.time, ev.seq, ev.kind, ev.obj, ev.arg = time, seq, 0, 0, seq
+                if evq_push(&q, &ev):
+                    raise MemoryError()
+                continue
+            top = evq_top(&q, &err)
+            if err:
+                raise MemoryError()
+            if top == NULL:
+                out.append((-1, -1))
+            elif op == 1:
+                evq_pop(&q, &ev)
+                if ev.arg != ev.seq:
+                    raise AssertionError("event payload moved apart from its key")
+                out.append((ev.time, ev.seq))
+            else:
+                out.append((top.time, top.seq))
+    finally:
+        evq_free(&q)
+    return out

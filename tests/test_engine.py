@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from ethlink import scenarios
+from ethlink import _engine, scenarios
 from ethlink.sim import Simulation
 
 from conftest import (CT_HEADER, G, NS, PREAMBLE, WIRE_EXTRA, chi2_sf_even, frame, port_index,
@@ -675,3 +675,71 @@ def test_switch_spray_lone_flow_never_beats_its_ideal():
         overtook += t == long_alone
         assert res.ideal_fct_ps[0] <= t, f"seed {seed}"
     assert overtook > 0          # the case did occur: the short frame took another spine
+
+
+# ---------------------------------------------------------------------------------------
+# The event queue (csrc/evq.h: a timing wheel in front of two heaps) against a plain heap.
+
+def _heap_model(ops):
+    import heapq
+    heap, out = [], []
+    for op, time, seq in ops:
+        if op == 0:
+            heapq.heappush(heap, (time, seq))
+        elif not heap:
+            out.append((-1, -1))
+        else:
+            out.append(heapq.heappop(heap) if op == 1 else heap[0])
+    return out
+
+
+@st.composite
+def _queue_ops(draw):
+    # Adds at the last popped time or later (the engine never schedules into the past):
+    # the same time, within a bucket, within the wheel, past it, far past it; unique
+    # sequence numbers in any order (link FIFOs add events with numbers taken earlier).
+    shift = draw(st.integers(0, 12))
+    slots = 1 << draw(st.integers(6, 9))
+    horizon = slots << shift
+    n = draw(st.integers(1, 300))
+    seqs = draw(st.permutations(range(n)))
+    ops, now, live, k = [], 0, 0, 0
+    while k < n or live:
+        choice = draw(st.integers(0, 9)) if k < n else 9
+        if choice < 6:
+            gap = draw(st.sampled_from([0, 1, 1 << shift, horizon - 1, horizon, 3 * horizon,
+                                        1 << 40]))
+            gap = draw(st.integers(0, gap))
+            ops.append((0, now + gap, seqs[k]))
+            k += 1
+            live += 1
+        elif choice < 8:
+            ops.append((2, 0, 0))
+        else:
+            ops.append((1, 0, 0))
+            if live:
+                live -= 1
+                now = _heap_model(ops)[-1][0]
+    return shift, slots, ops
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_queue_ops())
+def test_event_queue_pops_in_time_then_sequence_order(case):
+    shift, slots, ops = case
+    assert _engine.event_queue_ops(ops, shift, slots) == _heap_model(ops)
+
+
+def test_event_queue_peek_past_a_bucket_then_add_before_it():
+    # The loop peeks at the next event (moving the wheel to its bucket) before the current
+    # event adds its own, which may fall in an earlier bucket: they must still pop first.
+    shift, slots = 10, 64
+    ops = [(0, 0, 0), (0, 50_000, 1), (1, 0, 0), (2, 0, 0), (0, 3_000, 2), (0, 40_000, 3),
+           (1, 0, 0), (1, 0, 0), (1, 0, 0), (1, 0, 0)]
+    assert _engine.event_queue_ops(ops, shift, slots) == [
+        (0, 0), (50_000, 1), (3_000, 2), (40_000, 3), (50_000, 1), (-1, -1)]
+
+
+def test_event_queue_rejects_a_bad_wheel():
+    with pytest.raises(ValueError, match="power of 2"):
+        _engine.event_queue_ops([], 10, 100)

@@ -1,0 +1,238 @@
+/* The engine's event queue: a calendar queue (a timing wheel of buckets 2^shift ps wide)
+ * in front of 4-ary heaps (heap.h), popping events in exactly (time, seq) order.
+ *
+ * NOTE: a binary or 4-ary heap of every pending event costs a sift of log(n) levels per
+ * pop, a quarter of the loop on the 1024-host permutation even with branch-free sifts.
+ * Packet events land a serialization time or a link delay ahead of now, so a wheel whose
+ * horizon covers the longest link takes almost every event in O(1); only the bucket being
+ * served is kept as a heap (a handful of events), and events beyond the horizon (protocol
+ * timers) wait in a second heap. The wheel is an optimisation only: events pop in the
+ * same order as from one heap.
+ *
+ * Invariants (bucket(e) = e.time >> shift; B = the bucket being served):
+ * - cur holds events with bucket <= B (later ones are added while B is served); the
+ *   wheel's slot (b & mask) holds events of exactly one bucket b, B < b < B + nslots;
+ *   far holds events of buckets > B (at least B + nslots when added). Hence when cur is
+ *   not empty its root is the earliest event.
+ * - B only advances when cur is empty, to the smallest bucket in the wheel or far, so no
+ *   event is ever in a bucket before B, and the wheel's events stay within one window. */
+#ifndef ETHLINK_EVQ_H
+#define ETHLINK_EVQ_H
+#include <stdint.h>
+#include <stdlib.h>
+#include "heap.h"
+
+typedef struct {
+    Event ev;
+    int32_t next;       /* next node in the same slot, -1 ends */
+    int32_t pad;
+} EvNode;
+
+typedef struct {
+    Event* cur;         /* events of buckets <= bucket: a 4-ary heap with sentinels */
+    int64_t cur_n, cur_cap;
+    Event* far;         /* events beyond the wheel's horizon when added: a 4-ary heap */
+    int64_t far_n, far_cap;
+    int64_t bucket;     /* the bucket being served */
+    int shift;          /* bucket width: 2^shift ps */
+    int64_t nslots;     /* wheel slots, a power of 2 */
+    int32_t* head;      /* per slot: its first node, -1 empty */
+    uint64_t* bits;     /* per slot: 1 when not empty */
+    int64_t wheel_n;    /* events in the wheel */
+    EvNode* nodes;      /* wheel nodes; free ones chained through next */
+    int64_t node_cap, node_top;
+    int32_t node_free;
+    int64_t n;          /* events in all */
+    int64_t cap_hwm;    /* most events held at once (a counter for the benchmarks) */
+} EvQueue;
+
+static inline int evq_heap_grow(Event** h, int64_t* cap)
+{
+    Event* g = (Event*)realloc(*h, 2 * (*cap) * sizeof(Event));
+    if (g == NULL)
+        return -1;
+    ev_heap_clear(g, *cap, 2 * (*cap));
+    *h = g;
+    *cap *= 2;
+    return 0;
+}
+
+static inline void evq_free(EvQueue* q)
+{
+    free(q->cur);
+    free(q->far);
+    free(q->head);
+    free(q->bits);
+    free(q->nodes);
+    q->cur = q->far = NULL;
+    q->head = NULL;
+    q->bits = NULL;
+    q->nodes = NULL;
+}
+
+/* shift: bucket width 2^shift ps; nslots: a power of 2, at least 64. 0, or -1 (no memory). */
+static inline int evq_init(EvQueue* q, int shift, int64_t nslots)
+{
+    int64_t i;
+    q->shift = shift;
+    q->nslots = nslots;
+    q->bucket = 0;
+    q->cur_n = q->far_n = q->wheel_n = q->n = q->cap_hwm = 0;
+    q->cur_cap = q->far_cap = 64;
+    q->node_cap = 1024;
+    q->node_top = 0;
+    q->node_free = -1;
+    q->cur = (Event*)malloc(q->cur_cap * sizeof(Event));
+    q->far = (Event*)malloc(q->far_cap * sizeof(Event));
+    q->head = (int32_t*)malloc(nslots * sizeof(int32_t));
+    q->bits = (uint64_t*)calloc(nslots / 64, sizeof(uint64_t));
+    q->nodes = (EvNode*)malloc(q->node_cap * sizeof(EvNode));
+    if (!q->cur || !q->far || !q->head || !q->bits || !q->nodes) {
+        evq_free(q);
+        return -1;
+    }
+    ev_heap_clear(q->cur, 0, q->cur_cap);
+    ev_heap_clear(q->far, 0, q->far_cap);
+    for (i = 0; i < nslots; i++)
+        q->head[i] = -1;
+    return 0;
+}
+
+static inline int evq_cur_push(EvQueue* q, const Event* ev)
+{
+    if (q->cur_n + 4 >= q->cur_cap && evq_heap_grow(&q->cur, &q->cur_cap))
+        return -1;
+    ev_heap_push(q->cur, q->cur_n, ev);
+    q->cur_n++;
+    return 0;
+}
+
+/* Add an event (time >= the time of the last event popped). 0, or -1 (no memory). */
+static inline int evq_push(EvQueue* q, const Event* ev)
+{
+    int64_t b = ev->time >> q->shift, slot;
+    int32_t ni;
+    EvNode* nd;
+    if (b <= q->bucket) {
+        if (evq_cur_push(q, ev))
+            return -1;
+    } else if (b < q->bucket + q->nslots) {
+        if (q->node_free >= 0) {
+            ni = q->node_free;
+            q->node_free = q->nodes[ni].next;
+        } else {
+            if (q->node_top == q->node_cap) {
+                if (q->node_cap >= ((int64_t)1 << 30))
+                    return -1;
+                nd = (EvNode*)realloc(q->nodes, 2 * q->node_cap * sizeof(EvNode));
+                if (nd == NULL)
+                    return -1;
+                q->nodes = nd;
+                q->node_cap *= 2;
+            }
+            ni = (int32_t)q->node_top++;
+        }
+        slot = b & (q->nslots - 1);
+        nd = &q->nodes[ni];
+        nd->ev = *ev;
+        nd->next = q->head[slot];
+        q->head[slot] = ni;
+        q->bits[slot >> 6] |= (uint64_t)1 << (slot & 63);
+        q->wheel_n++;
+    } else {
+        if (q->far_n + 4 >= q->far_cap && evq_heap_grow(&q->far, &q->far_cap))
+            return -1;
+        ev_heap_push(q->far, q->far_n, ev);
+        q->far_n++;
+    }
+    q->n++;
+    if (q->n > q->cap_hwm)
+        q->cap_hwm = q->n;
+    return 0;
+}
+
+/* The smallest bucket after q->bucket that holds a wheel event (wheel_n > 0). */
+static inline int64_t evq_next_wheel_bucket(const EvQueue* q)
+{
+    int64_t mask = q->nslots - 1, nwords = q->nslots >> 6;
+    int64_t start = (q->bucket + 1) & mask, i = start >> 6, k;
+    uint64_t w = q->bits[i] & (~(uint64_t)0 << (start & 63));
+    for (k = 0; k <= nwords; k++) {
+        if (w) {
+            int64_t slot = (i << 6) + __builtin_ctzll(w);
+            return q->bucket + 1 + ((slot - start) & mask);
+        }
+        i = (i + 1) & (nwords - 1);
+        w = q->bits[i];
+    }
+    return INT64_MAX;   /* not reached while wheel_n > 0 */
+}
+
+/* cur is empty: serve the next bucket that holds events. 0 if there is none, -1 (no
+ * memory), 1 otherwise. */
+static inline int evq_advance(EvQueue* q)
+{
+    int64_t nb = INT64_MAX, fb, slot;
+    int32_t ni, nx;
+    Event ev;
+    if (q->n == 0)
+        return 0;
+    if (q->wheel_n > 0)
+        nb = evq_next_wheel_bucket(q);
+    if (q->far_n > 0) {
+        fb = q->far[0].time >> q->shift;
+        if (fb < nb)
+            nb = fb;
+    }
+    q->bucket = nb;
+    slot = nb & (q->nslots - 1);
+    if (q->bits[slot >> 6] & ((uint64_t)1 << (slot & 63))) {
+        /* the slot's events are all of bucket nb (see the invariants) */
+        ni = q->head[slot];
+        while (ni >= 0) {
+            nx = q->nodes[ni].next;
+            if (evq_cur_push(q, &q->nodes[ni].ev))
+                return -1;
+            q->nodes[ni].next = q->node_free;
+            q->node_free = ni;
+            q->wheel_n--;
+            ni = nx;
+        }
+        q->head[slot] = -1;
+        q->bits[slot >> 6] &= ~((uint64_t)1 << (slot & 63));
+    }
+    while (q->far_n > 0 && (q->far[0].time >> q->shift) == nb) {
+        ev = q->far[0];
+        q->far_n--;
+        ev_heap_pop(q->far, q->far_n);
+        if (evq_cur_push(q, &ev))
+            return -1;
+    }
+    return 1;
+}
+
+/* The earliest event, or NULL when there is none (or memory ran out: *err is set). */
+static inline Event* evq_top(EvQueue* q, int* err)
+{
+    int r;
+    if (q->cur_n == 0) {
+        r = evq_advance(q);
+        if (r <= 0) {
+            if (r < 0)
+                *err = 1;
+            return NULL;
+        }
+    }
+    return &q->cur[0];
+}
+
+/* Remove the earliest event into *out; evq_top must have returned it. */
+static inline void evq_pop(EvQueue* q, Event* out)
+{
+    *out = q->cur[0];
+    q->cur_n--;
+    ev_heap_pop(q->cur, q->cur_n);
+    q->n--;
+}
+
+#endif
