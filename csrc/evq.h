@@ -4,22 +4,29 @@
  * NOTE: a binary or 4-ary heap of every pending event costs a sift of log(n) levels per
  * pop, a quarter of the loop on the 1024-host permutation even with branch-free sifts.
  * Packet events land a serialization time or a link delay ahead of now, so a wheel whose
- * horizon covers the longest link takes almost every event in O(1); only the bucket being
- * served is kept as a heap (a handful of events), and events beyond the horizon (protocol
- * timers) wait in a second heap. The wheel is an optimisation only: events pop in the
- * same order as from one heap.
+ * horizon covers the longest link takes almost every event in O(1). When the wheel
+ * reaches a bucket, its events are sorted once into a run that then pops in order: in
+ * synchronised traffic (every host starting together on equal links, the usual incast
+ * and permutation) a bucket holds hundreds of events at the same few instants, and a
+ * merge of the few ascending runs they were added in is far cheaper than a heap of them.
+ * Events added to the bucket being served (or an earlier one) while it is served go to
+ * a small heap beside the run, and events beyond the horizon (protocol timers) wait in a
+ * second heap. The wheel is an optimisation only: events pop in the same order as from
+ * one heap.
  *
  * Invariants (bucket(e) = e.time >> shift; B = the bucket being served):
- * - cur holds events with bucket <= B (later ones are added while B is served); the
+ * - run[run_pos..run_n) (sorted) and cur (a heap) hold events with bucket <= B; the
  *   wheel's slot (b & mask) holds events of exactly one bucket b, B < b < B + nslots;
- *   far holds events of buckets > B (at least B + nslots when added). Hence when cur is
- *   not empty its root is the earliest event.
- * - B only advances when cur is empty, to the smallest bucket in the wheel or far, so no
- *   event is ever in a bucket before B, and the wheel's events stay within one window. */
+ *   far holds events of buckets > B (at least B + nslots when added). Hence the earlier
+ *   of the run's next event and cur's root, when either exists, is the earliest event.
+ * - B only advances when run and cur are empty, to the smallest bucket in the wheel or
+ *   far, so no event is ever in a bucket before B, and the wheel's events stay within one
+ *   window. */
 #ifndef ETHLINK_EVQ_H
 #define ETHLINK_EVQ_H
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include "heap.h"
 
 typedef struct {
@@ -29,7 +36,11 @@ typedef struct {
 } EvNode;
 
 typedef struct {
-    Event* cur;         /* events of buckets <= bucket: a 4-ary heap with sentinels */
+    Event* run;         /* the bucket being served, sorted; run[run_pos] is next */
+    Event* tmp;         /* merge buffer of the run's capacity */
+    int64_t run_pos, run_n, run_cap;
+    Event* cur;         /* events added to buckets <= bucket while it is served: a 4-ary
+                           heap with sentinels */
     int64_t cur_n, cur_cap;
     Event* far;         /* events beyond the wheel's horizon when added: a 4-ary heap */
     int64_t far_n, far_cap;
@@ -59,12 +70,14 @@ static inline int evq_heap_grow(Event** h, int64_t* cap)
 
 static inline void evq_free(EvQueue* q)
 {
+    free(q->run);
+    free(q->tmp);
     free(q->cur);
     free(q->far);
     free(q->head);
     free(q->bits);
     free(q->nodes);
-    q->cur = q->far = NULL;
+    q->run = q->tmp = q->cur = q->far = NULL;
     q->head = NULL;
     q->bits = NULL;
     q->nodes = NULL;
@@ -78,16 +91,19 @@ static inline int evq_init(EvQueue* q, int shift, int64_t nslots)
     q->nslots = nslots;
     q->bucket = 0;
     q->cur_n = q->far_n = q->wheel_n = q->n = q->cap_hwm = 0;
-    q->cur_cap = q->far_cap = 64;
+    q->cur_cap = q->far_cap = q->run_cap = 64;
+    q->run_pos = q->run_n = 0;
     q->node_cap = 1024;
     q->node_top = 0;
     q->node_free = -1;
+    q->run = (Event*)malloc(q->run_cap * sizeof(Event));
+    q->tmp = (Event*)malloc(q->run_cap * sizeof(Event));
     q->cur = (Event*)malloc(q->cur_cap * sizeof(Event));
     q->far = (Event*)malloc(q->far_cap * sizeof(Event));
     q->head = (int32_t*)malloc(nslots * sizeof(int32_t));
     q->bits = (uint64_t*)calloc(nslots / 64, sizeof(uint64_t));
     q->nodes = (EvNode*)malloc(q->node_cap * sizeof(EvNode));
-    if (!q->cur || !q->far || !q->head || !q->bits || !q->nodes) {
+    if (!q->run || !q->tmp || !q->cur || !q->far || !q->head || !q->bits || !q->nodes) {
         evq_free(q);
         return -1;
     }
@@ -168,11 +184,71 @@ static inline int64_t evq_next_wheel_bucket(const EvQueue* q)
     return INT64_MAX;   /* not reached while wheel_n > 0 */
 }
 
-/* cur is empty: serve the next bucket that holds events. 0 if there is none, -1 (no
- * memory), 1 otherwise. */
+/* Sort a[0..n) into (time, seq) order: a natural merge sort (tmp holds n events).
+ * NOTE: a bucket's events come in a few ascending runs (the order they were added in,
+ * reversed below), so a pass or two of merges sorts them. */
+static inline void ev_sort(Event* a, Event* tmp, int64_t n)
+{
+    Event *src = a, *dst = tmp, *t;
+    int64_t i, j, k, e, m, runs;
+    while (1) {
+        runs = 0;
+        for (i = 0; i < n; i = k) {
+            j = i + 1;
+            while (j < n && !ev_lt(&src[j], &src[j - 1]))
+                j++;
+            if (i == 0 && j >= n)
+                goto done;      /* one ascending run: sorted, in src */
+            k = j;
+            if (j < n) {
+                k = j + 1;
+                while (k < n && !ev_lt(&src[k], &src[k - 1]))
+                    k++;
+            }
+            m = i;
+            e = j;              /* merge [i, e) and [j, k) */
+            while (i < e && j < k)
+                dst[m++] = ev_lt(&src[j], &src[i]) ? src[j++] : src[i++];
+            while (i < e)
+                dst[m++] = src[i++];
+            while (j < k)
+                dst[m++] = src[j++];
+            runs++;
+        }
+        t = src;
+        src = dst;
+        dst = t;
+        if (runs <= 1)
+            break;
+    }
+done:
+    if (src != a)
+        memcpy(a, src, n * sizeof(Event));
+}
+
+static inline int evq_run_add(EvQueue* q, const Event* ev)
+{
+    Event *r, *t;
+    if (q->run_n == q->run_cap) {
+        r = (Event*)realloc(q->run, 2 * q->run_cap * sizeof(Event));
+        if (r == NULL)
+            return -1;
+        q->run = r;
+        t = (Event*)realloc(q->tmp, 2 * q->run_cap * sizeof(Event));
+        if (t == NULL)
+            return -1;
+        q->tmp = t;
+        q->run_cap *= 2;
+    }
+    q->run[q->run_n++] = *ev;
+    return 0;
+}
+
+/* run and cur are empty: serve the next bucket that holds events. 0 if there is none,
+ * -1 (no memory), 1 otherwise. */
 static inline int evq_advance(EvQueue* q)
 {
-    int64_t nb = INT64_MAX, fb, slot;
+    int64_t nb = INT64_MAX, fb, slot, i, j;
     int32_t ni, nx;
     Event ev;
     if (q->n == 0)
@@ -185,13 +261,14 @@ static inline int evq_advance(EvQueue* q)
             nb = fb;
     }
     q->bucket = nb;
+    q->run_pos = q->run_n = 0;
     slot = nb & (q->nslots - 1);
     if (q->bits[slot >> 6] & ((uint64_t)1 << (slot & 63))) {
         /* the slot's events are all of bucket nb (see the invariants) */
         ni = q->head[slot];
         while (ni >= 0) {
             nx = q->nodes[ni].next;
-            if (evq_cur_push(q, &q->nodes[ni].ev))
+            if (evq_run_add(q, &q->nodes[ni].ev))
                 return -1;
             q->nodes[ni].next = q->node_free;
             q->node_free = ni;
@@ -200,14 +277,20 @@ static inline int evq_advance(EvQueue* q)
         }
         q->head[slot] = -1;
         q->bits[slot >> 6] &= ~((uint64_t)1 << (slot & 63));
+        for (i = 0, j = q->run_n - 1; i < j; i++, j--) {    /* the order they were added */
+            ev = q->run[i];
+            q->run[i] = q->run[j];
+            q->run[j] = ev;
+        }
     }
     while (q->far_n > 0 && (q->far[0].time >> q->shift) == nb) {
         ev = q->far[0];
         q->far_n--;
         ev_heap_pop(q->far, q->far_n);
-        if (evq_cur_push(q, &ev))
+        if (evq_run_add(q, &ev))
             return -1;
     }
+    ev_sort(q->run, q->tmp, q->run_n);
     return 1;
 }
 
@@ -215,7 +298,9 @@ static inline int evq_advance(EvQueue* q)
 static inline Event* evq_top(EvQueue* q, int* err)
 {
     int r;
-    if (q->cur_n == 0) {
+    if (q->run_pos == q->run_n) {
+        if (q->cur_n > 0)
+            return &q->cur[0];
         r = evq_advance(q);
         if (r <= 0) {
             if (r < 0)
@@ -223,15 +308,21 @@ static inline Event* evq_top(EvQueue* q, int* err)
             return NULL;
         }
     }
-    return &q->cur[0];
+    if (q->cur_n > 0 && ev_lt(&q->cur[0], &q->run[q->run_pos]))
+        return &q->cur[0];
+    return &q->run[q->run_pos];
 }
 
 /* Remove the earliest event into *out; evq_top must have returned it. */
 static inline void evq_pop(EvQueue* q, Event* out)
 {
-    *out = q->cur[0];
-    q->cur_n--;
-    ev_heap_pop(q->cur, q->cur_n);
+    if (q->run_pos < q->run_n && (q->cur_n == 0 || !ev_lt(&q->cur[0], &q->run[q->run_pos]))) {
+        *out = q->run[q->run_pos++];
+    } else {
+        *out = q->cur[0];
+        q->cur_n--;
+        ev_heap_pop(q->cur, q->cur_n);
+    }
     q->n--;
 }
 
