@@ -37,7 +37,8 @@ typedef struct {
 
 typedef struct {
     Event* run;         /* the bucket being served, sorted; run[run_pos] is next */
-    Event* tmp;         /* merge buffer of the run's capacity */
+    Event* tmp;         /* sort buffer of the run's capacity */
+    uint64_t* keys;     /* sort keys, the run's capacity */
     int64_t run_pos, run_n, run_cap;
     Event* cur;         /* events added to buckets <= bucket while it is served: a 4-ary
                            heap with sentinels */
@@ -72,6 +73,8 @@ static inline void evq_free(EvQueue* q)
 {
     free(q->run);
     free(q->tmp);
+    free(q->keys);
+    q->keys = NULL;
     free(q->cur);
     free(q->far);
     free(q->head);
@@ -98,12 +101,13 @@ static inline int evq_init(EvQueue* q, int shift, int64_t nslots)
     q->node_free = -1;
     q->run = (Event*)malloc(q->run_cap * sizeof(Event));
     q->tmp = (Event*)malloc(q->run_cap * sizeof(Event));
+    q->keys = (uint64_t*)malloc(q->run_cap * sizeof(uint64_t));
     q->cur = (Event*)malloc(q->cur_cap * sizeof(Event));
     q->far = (Event*)malloc(q->far_cap * sizeof(Event));
     q->head = (int32_t*)malloc(nslots * sizeof(int32_t));
     q->bits = (uint64_t*)calloc(nslots / 64, sizeof(uint64_t));
     q->nodes = (EvNode*)malloc(q->node_cap * sizeof(EvNode));
-    if (!q->run || !q->tmp || !q->cur || !q->far || !q->head || !q->bits || !q->nodes) {
+    if (!q->run || !q->tmp || !q->keys || !q->cur || !q->far || !q->head || !q->bits || !q->nodes) {
         evq_free(q);
         return -1;
     }
@@ -226,9 +230,93 @@ done:
         memcpy(a, src, n * sizeof(Event));
 }
 
+static inline void u64_sort(uint64_t* a, int64_t n)
+{
+    /* quicksort (median of three, the smaller side first by recursion) over insertion
+       sort for short ranges; keys are distinct */
+    uint64_t p, t;
+    int64_t i, j;
+    while (n > 16) {
+        i = n >> 1;
+        if (a[i] < a[0]) { t = a[i]; a[i] = a[0]; a[0] = t; }
+        if (a[n - 1] < a[0]) { t = a[n - 1]; a[n - 1] = a[0]; a[0] = t; }
+        if (a[n - 1] < a[i]) { t = a[n - 1]; a[n - 1] = a[i]; a[i] = t; }
+        p = a[i];
+        i = -1;
+        j = n;
+        while (1) {
+            do i++; while (a[i] < p);
+            do j--; while (a[j] > p);
+            if (i >= j)
+                break;
+            t = a[i]; a[i] = a[j]; a[j] = t;
+        }
+        j++;                                /* [0, j) <= p <= [j, n) */
+        if (j < n - j) {
+            u64_sort(a, j);
+            a += j;
+            n -= j;
+        } else {
+            u64_sort(a + j, n - j);
+            n = j;
+        }
+    }
+    for (i = 1; i < n; i++) {
+        t = a[i];
+        for (j = i; j > 0 && a[j - 1] > t; j--)
+            a[j] = a[j - 1];
+        a[j] = t;
+    }
+}
+
+static inline int bitlen64(uint64_t x)
+{
+    return x ? 64 - __builtin_clzll(x) : 0;
+}
+
+/* Sort the run (run_n events of bucket <= B) into (time, seq) order.
+ * NOTE: a bucket of synchronised traffic holds a hundred or more events added in no
+ * useful order; each event's (time, seq) is packed with its index into one 64-bit key
+ * (time within the bucket, seq above the bucket's smallest, index), the keys are sorted
+ * as integers and the events gathered in that order. A bucket whose keys would not fit
+ * in 64 bits (sequence numbers far apart) is merge-sorted instead. */
+static inline void evq_sort_run(EvQueue* q)
+{
+    int64_t n = q->run_n, i;
+    int64_t t0, t1, s0, s1;
+    int tb, sb, ib;
+    uint64_t* k = q->keys;
+    Event *a = q->run, *o = q->tmp;
+    if (n < 2)
+        return;
+    t0 = t1 = a[0].time;
+    s0 = s1 = a[0].seq;
+    for (i = 1; i < n; i++) {
+        if (a[i].time < t0) t0 = a[i].time;
+        if (a[i].time > t1) t1 = a[i].time;
+        if (a[i].seq < s0) s0 = a[i].seq;
+        if (a[i].seq > s1) s1 = a[i].seq;
+    }
+    tb = bitlen64((uint64_t)(t1 - t0));
+    sb = bitlen64((uint64_t)(s1 - s0));
+    ib = bitlen64((uint64_t)(n - 1));
+    if (tb + sb + ib > 64) {
+        ev_sort(a, o, n);
+        return;
+    }
+    for (i = 0; i < n; i++)
+        k[i] = ((((uint64_t)(a[i].time - t0) << sb) | (uint64_t)(a[i].seq - s0)) << ib) | (uint64_t)i;
+    u64_sort(k, n);
+    for (i = 0; i < n; i++)
+        o[i] = a[k[i] & (((uint64_t)1 << ib) - 1)];
+    q->run = o;
+    q->tmp = a;
+}
+
 static inline int evq_run_add(EvQueue* q, const Event* ev)
 {
     Event *r, *t;
+    uint64_t* k;
     if (q->run_n == q->run_cap) {
         r = (Event*)realloc(q->run, 2 * q->run_cap * sizeof(Event));
         if (r == NULL)
@@ -238,6 +326,10 @@ static inline int evq_run_add(EvQueue* q, const Event* ev)
         if (t == NULL)
             return -1;
         q->tmp = t;
+        k = (uint64_t*)realloc(q->keys, 2 * q->run_cap * sizeof(uint64_t));
+        if (k == NULL)
+            return -1;
+        q->keys = k;
         q->run_cap *= 2;
     }
     q->run[q->run_n++] = *ev;
@@ -290,7 +382,7 @@ static inline int evq_advance(EvQueue* q)
         if (evq_run_add(q, &ev))
             return -1;
     }
-    ev_sort(q->run, q->tmp, q->run_n);
+    evq_sort_run(q);
     return 1;
 }
 
