@@ -571,6 +571,7 @@ cdef struct Sim:
     int32_t* route_port         # egress port candidates (equal cost, ascending)
     int32_t* ring_head          # [port * 8 + prio] QPs with something to send on a port
     int32_t* ring_tail
+    uint8_t* ring_mask          # [port] bit p: ring port * 8 + p is not empty
     int32_t* flow_order         # flows without dependencies, sorted by start time
     int32_t n_ordered
     int32_t* dep_off            # [f]..[f+1]: range of dep_list holding f's dependents
@@ -729,9 +730,11 @@ cdef extern from *:
     """
     #define prefetch(p) __builtin_prefetch((const void*)(p))
     #define clz32(x) __builtin_clz(x)
+    #define ctz32(x) __builtin_ctz(x)
     """
     void prefetch(const void* p) noexcept nogil
     int clz32(uint32_t x) noexcept nogil     # leading zero bits; x must not be 0
+    int ctz32(uint32_t x) noexcept nogil     # trailing zero bits; x must not be 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -1013,6 +1016,14 @@ cdef inline void pkt_free(Sim* s, int32_t i) noexcept nogil:
 # fixed-size record; the loop returns to Python to drain the ring when it is nearly full.
 cdef inline void trace_pkt(Sim* s, uint8_t event, int32_t node, int32_t port, int32_t pi,
                            int64_t qbytes, uint8_t reason) noexcept nogil:
+    # NOTE: the level test inline at every call site; the record is written out of line
+    # (a run without a trace paid a call with seven arguments per hop and event).
+    if s.trace_level != TRACE_OFF:
+        trace_pkt_rec(s, event, node, port, pi, qbytes, reason)
+
+
+cdef inline void trace_pkt_rec(Sim* s, uint8_t event, int32_t node, int32_t port, int32_t pi,
+                               int64_t qbytes, uint8_t reason) noexcept nogil:
     cdef TraceRec* r
     cdef Packet* p
     if s.trace_level == TRACE_ENDPOINTS and s.nodes[node].kind != NODE_HOST:

@@ -74,7 +74,10 @@ cdef inline void host_refill(Sim* s, int32_t port) noexcept nogil:
     cdef int32_t prio, ring, qi, pi, nxt
     cdef Qp* q
     cdef bint more
-    for prio in range(NPRIO):
+    cdef uint32_t m = s.ring_mask[port]
+    while m:
+        # the priorities whose ring is not empty, lowest first (as a loop over all eight)
+        prio = ctz32(m)
         ring = port * NPRIO + prio
         while s.ring_head[ring] >= 0 and s.queues[ring].head < 0:
             qi = ring_pop(s, ring)
@@ -102,6 +105,7 @@ cdef inline void host_refill(Sim* s, int32_t port) noexcept nogil:
                     kick(s, nxt)
             if s.error:
                 return
+        m = s.ring_mask[port] & ~((<uint32_t>2 << prio) - 1)
 
 
 cdef inline void tx_start(Sim* s, int32_t p, int32_t pi, bint replay) noexcept nogil:
@@ -629,7 +633,7 @@ cdef class Engine:
     reads and updates in place; construct through ethlink.Simulation, not directly."""
     cdef Sim s
     cdef readonly object nodes, ports, queues, flows, qps, ls_ops, ls_gpus
-    cdef object _host_node, _route_off, _route_port, _ring_head, _ring_tail, _flow_order
+    cdef object _host_node, _route_off, _route_port, _ring_head, _ring_tail, _ring_mask, _flow_order
     cdef object _node_row, _host_class, _route_set
     cdef object _dep_off, _dep_list
     cdef object _uet_st, _uet_sent
@@ -693,6 +697,7 @@ cdef class Engine:
             self._route_port = np.zeros(1, dtype=np.int32)
         self._ring_head = np.full(NPRIO * len(self.ports), -1, dtype=np.int32)
         self._ring_tail = np.full(NPRIO * len(self.ports), -1, dtype=np.int32)
+        self._ring_mask = np.zeros(max(1, len(self.ports)), dtype=np.uint8)
         if dependents is None:
             dependents = [np.zeros(len(self.flows) + 1, dtype=np.int32), np.zeros(0, dtype=np.int32)]
         self._dep_off = np.ascontiguousarray(dependents[0], dtype=np.int32)
@@ -798,6 +803,7 @@ cdef class Engine:
         s.route_port = <int32_t*>cnp.PyArray_DATA(self._route_port)
         s.ring_head = <int32_t*>cnp.PyArray_DATA(self._ring_head)
         s.ring_tail = <int32_t*>cnp.PyArray_DATA(self._ring_tail)
+        s.ring_mask = <uint8_t*>cnp.PyArray_DATA(self._ring_mask)
         s.flow_order = <int32_t*>cnp.PyArray_DATA(self._flow_order)
         s.dep_off = <int32_t*>cnp.PyArray_DATA(self._dep_off)
         s.dep_list = <int32_t*>cnp.PyArray_DATA(self._dep_list)

@@ -24,6 +24,7 @@ cdef inline void ring_push(Sim* s, int32_t ring, int32_t qi) noexcept nogil:
         s.qps[s.ring_tail[ring]].next = qi
     else:
         s.ring_head[ring] = qi
+        s.ring_mask[ring >> 3] |= <uint8_t>(1 << (ring & 7))
     s.ring_tail[ring] = qi
 
 
@@ -33,6 +34,7 @@ cdef inline int32_t ring_pop(Sim* s, int32_t ring) noexcept nogil:
         s.ring_head[ring] = s.qps[qi].next
         if s.ring_head[ring] < 0:
             s.ring_tail[ring] = -1
+            s.ring_mask[ring >> 3] &= <uint8_t>~(1 << (ring & 7))
         s.qps[qi].next = -1
         s.qps[qi].in_ring = 0
     return qi
