@@ -24,6 +24,7 @@ from libc.stdlib cimport malloc, calloc, free
 from libc.string cimport memset, memcpy
 
 from core cimport *
+from libc.stdint cimport INT64_MAX
 from port cimport q_push, q_pop, pick_queue, ctrl_pop
 from pfc cimport (pfc_admit, pfc_on_admit, pfc_on_depart, pfc_refresh, pfc_rx, pause_end,
                   pause_close, pfc_find_cycle, WD_OFF, WD_DROP, WD_IGNORE)
@@ -126,7 +127,13 @@ cdef inline void tx_start(Sim* s, int32_t p, int32_t pi, bint replay) noexcept n
     pt.tx_bytes += pk.size
     pt.tx_frames += 1
     trace_pkt(s, TE_TX_START, pt.node, p, pi, s.queues[p * NPRIO + pk.prio].bytes, DR_NONE)
-    schedule(s, s.now + wire, EV_TX_DONE, p, 0)
+    if pt.ctrl_head >= 0 or pt.replay_go or pt.qmask or s.ring_mask[p]:
+        schedule(s, s.now + wire, EV_TX_DONE, p, 0)
+    else:                                   # nothing waits: elided (port_busy)
+        pt.busy = 2
+        pt.tx_end = s.now + wire
+        pt.tx_seq = s.seq
+        s.seq += 1
     pk.t_last = s.now + ser_ps(PREAMBLE_BYTES + pk.size, pt.rate_bps) + pt.delay_ps
     if pk.kind == FK_PFC or pk.kind == FK_CBFC:
         # Link-local control: consumed by the peer's MAC, no pipeline latency.
@@ -171,7 +178,7 @@ cdef inline void leave_switch(Sim* s, Node* nd, int32_t pi) noexcept nogil:
 cdef inline void port_try_start(Sim* s, int32_t p) noexcept nogil:
     cdef int32_t prio, pi
     cdef Node* nd
-    if s.ports[p].busy:
+    if port_busy(s, p):
         return
     pi = ctrl_pop(s, &s.ports[p])
     if pi >= 0:
@@ -451,6 +458,25 @@ cdef inline void qp_timer(Sim* s, int32_t qi, int64_t arg) noexcept nogil:
 # ---------------------------------------------------------------------------------------
 # The loop.
 
+cdef int64_t settle_elided(Sim* s, int64_t time, int64_t seq) noexcept nogil:
+    # The loop stops before (time, seq): every elided EV_TX_DONE before it has happened
+    # (port_busy), so now, the active time and the event count are what they would be.
+    # Returns how many are still to come.
+    cdef int32_t p
+    cdef int64_t left = 0
+    cdef Port* pt
+    for p in range(s.n_ports):
+        pt = &s.ports[p]
+        if pt.busy == 2:
+            if pt.tx_end < time or (pt.tx_end == time and pt.tx_seq < seq):
+                tx_done_elided(s, pt)
+                if pt.tx_end > s.now:
+                    s.now = pt.tx_end
+            else:
+                left += 1
+    return left
+
+
 cdef inline void prefetch_next(Sim* s, Event* nx) noexcept nogil:
     # NOTE: what the next event will read first was last touched many events ago (on a
     # large fabric, thousands): fetch those cache lines now, while this event is processed.
@@ -487,12 +513,14 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
         if top == NULL:
             break
         if top.time > until:
+            settle_elided(s, until, INT64_MAX)
             return STOP_UNTIL
         if done >= budget:
             return STOP_CHUNK
         if s.trace_level != TRACE_OFF and s.trace_n + s.trace_margin > s.trace_batch:
             return STOP_TRACE
         evq_pop(&s.evq, &ev)
+        s.cur_seq = ev.seq
         if ev.kind == EV_LINK_RX:           # the head of a link's arrivals: the next takes its place
             link_pop(s, ev.obj, s.pkts[ev.arg].kind == FK_PFC or s.pkts[ev.arg].kind == FK_CBFC)
             ev.kind = EV_RX
@@ -549,12 +577,15 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
             llr_nack(s, ev.obj, <int32_t>ev.arg)
         elif ev.kind == EV_DEADLOCK_CHECK:
             if deadlock_check(s):
+                settle_elided(s, s.now, s.cur_seq)
                 return STOP_DEADLOCK
         if s.error:
             return STOP_ERROR
     if err:
         s.error = 1
         return STOP_ERROR
+    if settle_elided(s, until, INT64_MAX):
+        return STOP_UNTIL                   # an elided EV_TX_DONE after `until` is pending
     return STOP_EMPTY
 
 

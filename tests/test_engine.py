@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ethlink import _engine, scenarios
+from ethlink.scenario import Scenario
 from ethlink.sim import Simulation
 
 from conftest import (CT_HEADER, G, NS, PREAMBLE, WIRE_EXTRA, chi2_sf_even, frame, port_index,
@@ -745,3 +746,50 @@ def test_event_queue_peek_past_a_bucket_then_add_before_it():
 def test_event_queue_rejects_a_bad_wheel():
     with pytest.raises(ValueError, match="power of 2"):
         _engine.event_queue_ops([], 10, 100)
+
+
+# ---------------------------------------------------------------------------------------
+# Elided transmit-done events (engine.pyx tx_start, core.pxd port_busy): a port with
+# nothing else to send gets no EV_TX_DONE unless something wants it before the frame's IFG
+# ends. Stops, the active time and the event count must be what the event would give.
+
+def test_last_event_a_transmit_done_after_the_frame_arrived():
+    """Zero fibre, zero latency: the switch forwards the frame as soon as its last bit is
+    in, at ser(122 + 8 B), and h1 has it ser(130 B) later; the switch port's transmit-done
+    comes after that, ser(122 + 20 B) after it started: the run's last event."""
+    data = {"topology": {"kind": "star", "hosts": 2, "rate": RATE, "delay": 0},
+            "switch": {"latency": 0}, "host": {"latency": 0}}
+    sc = Scenario.from_dict(one_flow(data, "h0", "h1", 100))
+    f = frame(100)
+    finish = 2 * ser(f + PREAMBLE, RATE)
+    done = ser(f + PREAMBLE, RATE) + ser(f + WIRE_EXTRA, RATE)
+    ref = Simulation(sc)
+    straight = ref.run()
+    assert int(straight.flows["finish_ps"][0]) == finish
+    assert straight.summary["sim_time_ps"] == done > finish
+    assert ref.engine.now == done
+    sim = Simulation(sc)
+    first = sim.run(until=done - 1)
+    assert first.stop == "until"                    # the transmit-done is still to come
+    assert sim.engine.active_ps == finish
+    last = sim.run()
+    assert last.stop == "empty"
+    assert sim.engine.active_ps == done == sim.engine.now
+    assert last.summary["events"] == straight.summary["events"]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(name=st.sampled_from(["incast-dcqcn", "incast-pfc", "ls-under-rdma", "permutation-uet"]),
+       cuts=st.lists(st.floats(0.0, 1.2), max_size=4), chunk=st.integers(1, 5000))
+def test_runs_cut_anywhere_and_resumed_match_one_straight_run(name, cuts, chunk):
+    sc = scenarios.load(name, ["run.until=300us"] if name == "ls-under-rdma" else [])
+    ref = Simulation(sc)
+    straight = ref.run()
+    end = straight.summary["sim_time_ps"]
+    sim = Simulation(sc)
+    for c in sorted(cuts):
+        sim.run(until=int(c * end), chunk_events=chunk)
+    res = sim.run(chunk_events=chunk)
+    assert res.stop == straight.stop
+    assert stable(res.summary) == stable(straight.summary)
+    assert sim.engine.now == ref.engine.now
