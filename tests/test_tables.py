@@ -125,3 +125,21 @@ def test_run_without_trace_imports_no_heavy_module_and_writes_tables(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert not {"flows", "qps", "ports"} & set(s)
     assert pq.read_table(out / "flows.parquet").num_rows == s["flows_total"] == 4
+
+
+def test_console_script_ends_a_run_at_once_with_everything_written(tmp_path):
+    """The `ethlink` script (cli.entry) skips Python's teardown after a run that wrote
+    its outputs: exit 0, every file in place, the summary table (stdout) and the lines
+    on stderr flushed; a bad scenario still exits 2 with its message, as Python exits."""
+    out = tmp_path / "o"
+    p = subprocess.run([str(ETHLINK), "run", "incast-pfc", "-o", str(out), "--set", "workload.0.senders=4"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "FCT p50" in p.stdout and p.stderr.rstrip().endswith("ports.parquet")
+    assert sorted(f.name for f in out.iterdir()) == ["flows.parquet", "ports.parquet", "qps.parquet",
+                                                     "summary.json"]
+    assert json.loads((out / "summary.json").read_text())["flows_total"] == 4
+    p = subprocess.run([str(ETHLINK), "run", "incast-pfc", "-o", str(tmp_path / "bad"), "--set", "topology.hosts=x"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "topology.hosts" in p.stderr, p.stderr
+    assert not (tmp_path / "bad").exists()
