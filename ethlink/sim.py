@@ -883,23 +883,32 @@ class Result:
     def _ports(self, names, pt, sim_s):
         q = self.queues.reshape(-1, 8)
         paused = self._paused_ps()
+        ports = self.ports
         out = []
-        for p in np.nonzero(self.ports["tx_frames"] | q["drops"].sum(axis=1))[0]:
-            row = self.ports[p]
+        sel = np.nonzero(ports["tx_frames"] | q["drops"].sum(axis=1))[0]
+        # NOTE: each column converted once with tolist() (Python ints, as int() gives),
+        # not value by value: a k=8 fat-tree has about 500 such ports.
+        cols = {k: ports[k][sel].tolist() for k in ("tx_bytes", "tx_frames", "pause_tx", "pause_rx",
+                                                      "llr_replays", "fcs_errors")}
+        lists = {k: v[sel].tolist() for k, v in (("hwm", q["hwm"]), ("pauses_sent", q["pauses_sent"]),
+                                                  ("stalled_ps", q["stalled_ps"]), ("paused", paused),
+                                                  ("marks", q["marks"]))}
+        drops = q["drops"][sel].sum(axis=1).tolist()
+        for i, p in enumerate(sel.tolist()):
             out.append({
-                "port": int(p), "node": names[pt.node[p]], "peer": names[pt.node[pt.peer[p]]],
-                "tx_bytes": int(row["tx_bytes"]), "tx_frames": int(row["tx_frames"]),
-                "utilization": (row["busy_ps"] / (sim_s * PS)) if sim_s > 0 else 0.0,
-                "queue_hwm_bytes": [int(x) for x in q["hwm"][p]],
-                "drops": int(q["drops"][p].sum()),
-                "pause_tx": int(self.ports["pause_tx"][p]),
-                "pause_rx": int(self.ports["pause_rx"][p]),
-                "xoff_sent": [int(x) for x in q["pauses_sent"][p]],      # per priority, refreshes included
-                "credits_stalled_ps": [int(x) for x in q["stalled_ps"][p]],
-                "llr_replays": int(self.ports["llr_replays"][p]),
-                "fcs_errors": int(self.ports["fcs_errors"][p]),
-                "paused_ps": [int(x) for x in paused[p]],
-                "ecn_marks": [int(x) for x in q["marks"][p]],
+                "port": p, "node": names[pt.node[p]], "peer": names[pt.node[pt.peer[p]]],
+                "tx_bytes": cols["tx_bytes"][i], "tx_frames": cols["tx_frames"][i],
+                "utilization": (ports[p]["busy_ps"] / (sim_s * PS)) if sim_s > 0 else 0.0,
+                "queue_hwm_bytes": lists["hwm"][i],
+                "drops": drops[i],
+                "pause_tx": cols["pause_tx"][i],
+                "pause_rx": cols["pause_rx"][i],
+                "xoff_sent": lists["pauses_sent"][i],       # per priority, refreshes included
+                "credits_stalled_ps": lists["stalled_ps"][i],
+                "llr_replays": cols["llr_replays"][i],
+                "fcs_errors": cols["fcs_errors"][i],
+                "paused_ps": lists["paused"][i],
+                "ecn_marks": lists["marks"][i],
             })
         return out
 

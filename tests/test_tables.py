@@ -31,6 +31,20 @@ def test_columns_round_trip_through_arrow(ints, lists, strs):
         assert T.column(values).to_pylist() == values
 
 
+def test_column_kind_from_the_types_its_values_have():
+    """The kind of a list column: any list makes a list column, any str a dictionary,
+    only bools a bool column, any float a float64 one, else int64 (numpy scalars alike)."""
+    assert T.column([True, None, False]).type == "bool"
+    assert T.column([True, 2]).to_pylist() == [1, 2]
+    assert T.column([1, None, np.int32(3)]).to_pylist() == [1, None, 3]
+    assert T.column([1, 2.5, None, np.float32(0.5)]).to_pylist() == [1.0, 2.5, None, 0.5]
+    assert T.column([np.bool_(True), False]).type == "bool"
+    assert T.column([]).type == "int64" and T.column([None]).to_pylist() == [None]
+    assert str(T.column([[1], None, (2, 3)]).type) == "list<item: int64>"
+    with pytest.raises(OverflowError):
+        T.column([2**63])
+
+
 def test_numpy_columns_nulls_and_nan():
     t = T.table({"a": np.array([5, -1, 0]), "b": np.array([1.5, np.nan, 0.0]), "c": np.array([True, False, True]),
                  "d": T.categorical(np.array([2, 0, 2]), ("x", "y", "z"))}, nulls=("a",))
