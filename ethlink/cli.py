@@ -725,9 +725,8 @@ class _Phases:
 
 
 def _import_table_writer() -> None:
-    # What writing the results imports: pyarrow for the tables, and numpy.ma, which
-    # numpy (2.x) imports on the first np.unique (the summary's percentiles call it).
-    import numpy.ma  # noqa: F401
+    # What writing the results imports: pyarrow for the tables. (Not numpy.ma: the
+    # summary's percentiles no longer call np.percentile, which imported it.)
     import pyarrow.parquet  # noqa: F401
 
 

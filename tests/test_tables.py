@@ -45,6 +45,22 @@ def test_column_kind_from_the_types_its_values_have():
         T.column([2**63])
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.integers(0, 2**53), st.floats(allow_nan=False, allow_infinity=False),
+                          st.floats(0, 1e3), st.sampled_from([0.0, 1.0, 2.5])), min_size=1, max_size=300),
+       st.sampled_from([50, 99]))
+def test_summary_percentiles_are_numpys(values, q):
+    """summary.json's p50 and p99 (sim._percentile, which spares every run numpy.ma's
+    import) are np.percentile's doubles, bit for bit, NaN and infinities too."""
+    from ethlink.sim import _percentile
+    x = np.asarray(values, dtype=np.float64)
+    for a in (x, np.append(x, np.inf), np.append(x, -np.inf), np.append(x, np.nan)):
+        with np.errstate(invalid="ignore"):             # inf - inf in numpy's interpolation
+            want = float(np.percentile(a, q))
+        got = _percentile(np.sort(a), q)
+        assert np.array_equal(want, got, equal_nan=True) and np.signbit(want) == np.signbit(got), (a, q, want, got)
+
+
 def test_numpy_columns_nulls_and_nan():
     t = T.table({"a": np.array([5, -1, 0]), "b": np.array([1.5, np.nan, 0.0]), "c": np.array([True, False, True]),
                  "d": T.categorical(np.array([2, 0, 2]), ("x", "y", "z"))}, nulls=("a",))
@@ -120,13 +136,13 @@ def test_write_is_atomic_a_failed_write_leaves_the_old_file(tmp_path):
 
 def test_run_without_trace_imports_no_heavy_module_and_writes_tables(tmp_path):
     """`ethlink run --quiet` with tracing off: pyarrow (for the Parquet tables) but none of
-    pandas, pyarrow.compute, scapy, matplotlib, ethlink.trace, nor rich (no display);
-    summary.json stays small."""
+    pandas, pyarrow.compute, scapy, matplotlib, ethlink.trace, nor rich (no display),
+    nor numpy.ma (np.percentile imported it); summary.json stays small."""
     out = tmp_path / "o"
     code = ("import sys, runpy; sys.argv = ['ethlink'] + sys.argv[1:]\n"
             "try:\n    runpy.run_module('ethlink.cli', run_name='__main__')\n"
             "except SystemExit as e:\n    assert not e.code, e.code\n"
-            "print(' '.join(sorted(m for m in sys.modules if '.' not in m or m.startswith(('pyarrow', 'ethlink')))))")
+            "print(' '.join(sorted(m for m in sys.modules if '.' not in m or m.startswith(('pyarrow', 'ethlink', 'numpy.ma')))))")
     p = subprocess.run([sys.executable, "-c", code, "run", "incast-pfc", "-o", str(out), "--quiet",
                         "--set", "workload.0.senders=4", "--trace", "off"],
                        capture_output=True, text=True, timeout=120)
@@ -135,6 +151,7 @@ def test_run_without_trace_imports_no_heavy_module_and_writes_tables(tmp_path):
     assert "ethlink.sim" in mods and "pyarrow.parquet" in mods
     assert not mods & set(HEAVY), mods & set(HEAVY)
     assert "rich" not in mods
+    assert "numpy.ma" not in mods
     assert "wrote" in p.stderr
     s = json.loads((out / "summary.json").read_text())
     assert not {"flows", "qps", "ports"} & set(s)
