@@ -566,7 +566,7 @@ def _hop_types(nodes, pt) -> tuple[int, np.ndarray, list[tuple[int, ...]]]:
     params = np.stack([pt.rate_bps, pt.delay_ps, nodes["latency_ps"][peer], nodes["cut_through"][peer]],
                       axis=1).astype(np.int64)
     types, port_type = np.unique(params, axis=0, return_inverse=True)
-    return len(types), port_type.reshape(-1), [tuple(int(x) for x in r) for r in params]
+    return len(types), port_type.reshape(-1), list(map(tuple, params.tolist()))     # Python ints
 
 
 def ideal_fct_ps(flows, sc, nodes, pt, host_node, routes, transport=None) -> np.ndarray:
