@@ -1030,15 +1030,16 @@ def _mark_outputs_closed() -> None:
 
 
 def entry() -> None:
-    """The `ethlink` console script: `main`, then, after a `run` or `replay` that wrote
-    and closed all its outputs and exits 0, the process ends at once (stdout and stderr
-    flushed). Any other command, status or failure exits as Python does.
+    """The `ethlink` command (called by ethlink/__main__.py, the console script's
+    target): `main`, then, after a `run` or `replay` that wrote and closed all its
+    outputs and exits 0, the process ends at once (stdout and stderr flushed). Any other
+    command, status or failure exits as Python does.
 
     NOTE: Python's teardown after a run frees every object of numpy, pyarrow and the
     run's results one by one and runs pyarrow's exit handlers: about 27 ms of the 127:1
     incast's 0.22 s whole process (benchmarks/README.md, start-up session 5), for
-    nothing a finished run needs. `python -m ethlink.cli` and in-process callers (tests,
-    CliRunner) keep the ordinary exit."""
+    nothing a finished run needs. `python -m ethlink.cli` and in-process callers of
+    `main` (tests, CliRunner) keep the ordinary exit."""
     try:
         main()
     except SystemExit as exc:

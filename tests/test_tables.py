@@ -174,3 +174,20 @@ def test_console_script_ends_a_run_at_once_with_everything_written(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "topology.hosts" in p.stderr, p.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_package_names_load_on_first_use_and_python_m_ethlink_runs(tmp_path):
+    """`import ethlink` loads neither the scenario module nor numpy (the command imports
+    them with the collector paused, ethlink/__main__.py); ethlink.Scenario, Simulation,
+    Result and ScenarioError are there on first use; `python -m ethlink` is the command."""
+    code = ("import sys, ethlink\n"
+            "print('ethlink.scenario' in sys.modules, 'numpy' in sys.modules)\n"
+            "from ethlink import Scenario, ScenarioError\n"
+            "print(Scenario.__module__, ScenarioError.__module__, ethlink.Simulation.__module__, ethlink.Result.__name__)\n"
+            "print(sorted(set(ethlink.__all__) - set(dir(ethlink))))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split("\n")[:3] == ["False False", "ethlink.scenario ethlink.scenario ethlink.sim Result", "[]"]
+    p = subprocess.run([sys.executable, "-m", "ethlink", "run", "incast-pfc", "-o", str(tmp_path / "o"), "--quiet",
+                        "--set", "workload.0.senders=4"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and (tmp_path / "o" / "summary.json").exists(), p.stderr
