@@ -191,3 +191,19 @@ def test_package_names_load_on_first_use_and_python_m_ethlink_runs(tmp_path):
     p = subprocess.run([sys.executable, "-m", "ethlink", "run", "incast-pfc", "-o", str(tmp_path / "o"), "--quiet",
                         "--set", "workload.0.senders=4"], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and (tmp_path / "o" / "summary.json").exists(), p.stderr
+
+
+@pytest.mark.parametrize("given, want", [(None, "1"), ("3", "3")])
+def test_command_keeps_openblas_to_one_thread_unless_told(given, want):
+    """The command sets OPENBLAS_NUM_THREADS=1 before numpy loads (its idle BLAS workers
+    spin on a core the run needs); a value in the environment is kept."""
+    import os
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if given is not None:
+        env["OPENBLAS_NUM_THREADS"] = given
+    code = ("import os, sys\nsys.argv = ['ethlink', '--version']\nimport ethlink.__main__ as m\n"
+            "try:\n    m.main()\nexcept SystemExit:\n    pass\n"
+            "print(os.environ['OPENBLAS_NUM_THREADS'], 'numpy' in sys.modules)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split()[-2:] == [want, "True"]
