@@ -30,11 +30,9 @@ left as trace.arrow.partial, which read_trace reads.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -92,6 +90,9 @@ def _stdout_print(renderable) -> None:
 
 def write_json_atomic(path: Path, obj) -> None:
     """Write JSON to a temporary file beside `path`, then rename: readers never see half a file."""
+    import json                             # with tempfile: loaded by a run's preload thread
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -487,6 +488,8 @@ def pcap_cmd(trace_file, out, port, node, port_index, event, flows, limit):
 def show_cmd(trace_file, row, nodes, ports, events, flows, pkts, limit, brief):
     """Print trace rows with their frames decoded by scapy: without filters the first
     frames (operation rows skipped), reading only the start of the trace."""
+    import json
+
     import numpy as np
     import pyarrow as pa
 
@@ -725,9 +728,13 @@ class _Phases:
 
 
 def _import_table_writer(go: threading.Event) -> None:
-    # What writing the results imports, once `go` is set: pyarrow for the tables. (Not
-    # numpy.ma: the summary's percentiles no longer call np.percentile, which imported it.)
+    # What writing the results imports, once `go` is set: pyarrow for the tables, json
+    # and tempfile for summary.json. (Not numpy.ma: the summary's percentiles no longer
+    # call np.percentile, which imported it.)
     go.wait()
+    import json  # noqa: F401
+    import tempfile  # noqa: F401
+
     import pyarrow.parquet  # noqa: F401
 
 

@@ -207,3 +207,16 @@ def test_command_keeps_openblas_to_one_thread_unless_told(given, want):
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert p.returncode == 0, p.stderr
     assert p.stdout.split()[-2:] == [want, "True"]
+
+
+def test_command_line_imports_leave_the_writers_to_the_run():
+    """Importing ethlink.cli (what every command does before it parses its arguments)
+    loads neither pyarrow nor what writing summary.json takes (json, tempfile, loaded
+    by a run's preload thread while the engine runs) nor importlib.resources (built-in
+    scenario names only) nor rich."""
+    code = ("import sys, ethlink.cli\n"
+            "print(' '.join(m for m in ('pyarrow', 'json', 'tempfile', 'importlib.resources', 'rich', 'numpy.ma')"
+            " if m in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == []
