@@ -2,9 +2,9 @@
 Parquet beside summary.json (`flows.parquet`, `qps.parquet`, `ports.parquet`).
 
 A column is given as a numpy array (one value per row; a float NaN, or a negative value
-in a column named in `nulls`, becomes null) or as a Python list of scalars, None, or
-lists (a list of lists becomes an Arrow list column, e.g. a per-priority counter or a
-DCQCN rate series). Rows given as dicts (Result._ports, Result._qps) become columns
+in a column named in `nulls`, becomes null; a 2-D array is a list column, a row per row)
+or as a Python list of scalars, None, or lists (a list of lists becomes an Arrow list column, e.g. a per-priority counter or a
+DCQCN rate series). Rows given as dicts (Result._qps) become columns
 whatever keys they carry: a key absent from a row is null there.
 
 NOTE: Arrow arrays are built from numpy buffers (`pa.Array.from_buffers`), never with
@@ -100,13 +100,23 @@ def list_array(values: list):
                                      [_validity(valid), pa.py_buffer(offsets)], children=[child])
 
 
+def fixed_lists(a: np.ndarray):
+    """A 2-D numpy array (int or float) as a list column, row i the list a[i]: the same
+    Arrow array as list_array of its rows as Python lists, without them."""
+    pa = _pa()
+    n, width = a.shape
+    offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
+    child = numpy_array(np.ascontiguousarray(a).reshape(-1))
+    return pa.ListArray.from_buffers(pa.list_(child.type), n, [None, pa.py_buffer(offsets)], children=[child])
+
+
 def column(values):
     """One column from a numpy array or a Python list (see module doc); an Arrow array
     is taken as it is."""
     if hasattr(values, "type") and hasattr(values, "buffers"):
         return values
     if isinstance(values, np.ndarray):
-        return numpy_array(values)
+        return fixed_lists(values) if values.ndim == 2 else numpy_array(values)
     values = list(values)
     # NOTE: the column's kind is read from the set of its values' types, not by testing
     # every value (a run's ports table has about 20 000 values in its per-priority
