@@ -224,9 +224,10 @@ def test_command_line_imports_leave_the_writers_to_the_run():
     """Importing ethlink.cli (what every command does before it parses its arguments)
     loads neither pyarrow nor what writing summary.json takes (json, tempfile, loaded
     by a run's preload thread while the engine runs) nor importlib.resources (built-in
-    scenario names only) nor rich."""
+    scenario names only) nor rich, nor difflib (a scenario error's "did you mean")."""
     code = ("import sys, ethlink.cli\n"
-            "print(' '.join(m for m in ('pyarrow', 'json', 'tempfile', 'importlib.resources', 'rich', 'numpy.ma')"
+            "print(' '.join(m for m in ('pyarrow', 'json', 'tempfile', 'importlib.resources', 'rich', 'numpy.ma',"
+            " 'difflib')"
             " if m in sys.modules))")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
