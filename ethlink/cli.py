@@ -30,11 +30,9 @@ left as trace.arrow.partial, which read_trace reads.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -92,6 +90,9 @@ def _stdout_print(renderable) -> None:
 
 def write_json_atomic(path: Path, obj) -> None:
     """Write JSON to a temporary file beside `path`, then rename: readers never see half a file."""
+    import json                             # with tempfile: loaded by a run's preload thread
+    import tempfile
+
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -487,6 +488,8 @@ def pcap_cmd(trace_file, out, port, node, port_index, event, flows, limit):
 def show_cmd(trace_file, row, nodes, ports, events, flows, pkts, limit, brief):
     """Print trace rows with their frames decoded by scapy: without filters the first
     frames (operation rows skipped), reading only the start of the trace."""
+    import json
+
     import numpy as np
     import pyarrow as pa
 
@@ -724,10 +727,14 @@ class _Phases:
             self.bar.stop()
 
 
-def _import_table_writer() -> None:
-    # What writing the results imports: pyarrow for the tables, and numpy.ma, which
-    # numpy (2.x) imports on the first np.unique (the summary's percentiles call it).
-    import numpy.ma  # noqa: F401
+def _import_table_writer(go: threading.Event) -> None:
+    # What writing the results imports, once `go` is set: pyarrow for the tables, json
+    # and tempfile for summary.json. (Not numpy.ma: the summary's percentiles no longer
+    # call np.percentile, which imported it.)
+    go.wait()
+    import json  # noqa: F401
+    import tempfile  # noqa: F401
+
     import pyarrow.parquet  # noqa: F401
 
 
@@ -754,11 +761,16 @@ def _run_to_outdir(sim, outdir: Path, until_ps, writer, phases: _Phases) -> None
         writer.write(recs)
         stop.check()
 
-    # NOTE: what writing the results imports (about 90 ms) loads on a second thread while
-    # the engine runs without the GIL.
-    preload = threading.Thread(target=_import_table_writer, name="ethlink-preload", daemon=True)
+    # NOTE: what writing the results imports (pyarrow, about 35 ms) loads on a second
+    # thread while the engine runs without the GIL. The thread waits for `go`, set just
+    # before the engine starts: started free, it took the GIL into pyarrow's import (one C
+    # call, loading its libraries, holds it for milliseconds) and the engine's start
+    # waited up to 20 ms for it.
+    go = threading.Event()
+    preload = threading.Thread(target=_import_table_writer, args=(go,), name="ethlink-preload", daemon=True)
     preload.start()
     try:
+        go.set()
         with stop:
             result = sim.run(until_ps, progress=progress, trace_sink=sink if writer else None)
     except KeyboardInterrupt:
@@ -801,6 +813,7 @@ def _run_to_outdir(sim, outdir: Path, until_ps, writer, phases: _Phases) -> None
     if interrupted:
         console.print(f"[yellow]{stop.reason}: summary.json and the tables hold the results so far[/]")
         sys.exit(stop.exit_code)
+    _mark_outputs_closed()
 
 
 @main.command("replay")
@@ -1011,6 +1024,40 @@ def _print_sweep(table, keys, metrics, scenario) -> None:
     _stdout_print(t)
     if hidden:
         _stdout_print(f"0 or empty at every point (in sweep.csv, not shown): {', '.join(hidden)}")
+
+
+# Set by _run_to_outdir once every output of a run is written and closed: `entry` may then
+# end the process without the interpreter's teardown.
+_outputs_closed = False
+
+
+def _mark_outputs_closed() -> None:
+    global _outputs_closed
+    _outputs_closed = True
+
+
+def entry() -> None:
+    """The `ethlink` command (called by ethlink/__main__.py, the console script's
+    target): `main`, then, after a `run` or `replay` that wrote and closed all its
+    outputs and exits 0, the process ends at once (stdout and stderr flushed). Any other
+    command, status or failure exits as Python does.
+
+    NOTE: Python's teardown after a run frees every object of numpy, pyarrow and the
+    run's results one by one and runs pyarrow's exit handlers: about 27 ms of the 127:1
+    incast's 0.22 s whole process (benchmarks/README.md, start-up session 5), for
+    nothing a finished run needs. `python -m ethlink.cli` and in-process callers of
+    `main` (tests, CliRunner) keep the ordinary exit."""
+    try:
+        main()
+    except SystemExit as exc:
+        if not _outputs_closed or exc.code not in (None, 0):
+            raise
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            raise exc from None             # Python's own exit reports the failed flush
+        os._exit(0)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import codecs
 import copy
-import difflib
 import math
 import os
 import tomllib
@@ -558,6 +557,8 @@ class _Section:
     def done(self):
         unknown = [k for k in self.data if k not in self.used]
         if unknown:
+            import difflib                  # only for this message: not at every start (0.8 ms)
+
             k = str(unknown[0])
             close = difflib.get_close_matches(k, sorted(self.used), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(sorted(self.used))}"

@@ -2,9 +2,9 @@
 Parquet beside summary.json (`flows.parquet`, `qps.parquet`, `ports.parquet`).
 
 A column is given as a numpy array (one value per row; a float NaN, or a negative value
-in a column named in `nulls`, becomes null) or as a Python list of scalars, None, or
-lists (a list of lists becomes an Arrow list column, e.g. a per-priority counter or a
-DCQCN rate series). Rows given as dicts (Result._ports, Result._qps) become columns
+in a column named in `nulls`, becomes null; a 2-D array is a list column, a row per row)
+or as a Python list of scalars, None, or lists (a list of lists becomes an Arrow list column, e.g. a per-priority counter or a
+DCQCN rate series). Rows given as dicts (Result._qps) become columns
 whatever keys they carry: a key absent from a row is null there.
 
 NOTE: Arrow arrays are built from numpy buffers (`pa.Array.from_buffers`), never with
@@ -100,24 +100,47 @@ def list_array(values: list):
                                      [_validity(valid), pa.py_buffer(offsets)], children=[child])
 
 
+def fixed_lists(a: np.ndarray):
+    """A 2-D numpy array (int or float) as a list column, row i the list a[i]: the same
+    Arrow array as list_array of its rows as Python lists, without them."""
+    pa = _pa()
+    n, width = a.shape
+    offsets = np.arange(0, (n + 1) * width, width, dtype=np.int32)
+    child = numpy_array(np.ascontiguousarray(a).reshape(-1))
+    return pa.ListArray.from_buffers(pa.list_(child.type), n, [None, pa.py_buffer(offsets)], children=[child])
+
+
 def column(values):
     """One column from a numpy array or a Python list (see module doc); an Arrow array
     is taken as it is."""
     if hasattr(values, "type") and hasattr(values, "buffers"):
         return values
     if isinstance(values, np.ndarray):
-        return numpy_array(values)
+        return fixed_lists(values) if values.ndim == 2 else numpy_array(values)
     values = list(values)
-    present = [v for v in values if v is not None]
-    valid = np.array([v is not None for v in values], dtype=bool)
-    if any(isinstance(v, (list, tuple, np.ndarray)) for v in present):
+    # NOTE: the column's kind is read from the set of its values' types, not by testing
+    # every value (a run's ports table has about 20 000 values in its per-priority
+    # lists: four passes of isinstance were 15 ms of the 127:1 incast's write).
+    types = set(map(type, values))
+    nulls = type(None) in types
+    types.discard(type(None))
+    valid = np.array([v is not None for v in values], dtype=bool) if nulls else None
+
+    def some(kinds) -> bool:
+        return any(issubclass(t, kinds) for t in types)
+
+    if some((list, tuple, np.ndarray)):
         return list_array([None if v is None else list(v) for v in values])
-    if any(isinstance(v, str) for v in present):
+    if some(str):
         return _dictionary(values)
-    if present and all(isinstance(v, (bool, np.bool_)) for v in present):
+    if types and all(issubclass(t, (bool, np.bool_)) for t in types):
         return numpy_array(np.array([bool(v) if v is not None else False for v in values]), valid)
-    if any(isinstance(v, (float, np.floating)) for v in present):
+    if some((float, np.floating)):
         return numpy_array(np.array([float(v) if v is not None else np.nan for v in values]), valid)
+    if types <= {int}:
+        # Python ints only: numpy converts them as int(v) would, overflow raised alike
+        return numpy_array(np.array([0 if v is None else v for v in values] if nulls else values,
+                                    dtype=np.int64), valid)
     return numpy_array(np.array([int(v) if v is not None else 0 for v in values], dtype=np.int64), valid)
 
 
