@@ -136,7 +136,7 @@ static inline int evq_push(EvQueue* q, const Event* ev)
     if (b <= q->bucket) {
         if (evq_cur_push(q, ev))
             return -1;
-    } else if (b < q->bucket + q->nslots) {
+    } else if (b - q->bucket < q->nslots) {     /* (no overflow near INT64_MAX) */
         if (q->node_free >= 0) {
             ni = q->node_free;
             q->node_free = q->nodes[ni].next;
