@@ -601,6 +601,7 @@ cdef struct Sim:
     int64_t ecn_marked
     # PFC (IEEE 802.1Qbb), fabric-wide settings
     int32_t lossless_mask       # bit p set: priority p is lossless (PFC), else lossy
+    int32_t llr_any             # 1: some port runs link-level retry (llr.pxd)
     double pfc_alpha            # dynamic XOFF = pfc_alpha x free buffer (when Queue.xoff == 0)
     int32_t pfc_quanta          # pause time sent in XOFF, in quanta of 512 bit times
     int32_t wd_action           # 0 off, 1 drop, 2 ignore pauses

@@ -840,6 +840,7 @@ cdef class Engine:
         s.dep_list = <int32_t*>cnp.PyArray_DATA(self._dep_list)
         s.seed = seed
         s.lossless_mask = lossless_mask
+        s.llr_any = int(len(self.ports) > 0 and bool(self.ports["llr"].any()))
         s.pfc_quanta = pfc_quanta
         s.pfc_response_ps = pfc_response_ps
         s.pfc_alpha = pfc_alpha

@@ -86,11 +86,17 @@ cdef inline int32_t replay_pop(Sim* s, Port* pt) noexcept nogil:
 cdef inline bint llr_accept(Sim* s, int32_t rx_port, int32_t pi) noexcept nogil:
     # FCS and sequence check of a data frame arriving on rx_port. False: the frame is gone
     # (returned to the sender for replay, or dropped by the caller when LLR is off).
-    cdef Port* rx = &s.ports[rx_port]
-    cdef Port* tx = &s.ports[rx.peer]
+    cdef Port* rx
+    cdef Port* tx
     cdef Packet* pk = &s.pkts[pi]
     cdef int64_t t_nack
     cdef bint corrupt = (pk.flags & PF_CORRUPT) != 0
+    if not corrupt and not s.llr_any:
+        # NOTE: most fabrics have no LLR and no bit errors: the receiving port's and its
+        # sender's records are not read (the sender's LLR flag was a cache miss per hop)
+        return 1
+    rx = &s.ports[rx_port]
+    tx = &s.ports[rx.peer]
     pk.flags &= ~PF_CORRUPT
     if corrupt:
         rx.fcs_errors += 1
