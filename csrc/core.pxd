@@ -181,7 +181,6 @@ cdef extern from "evq.h" nogil:
         int64_t cap_hwm         # most events pending at once
         int64_t cur_cap
         int64_t far_cap
-        int64_t node_cap
         int shift
         int64_t nslots
     int evq_init(EvQueue* q, int shift, int64_t nslots)
@@ -265,12 +264,12 @@ cdef struct Port:               # 256 B, 64-byte aligned (engine.pyx)
     int64_t tx_bytes            # frame bytes sent (FCS included, preamble/IFG excluded)
     int64_t busy_ps             # ps the wire was occupied (frames + preamble + IFG)
     # --- second cache line
-    # Arrivals at this port (link_push): only the earliest is an event in the heap; the
-    # later ones wait in a FIFO through Packet.rx_next, data frames and link-local control
+    # Arrivals at this port (link_push): only the earliest is a queued event; the later
+    # ones wait in a FIFO through Packet.rx_next, data frames and link-local control
     # frames apart
-    int32_t rx_head             # data FIFO (arrivals after the one in the heap), -1 empty
+    int32_t rx_head             # data FIFO (arrivals after the one queued), -1 empty
     int32_t rx_tail
-    int32_t rx_busy             # 1 while a data arrival of this port is in the heap
+    int32_t rx_busy             # 1 while a data arrival of this port is a queued event
     int32_t llr                 # 1: link-level retry on the link from this port
     int64_t tx_frames
     int64_t rx_bytes
@@ -439,7 +438,7 @@ cdef struct Qp:                 # a queue-pair endpoint; raw flows get a send-on
     int32_t rsp_nxt             # next response PSN
     int32_t rsp_end             # PSN after the last response
     int32_t rsp_max             # highest response PSN sent + 1 (below: a retransmission)
-    int32_t rto_pending         # 1 while a QT_RTO event of generation rto_gen is in the heap
+    int32_t rto_pending         # 1 while a QT_RTO event of generation rto_gen is queued
     int32_t retries             # consecutive timeouts without progress
     # DCQCN reaction point (Zhu et al. 2015, section 3.2)
     int64_t line_bps            # rate of its NIC port
@@ -796,11 +795,10 @@ cdef inline int schedule_seq(Sim* s, int64_t time, int64_t seq, int32_t kind, in
 # Link arrival FIFOs. A link delivers frames in the order it sent them, at increasing
 # times (data frames: last bit or cut-through header plus the receiver's latency; control
 # frames: last bit plus the PFC response time, a FIFO of their own), so only the earliest
-# arrival of each port needs to be in the heap; the rest wait in order with the sequence
-# number they got when sent. The events pop in exactly the (time, seq) order a heap
-# holding all of them would give.
-# NOTE: the heap then holds busy links and timers, not every frame in flight: smaller, so
-# its sift stays in cache on large fabrics.
+# arrival of each port needs to be a queued event; the rest wait in order with the
+# sequence number they got when sent. The events pop in exactly the (time, seq) order a
+# queue holding all of them would give.
+# NOTE: the event queue then holds busy links and timers, not every frame in flight.
 cdef inline int link_push(Sim* s, int32_t port, int64_t time, int32_t pi, bint ctrl) noexcept nogil:
     cdef Port* pt = &s.ports[port]
     cdef Packet* pk = &s.pkts[pi]
@@ -833,7 +831,7 @@ cdef inline int link_push(Sim* s, int32_t port, int64_t time, int32_t pi, bint c
 
 
 cdef inline void link_pop(Sim* s, int32_t port, bint ctrl) noexcept nogil:
-    # The port's earliest arrival left the heap: put the next one of its FIFO there.
+    # The port's earliest arrival left the event queue: put the next one of its FIFO there.
     cdef Port* pt = &s.ports[port]
     cdef int32_t n = pt.crx_head if ctrl else pt.rx_head
     cdef Packet* pk

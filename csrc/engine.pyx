@@ -389,7 +389,7 @@ cdef inline void flow_start(Sim* s, int32_t f) noexcept nogil:
 
 cdef inline void schedule_next_flow(Sim* s) noexcept nogil:
     # Flows without dependencies start in start-time order, one event at a time (a million
-    # flows never sit in the heap at once); arg 1 marks this chain.
+    # flows never sit in the event queue at once); arg 1 marks this chain.
     cdef int32_t f
     if s.next_flow_start < s.n_ordered:
         f = s.flow_order[s.next_flow_start]

@@ -188,9 +188,8 @@ static inline int64_t evq_next_wheel_bucket(const EvQueue* q)
     return INT64_MAX;   /* not reached while wheel_n > 0 */
 }
 
-/* Sort a[0..n) into (time, seq) order: a natural merge sort (tmp holds n events).
- * NOTE: a bucket's events come in a few ascending runs (the order they were added in,
- * reversed below), so a pass or two of merges sorts them. */
+/* Sort a[0..n) into (time, seq) order: a natural merge sort (tmp holds n events), for
+ * the rare bucket whose packed keys do not fit in 64 bits (evq_sort_run). */
 static inline void ev_sort(Event* a, Event* tmp, int64_t n)
 {
     Event *src = a, *dst = tmp, *t;
@@ -340,7 +339,7 @@ static inline int evq_run_add(EvQueue* q, const Event* ev)
  * -1 (no memory), 1 otherwise. */
 static inline int evq_advance(EvQueue* q)
 {
-    int64_t nb = INT64_MAX, fb, slot, i, j;
+    int64_t nb = INT64_MAX, fb, slot;
     int32_t ni, nx;
     Event ev;
     if (q->n == 0)
@@ -369,11 +368,6 @@ static inline int evq_advance(EvQueue* q)
         }
         q->head[slot] = -1;
         q->bits[slot >> 6] &= ~((uint64_t)1 << (slot & 63));
-        for (i = 0, j = q->run_n - 1; i < j; i++, j--) {    /* the order they were added */
-            ev = q->run[i];
-            q->run[i] = q->run[j];
-            q->run[j] = ev;
-        }
     }
     while (q->far_n > 0 && (q->far[0].time >> q->shift) == nb) {
         ev = q->far[0];

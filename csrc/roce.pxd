@@ -161,7 +161,7 @@ cdef inline void rto_arm(Sim* s, int32_t qi) noexcept nogil:
     # (Re)start the retransmission timer: it expires rto_ps from now.
     # NOTE: lazy timer. Progress only moves the deadline; the one pending event, when it
     # fires early, moves itself to the deadline. Re-scheduling on every ACK would leave a
-    # stale event in the heap per ACK for a whole timeout (seconds with real NIC timers).
+    # stale event in the event queue per ACK for a whole timeout (seconds with real NIC timers).
     cdef Qp* q = &s.qps[qi]
     if q.rto_ps == 0:
         return                              # IBA local ACK timeout 0: infinite
