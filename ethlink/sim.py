@@ -203,7 +203,8 @@ def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None]
     ls_ops, ls_gpus = loadstore.build_ops(sc, fabric.n_hosts, cols.get("ls"))
     step("ideal FCTs")
     ideal = ideal_fct_ps(flows, sc, nodes, pt, host_node, routes, transport)
-    rtt = hpcc_base_rtt_ps(flows, sc, nodes, pt, host_node, routes) if sc.hpcc.enabled and not sc.hpcc.base_rtt_ps else 0
+    rtt = hpcc_base_rtt_ps(flows, sc, nodes, pt, host_node, routes, transport) \
+        if sc.hpcc.enabled and not sc.hpcc.base_rtt_ps else 0
     return Compiled(fabric, pt, nodes, ports, queues, flows, qps, host_node, routes, ideal,
                     (dep_off.astype(np.int32), by_parent.astype(np.int32)), ls_ops, ls_gpus, warnings, rtt)
 
@@ -633,14 +634,14 @@ def _int_max_bytes(sc: Scenario) -> int:
     return INT_BASE_BYTES + INT_HOP_BYTES * INT_MAX_HOPS if sc.hpcc.enabled else 0
 
 
-def hpcc_base_rtt_ps(flows, sc, nodes, pt, host_node, routes) -> int:
+def hpcc_base_rtt_ps(flows, sc, nodes, pt, host_node, routes, transport) -> int:
     """HPCC's base RTT T (hpcc.base_rtt 0): the longest, over the RoCE messages' first-choice
     paths, of a full data frame's way into an empty fabric (RETH, INT header and one record
     per switch included) plus its ACK's way back (echoing the records), each hop's
     serialization, propagation and the receiving node's latency (_pipeline). HPCC's ns-3
     model computes its base RTT from the path the same way (propagation and transmission
     of a data packet and its ACK)."""
-    roce = np.nonzero(flows["verb"] != V_RAW)[0]
+    roce = np.nonzero(np.asarray(transport) == 1)[0]     # RoCE messages, not UET's
     if not len(roce):
         return HPCC_NO_ROCE_RTT_PS
     pairs = np.unique(np.stack([flows["src"][roce], flows["dst"][roce]], axis=1).astype(np.int64), axis=0)

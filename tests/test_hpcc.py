@@ -388,3 +388,18 @@ def test_the_window_bounds_bytes_in_flight():
     assert in_flight.max() == 2
     # window-bound: one 2-frame window per round trip (> 4 us of fibre), far from line rate
     assert res.flows["complete_ps"][0] > 64 / 2 * 4 * US
+
+
+def test_base_rtt_comes_from_roce_paths_only():
+    """HPCC paces RoCE data only: T is the longest RoCE message's round trip, so a UET
+    message on a longer path (across the spine) must not lengthen it."""
+    base = {"topology": {"kind": "leaf-spine", "leaves": 2, "hosts_per_leaf": 2, "rate": "100G",
+                         "delay": "100ns", "fabric_delay": "1us"},
+            "hpcc": {"enabled": True}}
+    roce = {"src": "h0", "dst": "h1", "size": "64KiB", "transport": "roce", "verb": "write"}   # same leaf
+    uet = {"src": "h0", "dst": "h3", "size": "64KiB", "transport": "uet"}     # across the spine
+    alone = Simulation(Scenario.from_dict({**base, "flow": [roce]})).compiled.hpcc_base_rtt_ps
+    mixed = Simulation(Scenario.from_dict({**base, "flow": [roce, uet]})).compiled.hpcc_base_rtt_ps
+    across = Simulation(Scenario.from_dict({**base, "flow": [{**uet, "transport": "roce", "verb": "write"}]})
+                        ).compiled.hpcc_base_rtt_ps
+    assert mixed == alone < across
