@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from . import _engine
-from .scenario import (UET_DATA_HEADER_BYTES, Scenario, ScenarioError, _transports, max_frame_bytes,
+from .scenario import (TRANSPORTS, UET_DATA_HEADER_BYTES, Scenario, ScenarioError, _transports, max_frame_bytes,
                        rto_cap_ps, rto_initial_ps, spine_count)
 from .topology import (HOST, SWITCH, Fabric, PortTable, Routes, clockwise_routes, fat_tree, leaf_spine,
                        multiplane_star, ring, route, star)
@@ -185,7 +185,7 @@ def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None]
     flows = np.zeros(len(cols["src"]), dtype=_engine.FLOW_DTYPE)
     for c in ("src", "dst", "size", "start_ps", "prio", "verb"):
         flows[c] = cols[c]
-    transport = cols["transport"] if "transport" in cols else np.where(cols["verb"] == V_RAW, 0, 1)
+    transport = cols["transport"]
     flows["mtu"] = sc.host.mtu
     flows["first_tx_ps"] = -1
     flows["finish_ps"] = -1
@@ -315,16 +315,14 @@ def cbfc_credits(sc, pt, nodes, max_frame):
     return -(-room // cell)
 
 
-def build_qps(flows, sc, pt, host_node, nodes, qp_key=None, transport=None) -> np.ndarray:
+def build_qps(flows, sc, pt, host_node, nodes, qp_key, transport) -> np.ndarray:
     """QP endpoints: a send-only one per raw message, a requester/responder pair per RoCE
     or UET queue pair. Messages with the same (src, dst, transport, qp_key >= 0) share a
     QP, in posting order; the others get one each. flows["qp"] is the requester endpoint.
-    `transport` per message: 0 raw, 1 RoCE, 2 UET (default: raw for verb raw, else RoCE).
+    `transport` per message: 0 raw, 1 RoCE, 2 UET (workloads' "transport" column).
     A UET endpoint owns one per-PSN slot (csrc/uet.pxd) per packet of its messages."""
     n = len(flows)
     roce_msg = flows["verb"] != V_RAW
-    if transport is None:
-        transport = roce_msg.astype(np.int32)
     transport = np.asarray(transport, dtype=np.int32)
     if qp_key is None:
         qp_key = np.full(n, -1, dtype=np.int64)
@@ -527,7 +525,7 @@ def frame_sizes(verb: int, size: int, mtu: int) -> np.ndarray:
 
 
 READ_REQUEST_BYTES = ROCE_BASE_BYTES + RETH
-TRANSPORT_UET = 2                       # build_qps transport codes: 0 raw, 1 RoCE, 2 UET
+TRANSPORT_UET = TRANSPORTS.index("uet")     # build_qps transport codes: TRANSPORTS' order
 
 
 def uet_frame_sizes(size: int, mtu: int) -> np.ndarray:
@@ -570,7 +568,7 @@ def _hop_types(nodes, pt) -> tuple[int, np.ndarray, list[tuple[int, ...]]]:
     return len(types), port_type.reshape(-1), list(map(tuple, params.tolist()))     # Python ints
 
 
-def ideal_fct_ps(flows, sc, nodes, pt, host_node, routes, transport=None) -> np.ndarray:
+def ideal_fct_ps(flows, sc, nodes, pt, host_node, routes, transport) -> np.ndarray:
     """Ideal completion per message (see module doc). A READ's data flows back from the
     responder: its ideal is the request's one-way time plus the responses' pipeline.
     `transport` (per message: 0 raw, 1 RoCE, 2 UET; default from the verb) picks the
@@ -594,8 +592,6 @@ def ideal_fct_ps(flows, sc, nodes, pt, host_node, routes, transport=None) -> np.
     sender = np.where(is_read, dst, src)
     receiver = np.where(is_read, src, dst)
     lanes = np.ones(n, dtype=np.int64)
-    if transport is None:
-        transport = np.where(flows["verb"] == V_RAW, 0, 1)
     transport = np.asarray(transport, dtype=np.int64)
     host_spray = nodes["ecmp"][host_node[sender]] == ECMP["spray"]
     spr = np.nonzero(host_spray | ((transport == TRANSPORT_UET) & sc.uet.spray))[0]
@@ -629,11 +625,6 @@ INT_BASE_BYTES, INT_HOP_BYTES, INT_MAX_HOPS = 4, 16, 5    # csrc/hpcc.pxd, core.
 HPCC_NO_ROCE_RTT_PS = 1_000_000         # T when no RoCE message runs (HPCC then has nothing to pace)
 
 
-def _int_max_bytes(sc: Scenario) -> int:
-    """Bytes HPCC's INT adds to a data frame at most (header and INT_MAX_HOPS records)."""
-    return INT_BASE_BYTES + INT_HOP_BYTES * INT_MAX_HOPS if sc.hpcc.enabled else 0
-
-
 def hpcc_base_rtt_ps(flows, sc, nodes, pt, host_node, routes, transport) -> int:
     """HPCC's base RTT T (hpcc.base_rtt 0): the longest, over the RoCE messages' first-choice
     paths, of a full data frame's way into an empty fabric (RETH, INT header and one record
@@ -641,7 +632,7 @@ def hpcc_base_rtt_ps(flows, sc, nodes, pt, host_node, routes, transport) -> int:
     serialization, propagation and the receiving node's latency (_pipeline). HPCC's ns-3
     model computes its base RTT from the path the same way (propagation and transmission
     of a data packet and its ACK)."""
-    roce = np.nonzero(np.asarray(transport) == 1)[0]     # RoCE messages, not UET's
+    roce = np.nonzero(np.asarray(transport) == TRANSPORTS.index("roce"))[0]   # not UET's
     if not len(roce):
         return HPCC_NO_ROCE_RTT_PS
     pairs = np.unique(np.stack([flows["src"][roce], flows["dst"][roce]], axis=1).astype(np.int64), axis=0)
@@ -942,7 +933,7 @@ class Result:
                 "spurious_retransmissions": int(q["spurious"][q["peer"][i]]) if q["peer"][i] >= 0 else 0,
                 "naks_received": int(q["naks_rx"][i]), "cnps_received": int(q["cnps_rx"][i]),
                 "cnps_sent": int(q["cnps_tx"][i]),
-                "transport": ("raw", "roce", "uet")[int(q["transport"][i])],
+                "transport": TRANSPORTS[int(q["transport"][i])],
                 "uet_nacks_received": int(q["uet_nacks_rx"][i]), "uet_sacks_received": int(q["uet_sacks_rx"][i]),
                 # NSCC window (UET senders with uet.nscc; 0 otherwise)
                 "nscc_cwnd_bytes": int(q["uet_cwnd"][i]) if q["nscc_maxwnd"][i] else 0,

@@ -16,10 +16,10 @@ import numpy as np
 
 from .scenario import INT64_MAX, MAX_SIZE_BYTES, MAX_TIME_PS, FlowSpec, Scenario, ScenarioError, n_hosts
 
-from .scenario import LS_KINDS, VERBS
+from .scenario import LS_KINDS, TRANSPORTS, VERBS
 
 COLUMNS = ("src", "dst", "size", "start_ps", "prio", "verb", "transport")
-TRANSPORT_CODES = {"raw": 0, "roce": 1, "uet": 2}     # engine Transport (csrc/core.pxd)
+TRANSPORT_CODES = {t: i for i, t in enumerate(TRANSPORTS)}   # engine Transport (csrc/core.pxd)
 
 
 def _cols(src, dst, size, start, prio, verb=0, transport=None):
