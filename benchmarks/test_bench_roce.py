@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from ethlink import scenarios
 from ethlink.sim import Simulation
-from timing import time_loop
+from timing import time_alternating, time_engine
 
 ROUNDS = 30
 REQUIRED_RATIO = 0.5        # PFC+DCQCN events/s >= raw events/s / 2 (issue 3, Speed)
@@ -26,33 +26,17 @@ REQUIRED_RATIO = 0.5        # PFC+DCQCN events/s >= raw events/s / 2 (issue 3, S
 
 def test_incast_pfc_dcqcn_vs_raw(benchmark):
     dcqcn, raw = scenarios.load("incast-dcqcn"), scenarios.load("incast-raw")
-    last = {}
-
-    def setup():
-        last["sim"] = Simulation(dcqcn)
-        return (last["sim"],), {}
-
-    benchmark.pedantic(lambda sim: sim.engine.run(), setup=setup, rounds=ROUNDS, iterations=1, warmup_rounds=2)
-    c = last["sim"].engine.counters()
+    res, best = time_engine(benchmark, lambda: Simulation(dcqcn), ROUNDS, 2)
+    c = res.counters
     assert c["flows_done"] == 64 and c["packets_dropped"] == 0 and c["cnps"] > 0
 
     # --benchmark-disable (smoke test): one untimed pass, one round of the comparison
-    timed = not benchmark.disabled
-    best = {"dcqcn": float("inf"), "raw": float("inf")}
-    counters = {}
-    for _ in range(ROUNDS if timed else 1):
-        for name, sc in (("raw", raw), ("dcqcn", dcqcn)):
-            wall, counters[name] = time_loop(sc)
-            best[name] = min(best[name], wall)
-    info = {}
-    for name in ("dcqcn", "raw"):
-        ev, hops = counters[name]["events"], counters[name]["packet_hops"]
-        info.update({f"{name}_events": ev, f"{name}_events_per_s": ev / best[name],
-                     f"{name}_packet_hops_per_s": hops / best[name], f"{name}_best_s": best[name]})
+    timed = best is not None
+    counters, info = time_alternating((("raw", raw), ("dcqcn", dcqcn)), ROUNDS if timed else 1)
     info["events_per_s_ratio"] = info["dcqcn_events_per_s"] / info["raw_events_per_s"]
     if not timed:
         return
-    info["events_per_s"] = counters["dcqcn"]["events"] / benchmark.stats.stats.min
+    info["events_per_s"] = counters["dcqcn"]["events"] / best
     benchmark.extra_info.update(info)
     assert info["events_per_s_ratio"] >= REQUIRED_RATIO, (
         f"PFC+DCQCN incast runs {info['dcqcn_events_per_s']:.3g} events/s, raw incast "

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ethlink import scenarios
 from ethlink.sim import Simulation
-from timing import time_loop
+from timing import time_alternating, time_engine
 
 ROUNDS = 20
 
@@ -23,30 +23,14 @@ def test_uet_permutation_and_trim(benchmark):
     uet = scenarios.load("permutation-uet")
     roce = scenarios.load("permutation-uet", ["workload.0.transport=roce"])
     trim = scenarios.load("incast-trim")
-    last = {}
-
-    def setup():
-        last["sim"] = Simulation(uet)
-        return (last["sim"],), {}
-
-    benchmark.pedantic(lambda sim: sim.engine.run(), setup=setup, rounds=ROUNDS, iterations=1, warmup_rounds=2)
-    c = last["sim"].engine.counters()
+    res, best = time_engine(benchmark, lambda: Simulation(uet), ROUNDS, 2)
+    c = res.counters
     assert c["flows_done"] == 32 and c["uet_acks"] > 0
 
-    timed = not benchmark.disabled
-    best = {"uet": float("inf"), "roce": float("inf"), "trim": float("inf")}
-    counters = {}
-    for _ in range(ROUNDS if timed else 1):
-        for name, sc in (("roce", roce), ("uet", uet), ("trim", trim)):
-            wall, counters[name] = time_loop(sc)
-            best[name] = min(best[name], wall)
+    timed = best is not None
+    counters, info = time_alternating((("roce", roce), ("uet", uet), ("trim", trim)), ROUNDS if timed else 1)
     assert counters["trim"]["uet_trimmed"] > 0 and counters["trim"]["timeouts"] == 0
-    info = {}
-    for name in best:
-        ev, hops = counters[name]["events"], counters[name]["packet_hops"]
-        info.update({f"{name}_events": ev, f"{name}_events_per_s": ev / best[name],
-                     f"{name}_packet_hops_per_s": hops / best[name], f"{name}_best_s": best[name]})
     info["uet_vs_roce_events_per_s"] = info["uet_events_per_s"] / info["roce_events_per_s"]
     if timed:
-        info["events_per_s"] = counters["uet"]["events"] / benchmark.stats.stats.min
+        info["events_per_s"] = counters["uet"]["events"] / best
         benchmark.extra_info.update(info)

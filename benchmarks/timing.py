@@ -33,3 +33,21 @@ def time_loop(sc):
     wall = time.perf_counter() - t0
     assert stop == "empty"
     return wall, sim.engine.counters()
+
+
+def time_alternating(named, rounds):
+    """Scenarios (name, scenario) timed in turn, round after round (time_loop), so load
+    on the machine falls on all alike: (each name's engine counters, extra_info entries
+    <name>_events, _events_per_s, _packet_hops_per_s and _best_s from its fastest round)."""
+    best = {name: float("inf") for name, _ in named}
+    counters = {}
+    for _ in range(rounds):
+        for name, sc in named:
+            wall, counters[name] = time_loop(sc)
+            best[name] = min(best[name], wall)
+    info = {}
+    for name, _ in named:
+        ev, hops = counters[name]["events"], counters[name]["packet_hops"]
+        info.update({f"{name}_events": ev, f"{name}_events_per_s": ev / best[name],
+                     f"{name}_packet_hops_per_s": hops / best[name], f"{name}_best_s": best[name]})
+    return counters, info
