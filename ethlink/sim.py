@@ -612,12 +612,12 @@ def ideal_fct_ps(flows, sc, nodes, pt, host_node, routes, transport) -> np.ndarr
             back = _hops(rev, int(read_pos[i]), hop_params)
             out[j] = (_pipeline(np.array([READ_REQUEST_BYTES]), path)
                       + max(_pipeline(frames[k::ln], back) for k in range(min(ln, len(frames)))))
-        elif sc.hpcc.enabled and not uet and verb != V_RAW:
-            # HPCC: an INT header from the NIC, a 16 B record more after each switch
-            frames = frames + INT_BASE_BYTES
-            out[j] = max(_pipeline(frames[k::ln], path, INT_HOP_BYTES) for k in range(min(ln, len(frames))))
         else:
-            out[j] = max(_pipeline(frames[k::ln], path) for k in range(min(ln, len(frames))))
+            # HPCC: an INT header from the NIC, a 16 B record more after each switch
+            hp = sc.hpcc.enabled and not uet and verb != V_RAW
+            frames = frames + (INT_BASE_BYTES if hp else 0)
+            grow = INT_HOP_BYTES if hp else 0
+            out[j] = max(_pipeline(frames[k::ln], path, grow) for k in range(min(ln, len(frames))))
     return out[inverse]
 
 
