@@ -727,11 +727,10 @@ class _Phases:
             self.bar.stop()
 
 
-def _import_table_writer(go: threading.Event) -> None:
-    # What writing the results imports, once `go` is set: pyarrow for the tables, json
-    # and tempfile for summary.json. (Not numpy.ma: the summary's percentiles no longer
-    # call np.percentile, which imported it.)
-    go.wait()
+def _import_table_writer() -> None:
+    # What writing the results imports: pyarrow for the tables, json and tempfile for
+    # summary.json. (Not numpy.ma: the summary's percentiles no longer call
+    # np.percentile, which imported it.)
     import json  # noqa: F401
     import tempfile  # noqa: F401
 
@@ -762,15 +761,13 @@ def _run_to_outdir(sim, outdir: Path, until_ps, writer, phases: _Phases) -> None
         stop.check()
 
     # NOTE: what writing the results imports (pyarrow, about 35 ms) loads on a second
-    # thread while the engine runs without the GIL. The thread waits for `go`, set just
-    # before the engine starts: started free, it took the GIL into pyarrow's import (one C
-    # call, loading its libraries, holds it for milliseconds) and the engine's start
-    # waited up to 20 ms for it.
-    go = threading.Event()
-    preload = threading.Thread(target=_import_table_writer, args=(go,), name="ethlink-preload", daemon=True)
+    # thread while the engine runs without the GIL. It starts here, just before the
+    # engine, not earlier: started free, it took the GIL into pyarrow's import (one C
+    # call, loading its libraries, holds it for milliseconds) and the compile before the
+    # engine waited up to 20 ms for it.
+    preload = threading.Thread(target=_import_table_writer, name="ethlink-preload", daemon=True)
     preload.start()
     try:
-        go.set()
         with stop:
             result = sim.run(until_ps, progress=progress, trace_sink=sink if writer else None)
     except KeyboardInterrupt:
