@@ -63,6 +63,7 @@ import pyarrow as pa
 from .fileio import replacing
 from .scenario import LS_KINDS, VERBS, Scenario, ScenarioError, apply_override
 from .trace import TRACE_SCHEMA, TraceError, read_trace
+from .workloads import TRANSPORT_CODES, UET_OP
 
 if TYPE_CHECKING:
     from .sim import Simulation
@@ -75,7 +76,7 @@ WORKLOAD_VERSION = "1"
 REQUIRED = ("id", "time_ps", "src", "dst", "op", "bytes", "prio")
 OPTIONAL = ("qp", "dep")
 LOADSTORE_OPS = LS_KINDS + ("atomic",)        # "atomic" means fadd
-OPS = VERBS + ("uet_write",) + LS_KINDS
+OPS = VERBS + (UET_OP,) + LS_KINDS
 _UNITS = {"id": "op id", "time_ps": "ps", "src": "host index", "dst": "host index", "op": "VERBS",
           "bytes": "bytes", "prio": "802.1Q PCP", "qp": "queue-pair key, -1 own", "dep": "op id, -1 none"}
 _TYPES = {"id": pa.int64(), "time_ps": pa.int64(), "src": pa.int32(), "dst": pa.int32(), "op": pa.string(),
@@ -202,7 +203,7 @@ def _ops(col: pa.Array, where: str) -> pa.Array:
         raise ScenarioError(f"{where}: column op must be strings ({', '.join(VERBS)}), got {t}")
     vals = [None if x is None else x.strip().lower() for x in col.to_pylist()]
     for r, x in enumerate(vals):
-        if x in VERBS or x in LOADSTORE_OPS or x == "uet_write":
+        if x in VERBS or x in LOADSTORE_OPS or x == UET_OP:
             continue
         if x is None or x == "":
             raise ScenarioError(f"{where}: column op row {r} is empty; ops: {', '.join(OPS)}")
@@ -382,13 +383,13 @@ def fabric_scenario(data: dict, overrides: list[str] | tuple[str, ...] = ()) -> 
 def scenario_workload(sc: Scenario) -> pa.Table:
     """The scenario's own traffic as a workload table: one op per flow, in flow order
     (ids 0..n-1), posted at its start time, each on its own QP, without dependencies."""
-    from .workloads import UET_OP, expand
+    from .workloads import expand
 
     cols = expand(sc)
     n = len(cols["src"])
     return as_workload({
         "id": np.arange(n, dtype=np.int64), "time_ps": cols["start_ps"], "src": cols["src"],
-        "dst": cols["dst"], "op": np.where(cols["transport"] == 2, UET_OP,
+        "dst": cols["dst"], "op": np.where(cols["transport"] == TRANSPORT_CODES["uet"], UET_OP,
                                            np.asarray(VERBS, dtype=object)[cols["verb"]]).tolist() if n else
         pa.array([], type=pa.string()),
         "bytes": cols["size"], "prio": cols["prio"], "qp": np.full(n, -1, dtype=np.int64),
