@@ -39,6 +39,17 @@ def simulate(data: dict, until: int | None = None):
     return sim, sim.run(until)
 
 
+def run_traced(sc, path, level: str = "hop"):
+    """Run scenario `sc` with its trace at `level` written to `path`: (the trace table, its
+    TraceInfo, the Result)."""
+    from ethlink import trace as T
+    sim = Simulation(sc, trace=level)
+    with T.TraceWriter.for_simulation(sim, path) as w:
+        res = sim.run(trace_sink=w.write)
+    table = T.read_trace(path)
+    return table, T.TraceInfo.of(table), res
+
+
 def port_index(sim, a: str, b: str) -> int:
     """The port of node `a` whose link goes to node `b` (first one if several)."""
     pt, names = sim.compiled.port_table, sim.compiled.fabric.names

@@ -21,6 +21,8 @@ from ethlink import trace as T
 from ethlink.scenario import Scenario, ScenarioError
 from ethlink.sim import Simulation
 
+from conftest import run_traced
+
 EV = {n: i for i, n in enumerate(T.EVENT_NAMES)}
 FK = {n: i for i, n in enumerate(T.FRAME_KINDS)}
 PF_INT = 64
@@ -290,14 +292,9 @@ from scapy.layers.inet import IP as IP_  # noqa: E402
 
 @pytest.fixture(scope="module")
 def traced(tmp_path_factory):
-    from ethlink import trace as TR
     sc = leafspine(flows=2, size="32KiB")
     path = tmp_path_factory.mktemp("hpcc") / "trace.arrow"
-    sim = Simulation(sc, trace="hop")
-    with TR.TraceWriter.for_simulation(sim, path) as w:
-        res = sim.run(trace_sink=w.write)
-    table = TR.read_trace(path)
-    return path, table, TR.TraceInfo.of(table), res
+    return path, *run_traced(sc, path)
 
 
 def test_frames_rebuilt_from_the_trace_carry_the_engine_records(traced):

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pytest
 
 import ethlink
-from conftest import NS, ser
+from conftest import NS, run_traced, ser
 from ethlink import frames as fr
 from ethlink import scenarios
 from ethlink import trace as T
@@ -330,11 +330,7 @@ def mixed_trace(tmp_path_factory):
     """A hop-level trace of a small ethlink-mixed pod (coalesced ethlink frames, CBFC
     credit updates, LLR replays, RoCE WRITEs), and the run's op table."""
     path = tmp_path_factory.mktemp("mixed") / "trace.arrow"
-    sim = Simulation(scenarios.load("ethlink-mixed", list(SMALL_MIXED)), trace="hop")
-    with T.TraceWriter.for_simulation(sim, path) as w:
-        res = sim.run(trace_sink=w.write)
-    table = T.read_trace(path)
-    return path, table, T.TraceInfo.of(table), res
+    return path, *run_traced(scenarios.load("ethlink-mixed", list(SMALL_MIXED)), path)
 
 
 def _frames_once(table: pa.Table, kinds: set[str], ls_only: bool = False) -> pa.Table:
@@ -474,11 +470,7 @@ def retry_trace(tmp_path_factory):
     sc = scenarios.load("llr-ber", ["link.llr=false", "link.ber=2e-5", "topology.hosts=4", 'workload.0.size="256KiB"',
                                     "loadstore.0.ops=400", 'ls.coalesce="512B"', 'ls.coalesce_wait="200ns"',
                                     'ls.timeout="3us"', "loadstore.0.mix={load=0.5, store_ack=0.3, fadd=0.1, cas=0.1}"])
-    sim = Simulation(sc, trace="endpoints")
-    with T.TraceWriter.for_simulation(sim, path) as w:
-        res = sim.run(trace_sink=w.write)
-    table = T.read_trace(path)
-    return table, T.TraceInfo.of(table), res
+    return run_traced(sc, path, "endpoints")
 
 
 def test_coalesced_frames_with_retries_rebuild_exactly_from_txn_rows(retry_trace):
@@ -514,11 +506,7 @@ def roce_ls_trace(tmp_path_factory):
     sc = scenarios.load("llr-ber", ['ls.header="roce"', "topology.hosts=4", 'workload.0.size="64KiB"',
                                     "loadstore.0.ops=150", "link.ber=1e-5",
                                     "loadstore.0.mix={load=0.4, store=0.2, store_ack=0.2, fadd=0.1, cas=0.1}"])
-    sim = Simulation(sc, trace="hop")
-    with T.TraceWriter.for_simulation(sim, path) as w:
-        res = sim.run(trace_sink=w.write)
-    table = T.read_trace(path)
-    return path, table, T.TraceInfo.of(table), res
+    return path, *run_traced(sc, path)
 
 
 def test_ls_over_roce_frames_rebuild_with_their_headers(roce_ls_trace):
