@@ -480,18 +480,12 @@ cdef int64_t settle_elided(Sim* s, int64_t time, int64_t seq) noexcept nogil:
 cdef inline void prefetch_next(Sim* s, Event* nx) noexcept nogil:
     # NOTE: what the next event will read first was last touched many events ago (on a
     # large fabric, thousands): fetch those cache lines now, while this event is processed.
-    # An arrival reads its frame and (link_pop) the frame behind it on the same link; a
+    # An arrival reads its frame (which also holds the link's next arrival, link_pop); a
     # port that finished a frame reads its highest non-empty queue and that queue's head.
     # A miss here was a fifth of the loop on the 1024-host permutation.
-    cdef int32_t n
     cdef uint32_t m
     cdef Queue* q
-    if nx.kind == EV_LINK_RX:
-        prefetch(&s.pkts[nx.arg])
-        n = s.ports[nx.obj].rx_head
-        if n >= 0:
-            prefetch(&s.pkts[n])
-    elif nx.kind == EV_RX:
+    if nx.kind == EV_LINK_RX or nx.kind == EV_RX:
         prefetch(&s.pkts[nx.arg])
     elif nx.kind == EV_TX_DONE:
         m = <uint32_t>s.ports[nx.obj].qmask
@@ -522,7 +516,7 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
         evq_pop(&s.evq, &ev)
         s.cur_seq = ev.seq
         if ev.kind == EV_LINK_RX:           # the head of a link's arrivals: the next takes its place
-            link_pop(s, ev.obj, s.pkts[ev.arg].kind == FK_PFC or s.pkts[ev.arg].kind == FK_CBFC)
+            link_pop(s, ev.obj, <int32_t>ev.arg, s.pkts[ev.arg].kind == FK_PFC or s.pkts[ev.arg].kind == FK_CBFC)
             ev.kind = EV_RX
         top = evq_top(&s.evq, &err)
         if top != NULL:
@@ -855,9 +849,7 @@ cdef class Engine:
             s.ports[i].ctrl_tail = -1
             s.ports[i].replay_head = -1
             s.ports[i].replay_tail = -1
-            s.ports[i].rx_head = -1
             s.ports[i].rx_tail = -1
-            s.ports[i].crx_head = -1
             s.ports[i].crx_tail = -1
             s.ports[i].rng = mix64(seed ^ mix64(<uint64_t>i + 0x5EED)) | 1
         s.dwrr_quantum = dwrr_quantum
