@@ -188,6 +188,7 @@ cdef extern from "evq.h" nogil:
     int evq_push(EvQueue* q, const Event* ev)
     Event* evq_top(EvQueue* q, int* err)
     void evq_pop(EvQueue* q, Event* out)
+    const Event* evq_ahead(const EvQueue* q, int64_t k)
 
 cdef struct Packet:             # 128 B, 64-byte aligned (pkt_alloc): two cache lines
     # NOTE: the first line holds what a hop touches (link FIFO, routing, queueing, the

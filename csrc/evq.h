@@ -399,6 +399,13 @@ static inline Event* evq_top(EvQueue* q, int* err)
     return &q->run[q->run_pos];
 }
 
+/* The event k places after the run's next one, or NULL past the run's end (events in cur
+ * may come before it: a hint for prefetching only). */
+static inline const Event* evq_ahead(const EvQueue* q, int64_t k)
+{
+    return q->run_pos + k < q->run_n ? &q->run[q->run_pos + k] : NULL;
+}
+
 /* Remove the earliest event into *out; evq_top must have returned it. */
 static inline void evq_pop(EvQueue* q, Event* out)
 {
