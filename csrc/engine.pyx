@@ -160,6 +160,11 @@ cdef inline void tx_start(Sim* s, int32_t p, int32_t pi, bint replay) noexcept n
         t_rx = s.now + ser_ps(PREAMBLE_BYTES + CT_HEADER_BYTES, pt.rate_bps) + pt.delay_ps
     pk.hops += 1
     s.hops += 1
+    if pn.kind == NODE_SWITCH:
+        # NOTE: routing is a function of the frame and the switch only, so the frame's
+        # egress there is chosen now: the loop can then prefetch that egress port's queue
+        # several events before the arrival that enqueues the frame (run_loop).
+        pk.egress = route(s, s.ports[peer].node, pi)
     link_push(s, peer, t_rx + pn.latency_ps, pi, 0)
 
 
@@ -318,11 +323,10 @@ cdef inline void switch_rx(Sim* s, int32_t inport, int32_t pi) noexcept nogil:
     if pk.hops >= s.ttl:
         drop(s, node, -1, pi, DR_TTL)
         return
-    e = route(s, node, pi)
+    e = pk.egress                           # routed when it was sent to this switch (tx_start)
     if e < 0:
         drop(s, node, -1, pi, DR_NO_ROUTE)
         return
-    pk.egress = e
     pk.in_port = inport
     if s.nodes[node].cut_through and s.now < pk.t_last + s.nodes[node].latency_ps \
             and s.ports[e].rate_bps > s.ports[inport].rate_bps:
@@ -506,6 +510,7 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
     cdef Event ev
     cdef Event* top
     cdef const Event* ah
+    cdef int32_t e
     cdef int64_t done = 0
     cdef int32_t node
     cdef int err = 0
@@ -532,6 +537,14 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
         if ah != NULL:
             if ah.kind == EV_LINK_RX or ah.kind == EV_RX:
                 prefetch(&s.pkts[ah.arg])
+        ah = evq_ahead(&s.evq, PREFETCH_AHEAD // 2)
+        if ah != NULL and ah.kind == EV_LINK_RX:
+            # its frame was fetched above, PREFETCH_AHEAD / 2 events ago: now what its
+            # enqueue reads, the egress queue (routed when sent, tx_start) and port
+            e = s.pkts[ah.arg].egress
+            if e >= 0:
+                prefetch(&s.queues[e * NPRIO + s.pkts[ah.arg].prio])
+                prefetch(&s.ports[e])
             elif ah.kind == EV_TX_DONE:
                 prefetch(&s.ports[ah.obj])
         s.now = ev.time
