@@ -536,7 +536,14 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
         ah = evq_ahead(&s.evq, PREFETCH_AHEAD)
         if ah != NULL:
             if ah.kind == EV_LINK_RX or ah.kind == EV_RX:
+                # the frame, and the receiving port's two lines (node, then counters
+                # and the link FIFO)
                 prefetch(&s.pkts[ah.arg])
+                prefetch(&s.ports[ah.obj])
+                prefetch(<char*>&s.ports[ah.obj] + 64)
+            elif ah.kind == EV_TX_DONE:
+                prefetch(&s.ports[ah.obj])
+                prefetch(<char*>&s.ports[ah.obj] + 64)
         ah = evq_ahead(&s.evq, PREFETCH_AHEAD // 2)
         if ah != NULL and ah.kind == EV_LINK_RX:
             # its frame was fetched above, PREFETCH_AHEAD / 2 events ago: now what its
@@ -545,8 +552,6 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
             if e >= 0:
                 prefetch(&s.queues[e * NPRIO + s.pkts[ah.arg].prio])
                 prefetch(&s.ports[e])
-            elif ah.kind == EV_TX_DONE:
-                prefetch(&s.ports[ah.obj])
         s.now = ev.time
         s.events += 1
         done += 1
