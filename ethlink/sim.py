@@ -1017,7 +1017,10 @@ def _run_warnings(c: dict, sc: Scenario, uet_timeouts: int = 0) -> list[str]:
                    f"is shorter than the queueing delay, and packets that were only queued were sent again; "
                    f"raise uet.rto")
     if c["qp_errors"]:
-        if "uet" not in _transports(sc.flows, sc.workloads):
+        if c["lossless_drops"]:
+            fix = (f"a PFC configuration that holds: the lossless class itself dropped {c['lossless_drops']} frames "
+                   f"(lossless_drops; see the pfc warnings)")
+        elif "uet" not in _transports(sc.flows, sc.workloads):
             fix = "a lossless class (pfc.priorities) or congestion control ([dcqcn] or [hpcc])"
         elif not c["packets_dropped"]:
             # nothing was lost: NACKs of trimmed packets counted toward the limit while a
