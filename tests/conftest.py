@@ -8,8 +8,18 @@ left. Serialization is exact: ceil(bits * 1e12 / rate) ps.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# The property tests (hypothesis) draw the same examples on every run, so that `make test`
+# passes or fails the same way on every machine and in CI. HYPOTHESIS_PROFILE=explore
+# draws new ones each run (a failure is saved in .hypothesis/ and replayed first).
+settings.register_profile("repeatable", derandomize=True)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 import ethlink
 from ethlink.sim import Simulation
