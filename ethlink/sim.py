@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -99,10 +100,48 @@ class Compiled:
     hpcc_base_rtt_ps: int = 0       # HPCC's T when hpcc.base_rtt is 0 (hpcc_base_rtt_ps), else 0
 
 
+_HUGE_OUTSIDE: list[bool] = []      # numpy's huge-page setting outside each compile in progress
+
+
+@contextmanager
+def _huge_pages(allowed: bool | None):
+    """Whether numpy may ask the kernel for transparent huge pages (it does, by madvise,
+    for every array of 4 MiB or more) for the arrays allocated inside; None: as outside
+    the compile in progress (numpy's own setting, NUMPY_MADVISE_HUGEPAGE).
+
+    NOTE: compiling the million-flow all-to-all allocates about 1.1 GB, and on this
+    project's VM a huge page that was not freed moments before costs about 2.4 ms per MB
+    to fault in (1.25 s for a 528 MB array, nearly all system time), an ordinary 4 KiB
+    page 0.47 ms per MB whatever ran before. The compile's temporaries therefore get
+    ordinary pages, and the tables the engine keeps (flows, QPs) numpy's setting: on
+    ordinary pages the engine's run over them was 5 to 10 % slower (TLB misses)."""
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage as setter
+    except ImportError:                 # numpy 1.x
+        from numpy.core.multiarray import _set_madvise_hugepage as setter
+    if allowed is None and not _HUGE_OUTSIDE:
+        yield
+        return
+    was = setter(_HUGE_OUTSIDE[-1] if allowed is None else allowed)
+    if allowed is not None:
+        _HUGE_OUTSIDE.append(was)
+    try:
+        yield
+    finally:
+        if allowed is not None:
+            _HUGE_OUTSIDE.pop()
+        setter(was)
+
+
 def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None] | None = None) -> Compiled:
     """Flatten a scenario into engine tables; `workload` (an operation table, see
     ethlink.workloads.from_table) replaces the scenario's own flows and workloads;
-    `on_step(name)` is told each step (fabric, routes, ports, flows, ideal FCTs)."""
+    `on_step(name)` is told each step (fabric, routes, ports, flows, ideal FCTs, QPs)."""
+    with _huge_pages(False):
+        return _compile(sc, workload, on_step)
+
+
+def _compile(sc: Scenario, workload, on_step) -> Compiled:
     step = on_step or (lambda name: None)
     step("fabric")
     fabric = build_fabric(sc)
@@ -182,7 +221,8 @@ def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None]
     cols = expand(sc) if workload is None else from_table(workload, fabric.n_hosts, sc.ls.max_size)
     if workload is not None and np.any(cols["verb"] != V_RAW) and sc.host.mtu not in (256, 512, 1024, 2048, 4096):
         raise ScenarioError(f"host.mtu: RoCE operations need an IB path MTU, got {sc.host.mtu}")
-    flows = np.zeros(len(cols["src"]), dtype=_engine.FLOW_DTYPE)
+    with _huge_pages(None):                 # the engine's table
+        flows = np.zeros(len(cols["src"]), dtype=_engine.FLOW_DTYPE)
     for c in ("src", "dst", "size", "start_ps", "prio", "verb"):
         flows[c] = cols[c]
     transport = cols["transport"]
@@ -199,12 +239,13 @@ def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None]
     by_parent = waiting[np.argsort(dep[waiting], kind="stable")]
     dep_off = np.zeros(len(flows) + 1, dtype=np.int64)
     np.cumsum(np.bincount(dep[waiting], minlength=len(flows)), out=dep_off[1:])
-    qps = build_qps(flows, sc, pt, host_node, nodes, cols.get("qp_key"), transport)
     ls_ops, ls_gpus = loadstore.build_ops(sc, fabric.n_hosts, cols.get("ls"))
     step("ideal FCTs")
     ideal = ideal_fct_ps(flows, sc, nodes, pt, host_node, routes, transport)
     rtt = hpcc_base_rtt_ps(flows, sc, nodes, pt, host_node, routes, transport) \
         if sc.hpcc.enabled and not sc.hpcc.base_rtt_ps else 0
+    step("QPs")
+    qps = build_qps(flows, sc, pt, host_node, nodes, cols.get("qp_key"), transport)
     return Compiled(fabric, pt, nodes, ports, queues, flows, qps, host_node, routes, ideal,
                     (dep_off.astype(np.int32), by_parent.astype(np.int32)), ls_ops, ls_gpus, warnings, rtt)
 
@@ -328,7 +369,8 @@ def _fill_records(dtype, n: int, template: dict, columns: dict) -> np.ndarray:
     one = np.zeros(1, dtype)
     for name, value in template.items():
         one[name] = value
-    out = np.zeros(n, dtype)
+    with _huge_pages(None):                 # the engine's table
+        out = np.zeros(n, dtype)
     raw, one_raw = out.view(np.uint8).reshape(n, dtype.itemsize), one.view(np.uint8)
     for a in range(0, n, QP_BLOCK):
         b = a + QP_BLOCK
