@@ -509,23 +509,32 @@ def pfc_headroom_bytes(rate_bps, delay_ps, max_frame, response_ps, pipeline_ps):
 def _paths(src, dst, nodes, pt, host_node, routes):
     """Walk the first-choice shortest path from each host src[i] to dst[i] at once: per
     hop level, (egress port, -1 once arrived; whether the sending switch sprays)."""
+    n = len(src)
+    walking = np.arange(n)              # the flows not yet arrived, and their columns:
     cur = host_node[src].astype(np.int64)
-    dst_node = host_node[dst].astype(np.int64)
     dst = np.asarray(dst, dtype=np.int64)
+    dst_node = host_node[dst].astype(np.int64)
+    # a switch spraying over several next hops: frames do not queue behind each other
+    sprays = (nodes["kind"] == SWITCH) & (nodes["ecmp"] == ECMP["spray"])
+    never = None if sprays.any() else np.zeros(n, dtype=bool)    # shared by every level
     levels = []
-    active = np.ones(len(cur), dtype=bool)
-    while active.any():
-        on = np.nonzero(active)[0]
-        first, choices = routes.next_hops(pt, host_node, cur[on], dst[on])
-        port = np.full(len(cur), -1, dtype=np.int64)
-        port[on] = first
-        spray = np.zeros(len(cur), dtype=bool)
-        # a switch spraying over several next hops: frames do not queue behind each other
-        c = cur[on]
-        spray[on] = (nodes["kind"][c] == SWITCH) & (nodes["ecmp"][c] == ECMP["spray"]) & (choices > 1)
+    while len(walking):
+        first, choices = routes.next_hops(pt, host_node, cur, dst)
+        if len(walking) == n:
+            port = first
+        else:
+            port = np.full(n, -1, dtype=np.int64)
+            port[walking] = first
+        if never is None:
+            spray = np.zeros(n, dtype=bool)
+            spray[walking] = sprays[cur] & (choices > 1)
+        else:
+            spray = never
         levels.append((port, spray))
-        cur[on] = pt.node[pt.peer[first]]
-        active[on] = cur[on] != dst_node[on]
+        cur = pt.node[pt.peer[first]].astype(np.int64)
+        on = cur != dst_node
+        if not on.all():
+            walking, cur, dst, dst_node = walking[on], cur[on], dst[on], dst_node[on]
     return levels
 
 
@@ -620,6 +629,30 @@ def unique_rows(rows: np.ndarray):
     return first, inverse
 
 
+def _groups(columns) -> tuple[np.ndarray, np.ndarray]:
+    """(one member of each group, each row's group) for rows equal in every one of the
+    integer `columns`; groups in no particular order, and any member may stand for its
+    group. NOTE: where the columns' ranges multiply to below 2^62, each row is one int64
+    (mixed radix) and _relabel numbers them, with no sort when the values are few: the
+    million-flow all-to-all's key (size, MTU, verb, lanes, two path ids, transport; all
+    but one constant) in 55 ms against 190 ms through unique_rows (stack, hash, sort)."""
+    n = len(columns[0])
+    combined, bound = np.zeros(n, dtype=np.int64), 1
+    for c in columns if n else ():
+        lo, hi = int(c.min()), int(c.max())
+        if hi == lo:
+            continue
+        if bound * (hi - lo + 1) >= 2**62:
+            return unique_rows(np.stack([np.asarray(c, dtype=np.int64) for c in columns], axis=1))
+        combined *= hi - lo + 1
+        combined += np.asarray(c, dtype=np.int64) - lo
+        bound *= hi - lo + 1
+    ids, m = _relabel(combined, bound)
+    member = np.empty(m, dtype=np.int64)
+    member[ids] = np.arange(n)
+    return member, ids
+
+
 def _hop_types(nodes, pt) -> tuple[int, np.ndarray, list[tuple[int, ...]]]:
     """A hop's type: its link's rate and delay, the receiving node's latency and
     cut-through. Returns the number of types, each port's type id, and each port's
@@ -660,9 +693,8 @@ def ideal_fct_ps(flows, sc, nodes, pt, host_node, routes, transport) -> np.ndarr
     spr = np.nonzero(host_spray | ((transport == TRANSPORT_UET) & sc.uet.spray))[0]
     if len(spr):
         lanes[spr] = routes.next_hops(pt, host_node, host_node[sender[spr]], receiver[spr])[1]
-    key = np.stack([flows["size"].astype(np.int64), flows["mtu"].astype(np.int64), flows["verb"].astype(np.int64),
-                    lanes, _path_ids(fwd, port_type, n_types), rev_id, transport], axis=1)
-    first, inverse = unique_rows(key)
+    first, inverse = _groups([flows["size"], flows["mtu"], flows["verb"], lanes,
+                              _path_ids(fwd, port_type, n_types), rev_id, transport])
     read_pos = np.full(n, -1, dtype=np.int64)
     read_pos[reads] = np.arange(len(reads))
     out = np.empty(len(first), dtype=np.int64)

@@ -101,3 +101,19 @@ def test_qp_table_every_message_its_own():
     assert np.array_equal(c.flows["qp"], np.arange(n))
     assert np.array_equal(c.qps["peer"], np.r_[np.arange(n, 2 * n), np.arange(n)])
     assert np.array_equal(c.qps["host"], np.r_[c.flows["src"], c.flows["dst"]])
+
+
+@pytest.mark.parametrize("wide", [False, True])
+def test_groups_partition_rows_as_equal_rows(wide):
+    """sim._groups (what the ideal FCTs are computed once per): rows in one group iff equal
+    in every column, the member standing for a group one of its rows; with columns of
+    small range (one int64 per row) and with one too wide for that (unique_rows)."""
+    rng = np.random.default_rng(3)
+    n = 5000
+    cols = [rng.integers(0, 3, n), np.full(n, 7), rng.integers(-2, 2, n).astype(np.int32),
+            rng.integers(0, 2**61, n) if wide else rng.integers(10, 14, n)]
+    member, group = S._groups(cols)
+    rows = np.stack([np.asarray(c, dtype=np.int64) for c in cols], axis=1)
+    assert len(member) == len(np.unique(rows, axis=0))
+    assert np.array_equal(rows, rows[member[group]])
+    assert np.array_equal(group[member], np.arange(len(member)))
