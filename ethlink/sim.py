@@ -221,20 +221,13 @@ def _compile(sc: Scenario, workload, on_step) -> Compiled:
     cols = expand(sc) if workload is None else from_table(workload, fabric.n_hosts, sc.ls.max_size)
     if workload is not None and np.any(cols["verb"] != V_RAW) and sc.host.mtu not in (256, 512, 1024, 2048, 4096):
         raise ScenarioError(f"host.mtu: RoCE operations need an IB path MTU, got {sc.host.mtu}")
-    with _huge_pages(None):                 # the engine's table
-        flows = np.zeros(len(cols["src"]), dtype=_engine.FLOW_DTYPE)
-    for c in ("src", "dst", "size", "start_ps", "prio", "verb"):
-        flows[c] = cols[c]
+    dep = cols.get("dep", np.full(len(cols["src"]), -1))
+    flows = _fill_records(_engine.FLOW_DTYPE, len(cols["src"]),
+                          {"mtu": sc.host.mtu, "first_tx_ps": -1, "finish_ps": -1, "complete_ps": -1, "next": -1},
+                          {**{c: cols[c] for c in ("src", "dst", "size", "start_ps", "prio", "verb")},
+                           "npkts": -(-cols["size"] // sc.host.mtu), "deps_left": dep >= 0})
     transport = cols["transport"]
-    flows["mtu"] = sc.host.mtu
-    flows["first_tx_ps"] = -1
-    flows["finish_ps"] = -1
-    flows["complete_ps"] = -1
-    flows["next"] = -1
-    flows["npkts"] = -(-flows["size"] // flows["mtu"])
     host_node = np.asarray(fabric.hosts, dtype=np.int32)
-    dep = cols.get("dep", np.full(len(flows), -1))
-    flows["deps_left"] = dep >= 0
     waiting = np.nonzero(dep >= 0)[0]
     by_parent = waiting[np.argsort(dep[waiting], kind="stable")]
     dep_off = np.zeros(len(flows) + 1, dtype=np.int64)
@@ -356,24 +349,26 @@ def cbfc_credits(sc, pt, nodes, max_frame):
     return -(-room // cell)
 
 
-QP_BLOCK = 1024     # records _fill_records writes at a time: 540 KB of QP_DTYPE, within a core's L2
+FILL_BLOCK_BYTES = 1 << 19      # what _fill_records writes at a time: within a core's L2
 
 
 def _fill_records(dtype, n: int, template: dict, columns: dict) -> np.ndarray:
     """`n` zeroed records of `dtype` with each field of `template` set to its value and
-    each field of `columns` to its array's element (`columns` win over `template`).
-    NOTE: a record is 528 B for QP_DTYPE, so assigning a field over the whole table is a
-    pass over all of it (about 20 ms per field for a million QPs); block by block, the
-    template's bytes are copied in and the varying fields written while the block is
-    still in cache: 75 ms for the all-to-all's million QPs against 550 ms field by field."""
+    each field of `columns` to its array's element (`columns` win over `template`): the
+    engine's flow and QP tables.
+    NOTE: a QP record is 528 B, so assigning a field over the whole table is a pass over
+    all of it (about 20 ms per field for a million QPs); block by block, the template's
+    bytes are copied in and the varying fields written while the block is still in
+    cache: 75 ms for the all-to-all's million QPs against 550 ms field by field."""
     one = np.zeros(1, dtype)
     for name, value in template.items():
         one[name] = value
-    with _huge_pages(None):                 # the engine's table
+    with _huge_pages(None):
         out = np.zeros(n, dtype)
     raw, one_raw = out.view(np.uint8).reshape(n, dtype.itemsize), one.view(np.uint8)
-    for a in range(0, n, QP_BLOCK):
-        b = a + QP_BLOCK
+    rows = max(1, FILL_BLOCK_BYTES // dtype.itemsize)
+    for a in range(0, n, rows):
+        b = a + rows
         raw[a:b] = one_raw
         block = out[a:b]
         for name, values in columns.items():

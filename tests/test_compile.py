@@ -81,7 +81,7 @@ def test_qp_table_equals_reference(monkeypatch, nscc, block):
     """Raw, RoCE (every verb) and UET messages with shared and own QPs, NSCC on and off,
     the table filled in blocks of 3 records (many blocks, a partial last one) and of 1024
     (one block): the same bytes as the reference, and each message on its QP."""
-    monkeypatch.setattr(S, "QP_BLOCK", block)
+    monkeypatch.setattr(S, "FILL_BLOCK_BYTES", block * _engine.QP_DTYPE.itemsize)
     sc = scenarios.load("fairness-nscc", [f"uet.nscc.enabled={str(nscc).lower()}"])
     table = _table(200, seed=7)
     want, want_qp = _reference(sc, table)
