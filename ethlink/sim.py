@@ -114,7 +114,7 @@ def _huge_pages(allowed: bool | None):
     to fault in (1.25 s for a 528 MB array, nearly all system time), an ordinary 4 KiB
     page 0.47 ms per MB whatever ran before. The compile's temporaries therefore get
     ordinary pages, and the tables the engine keeps (flows, QPs) numpy's setting: on
-    ordinary pages the engine's run over them was 5 to 10 % slower (TLB misses)."""
+    ordinary pages the engine's run over them was 5 to 11 % slower (TLB misses)."""
     try:
         from numpy._core.multiarray import _set_madvise_hugepage as setter
     except ImportError:                 # numpy 1.x
