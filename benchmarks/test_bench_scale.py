@@ -100,7 +100,7 @@ def test_permutation1024_fattree_process(benchmark, tmp_path):
 
 
 def test_alltoall_fattree_compile(benchmark):
-    """Compile only: validation done, Simulation() (routes, flows, QPs, ideal FCTs, engine)."""
+    """Compile only: validation done, Simulation() (routes, flows, ideal FCTs, QPs, engine)."""
     sc = scenarios.load("alltoall-fattree", _sets(benchmark, "alltoall-fattree"))
     sim = benchmark.pedantic(lambda: Simulation(sc), rounds=1, iterations=1)
     benchmark.extra_info["flows"] = len(sim.compiled.flows)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -99,10 +100,48 @@ class Compiled:
     hpcc_base_rtt_ps: int = 0       # HPCC's T when hpcc.base_rtt is 0 (hpcc_base_rtt_ps), else 0
 
 
+_HUGE_OUTSIDE: list[bool] = []      # numpy's huge-page setting outside each compile in progress
+
+
+@contextmanager
+def _huge_pages(allowed: bool | None):
+    """Whether numpy may ask the kernel for transparent huge pages (it does, by madvise,
+    for every array of 4 MiB or more) for the arrays allocated inside; None: as outside
+    the compile in progress (numpy's own setting, NUMPY_MADVISE_HUGEPAGE).
+
+    NOTE: compiling the million-flow all-to-all allocates about 1.1 GB, and on this
+    project's VM a huge page that was not freed moments before costs about 2.4 ms per MB
+    to fault in (1.25 s for a 528 MB array, nearly all system time), an ordinary 4 KiB
+    page 0.47 ms per MB whatever ran before. The compile's temporaries therefore get
+    ordinary pages, and the tables the engine keeps (flows, QPs) numpy's setting: on
+    ordinary pages the engine's run over them was 5 to 11 % slower (TLB misses)."""
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage as setter
+    except ImportError:                 # numpy 1.x
+        from numpy.core.multiarray import _set_madvise_hugepage as setter
+    if allowed is None and not _HUGE_OUTSIDE:
+        yield
+        return
+    was = setter(_HUGE_OUTSIDE[-1] if allowed is None else allowed)
+    if allowed is not None:
+        _HUGE_OUTSIDE.append(was)
+    try:
+        yield
+    finally:
+        if allowed is not None:
+            _HUGE_OUTSIDE.pop()
+        setter(was)
+
+
 def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None] | None = None) -> Compiled:
     """Flatten a scenario into engine tables; `workload` (an operation table, see
     ethlink.workloads.from_table) replaces the scenario's own flows and workloads;
-    `on_step(name)` is told each step (fabric, routes, ports, flows, ideal FCTs)."""
+    `on_step(name)` is told each step (fabric, routes, ports, flows, ideal FCTs, QPs)."""
+    with _huge_pages(False):
+        return _compile(sc, workload, on_step)
+
+
+def _compile(sc: Scenario, workload, on_step) -> Compiled:
     step = on_step or (lambda name: None)
     step("fabric")
     fabric = build_fabric(sc)
@@ -182,29 +221,24 @@ def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None]
     cols = expand(sc) if workload is None else from_table(workload, fabric.n_hosts, sc.ls.max_size)
     if workload is not None and np.any(cols["verb"] != V_RAW) and sc.host.mtu not in (256, 512, 1024, 2048, 4096):
         raise ScenarioError(f"host.mtu: RoCE operations need an IB path MTU, got {sc.host.mtu}")
-    flows = np.zeros(len(cols["src"]), dtype=_engine.FLOW_DTYPE)
-    for c in ("src", "dst", "size", "start_ps", "prio", "verb"):
-        flows[c] = cols[c]
+    dep = cols.get("dep", np.full(len(cols["src"]), -1))
+    flows = _fill_records(_engine.FLOW_DTYPE, len(cols["src"]),
+                          {"mtu": sc.host.mtu, "first_tx_ps": -1, "finish_ps": -1, "complete_ps": -1, "next": -1},
+                          {**{c: cols[c] for c in ("src", "dst", "size", "start_ps", "prio", "verb")},
+                           "npkts": -(-cols["size"] // sc.host.mtu), "deps_left": dep >= 0})
     transport = cols["transport"]
-    flows["mtu"] = sc.host.mtu
-    flows["first_tx_ps"] = -1
-    flows["finish_ps"] = -1
-    flows["complete_ps"] = -1
-    flows["next"] = -1
-    flows["npkts"] = -(-flows["size"] // flows["mtu"])
     host_node = np.asarray(fabric.hosts, dtype=np.int32)
-    dep = cols.get("dep", np.full(len(flows), -1))
-    flows["deps_left"] = dep >= 0
     waiting = np.nonzero(dep >= 0)[0]
     by_parent = waiting[np.argsort(dep[waiting], kind="stable")]
     dep_off = np.zeros(len(flows) + 1, dtype=np.int64)
     np.cumsum(np.bincount(dep[waiting], minlength=len(flows)), out=dep_off[1:])
-    qps = build_qps(flows, sc, pt, host_node, nodes, cols.get("qp_key"), transport)
     ls_ops, ls_gpus = loadstore.build_ops(sc, fabric.n_hosts, cols.get("ls"))
     step("ideal FCTs")
     ideal = ideal_fct_ps(flows, sc, nodes, pt, host_node, routes, transport)
     rtt = hpcc_base_rtt_ps(flows, sc, nodes, pt, host_node, routes, transport) \
         if sc.hpcc.enabled and not sc.hpcc.base_rtt_ps else 0
+    step("QPs")
+    qps = build_qps(flows, sc, pt, host_node, nodes, cols.get("qp_key"), transport)
     return Compiled(fabric, pt, nodes, ports, queues, flows, qps, host_node, routes, ideal,
                     (dep_off.astype(np.int32), by_parent.astype(np.int32)), ls_ops, ls_gpus, warnings, rtt)
 
@@ -315,6 +349,33 @@ def cbfc_credits(sc, pt, nodes, max_frame):
     return -(-room // cell)
 
 
+FILL_BLOCK_BYTES = 1 << 19      # what _fill_records writes at a time: within a core's L2
+
+
+def _fill_records(dtype, n: int, template: dict, columns: dict) -> np.ndarray:
+    """`n` zeroed records of `dtype` with each field of `template` set to its value and
+    each field of `columns` to its array's element (`columns` win over `template`): the
+    engine's flow and QP tables.
+    NOTE: a QP record is 528 B, so assigning a field over the whole table is a pass over
+    all of it (about 20 ms per field for a million QPs); block by block, the template's
+    bytes are copied in and the varying fields written while the block is still in
+    cache: 75 ms for the all-to-all's million QPs against 550 ms field by field."""
+    one = np.zeros(1, dtype)
+    for name, value in template.items():
+        one[name] = value
+    with _huge_pages(None):
+        out = np.zeros(n, dtype)
+    raw, one_raw = out.view(np.uint8).reshape(n, dtype.itemsize), one.view(np.uint8)
+    rows = max(1, FILL_BLOCK_BYTES // dtype.itemsize)
+    for a in range(0, n, rows):
+        b = a + rows
+        raw[a:b] = one_raw
+        block = out[a:b]
+        for name, values in columns.items():
+            block[name] = values[a:b]
+    return out
+
+
 def build_qps(flows, sc, pt, host_node, nodes, qp_key, transport) -> np.ndarray:
     """QP endpoints: a send-only one per raw message, a requester/responder pair per RoCE
     or UET queue pair. Messages with the same (src, dst, transport, qp_key >= 0) share a
@@ -324,65 +385,62 @@ def build_qps(flows, sc, pt, host_node, nodes, qp_key, transport) -> np.ndarray:
     n = len(flows)
     roce_msg = flows["verb"] != V_RAW
     transport = np.asarray(transport, dtype=np.int32)
-    if qp_key is None:
-        qp_key = np.full(n, -1, dtype=np.int64)
-    if np.all(qp_key < 0):              # every message its own QP
-        first = group = np.arange(n)
+    if qp_key is None or np.all(qp_key < 0):     # every message its own QP
+        g_first = group = np.arange(n)
     else:
         key = np.stack([flows["src"], flows["dst"], transport.astype(np.int64), qp_key,
                         np.where(qp_key >= 0, -1, np.arange(n))], axis=1)
         first, group = unique_rows(key)
-    # number groups in order of their first message, so QP numbering follows the table
-    rank = np.empty(len(first), dtype=np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
-    group = rank[group]
-    g_first = np.sort(first)
+        # number groups in order of their first message, so QP numbering follows the table
+        rank = np.empty(len(first), dtype=np.int64)
+        rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+        group = rank[group]
+        g_first = np.sort(first)
     n_groups = len(g_first)
     roce = roce_msg[g_first]
-    qps = np.zeros(n_groups + int(roce.sum()), dtype=_engine.QP_DTYPE)
+    n_rsp = int(roce.sum())
+    n_qps = n_groups + n_rsp
     req = np.arange(n_groups, dtype=np.int32)
     rsp = np.full(n_groups, -1, dtype=np.int32)
-    rsp[roce] = n_groups + np.arange(int(roce.sum()), dtype=np.int32)
+    rsp[roce] = n_groups + np.arange(n_rsp, dtype=np.int32)
     flows["qp"] = req[group]
-    for col in ("port", "next", "msg_head", "msg_tail", "msg_cur", "rsp_flow"):
-        qps[col] = -1
-    qps["host"][req] = flows["src"][g_first]
-    qps["peer"][req] = rsp
-    qps["transport"][req] = transport[g_first]
-    qps["prio"][req] = flows["prio"][g_first]
-    r = rsp[roce]
-    qps["host"][r] = flows["dst"][g_first][roce]
-    qps["peer"][r] = req[roce]
-    qps["transport"][r] = transport[g_first][roce]
-    qps["prio"][r] = flows["prio"][g_first][roce]
-    qps["mtu"] = sc.host.mtu
-    line = pt.rate_bps[nodes["first_port"][host_node[qps["host"]]]]
-    qps["line_bps"] = line
-    qps["rate_bps"] = line
-    qps["target_bps"] = line
-    qps["alpha"] = 1.0
-    qps["rto_ps"] = rto_initial_ps(sc.roce)
-    qps["last_cnp_ps"] = -(2**62)
-    uet = qps["transport"] == 2
+    dt = _engine.QP_DTYPE
+    # requesters first, in group order, then the responders of the RoCE/UET groups
+    host = np.concatenate([flows["src"][g_first], flows["dst"][g_first][roce]]).astype(dt["host"])
+    cols = {
+        "host": host,
+        "peer": np.concatenate([rsp, req[roce]]).astype(dt["peer"]),
+        "transport": np.concatenate([transport[g_first], transport[g_first][roce]]).astype(dt["transport"]),
+        "prio": np.concatenate([flows["prio"][g_first], flows["prio"][g_first][roce]]).astype(dt["prio"]),
+    }
+    line = pt.rate_bps[nodes["first_port"][host_node[host]]]
+    cols["line_bps"] = cols["rate_bps"] = cols["target_bps"] = line
+    template = {"port": -1, "next": -1, "msg_head": -1, "msg_tail": -1, "msg_cur": -1, "rsp_flow": -1,
+                "mtu": sc.host.mtu, "alpha": 1.0, "rto_ps": rto_initial_ps(sc.roce), "last_cnp_ps": -(2**62)}
+    uet = cols["transport"] == 2
     if uet.any():
-        qps["rto_ps"][uet] = sc.uet.rto_ps
-        qps["uet_cwnd"][uet] = sc.uet.window_bytes or 2**62
+        uet_cols = {f: np.zeros(n_qps, dtype=dt[f]) for f in ("uet_cwnd", "nscc_base_rtt", "nscc_maxwnd",
+                                                             "nscc_cwnd_min")}
+        cols["rto_ps"] = np.full(n_qps, template["rto_ps"], dtype=dt["rto_ps"])
+        cols["rto_ps"][uet] = sc.uet.rto_ps
+        uet_cols["uet_cwnd"][uet] = sc.uet.window_bytes or 2**62
         if sc.uet.nscc.enabled:
             # htsim UecSrc::initNscc: base RTT the network's, window ceiling and start 1.5 BDP
             rtt = nscc_params(sc)["nscc_rtt_ps"]
             maxwnd = (sc.uet.nscc.max_window * rtt * line[uet] / 8e12).astype(np.int64)
             maxwnd = np.maximum(maxwnd, sc.host.mtu)
-            qps["nscc_base_rtt"][uet] = rtt
-            qps["nscc_maxwnd"][uet] = maxwnd
-            qps["uet_cwnd"][uet] = maxwnd
-            qps["nscc_cwnd_min"][uet] = maxwnd
+            uet_cols["nscc_base_rtt"][uet] = rtt
+            uet_cols["nscc_maxwnd"][uet] = maxwnd
+            uet_cols["uet_cwnd"][uet] = maxwnd
+            uet_cols["nscc_cwnd_min"][uet] = maxwnd
+        cols.update(uet_cols)
         # per-PSN slots: a requester's messages' packets; its responder as many
-        pkts = np.bincount(flows["qp"], weights=flows["npkts"], minlength=len(qps)).astype(np.int64)
+        pkts = np.bincount(flows["qp"], weights=flows["npkts"], minlength=n_qps).astype(np.int64)
         pkts[rsp[roce]] = pkts[req[roce]]
         cap = np.where(uet, pkts, 0)
-        qps["uet_cap"] = cap
-        qps["uet_base"] = np.cumsum(cap) - cap
-    return qps
+        cols["uet_cap"] = cap
+        cols["uet_base"] = np.cumsum(cap) - cap
+    return _fill_records(dt, n_qps, template, cols)
 
 
 NSCC_REF_RATE_BPS = 100 * 10**9       # htsim initNsccParams: the reference network,
@@ -446,24 +504,51 @@ def pfc_headroom_bytes(rate_bps, delay_ps, max_frame, response_ps, pipeline_ps):
 def _paths(src, dst, nodes, pt, host_node, routes):
     """Walk the first-choice shortest path from each host src[i] to dst[i] at once: per
     hop level, (egress port, -1 once arrived; whether the sending switch sprays)."""
+    n = len(src)
+    walking = np.arange(n)              # the flows not yet arrived, and their columns:
     cur = host_node[src].astype(np.int64)
-    dst_node = host_node[dst].astype(np.int64)
     dst = np.asarray(dst, dtype=np.int64)
+    dst_node = host_node[dst].astype(np.int64)
+    # a switch spraying over several next hops: frames do not queue behind each other
+    sprays = (nodes["kind"] == SWITCH) & (nodes["ecmp"] == ECMP["spray"])
+    never = None if sprays.any() else np.zeros(n, dtype=bool)    # shared by every level
     levels = []
-    active = np.ones(len(cur), dtype=bool)
-    while active.any():
-        on = np.nonzero(active)[0]
-        first, choices = routes.next_hops(pt, host_node, cur[on], dst[on])
-        port = np.full(len(cur), -1, dtype=np.int64)
-        port[on] = first
-        spray = np.zeros(len(cur), dtype=bool)
-        # a switch spraying over several next hops: frames do not queue behind each other
-        c = cur[on]
-        spray[on] = (nodes["kind"][c] == SWITCH) & (nodes["ecmp"][c] == ECMP["spray"]) & (choices > 1)
+    while len(walking):
+        first, choices = _next_hops_once(routes, pt, host_node, cur, dst)
+        if len(walking) == n:
+            port = first
+        else:
+            port = np.full(n, -1, dtype=np.int64)
+            port[walking] = first
+        if never is None:
+            spray = np.zeros(n, dtype=bool)
+            spray[walking] = sprays[cur] & (choices > 1)
+        else:
+            spray = never
         levels.append((port, spray))
-        cur[on] = pt.node[pt.peer[first]]
-        active[on] = cur[on] != dst_node[on]
+        cur = pt.node[pt.peer[first]].astype(np.int64)
+        on = cur != dst_node
+        if not on.all():
+            walking, cur, dst, dst_node = walking[on], cur[on], dst[on], dst_node[on]
     return levels
+
+
+def _next_hops_once(routes, pt, host_node, cur, dst):
+    """routes.next_hops for each (node, destination host) pair, computed once per distinct
+    pair. NOTE: past their first hop a million flows of a 1024-host fat-tree are at most
+    a few hundred switches x 1024 hosts distinct pairs; numbering the pairs (a lookup
+    table, no sort) and gathering back costs less than a third of next_hops' passes."""
+    n_hosts = len(host_node)
+    bound = len(pt.first) * n_hosts
+    if bound > 4 * len(cur) + 4096:     # numbering would need a sort
+        return routes.next_hops(pt, host_node, cur, dst)
+    ids, m = _relabel(cur * n_hosts + dst, bound)
+    if 2 * m > len(cur):
+        return routes.next_hops(pt, host_node, cur, dst)
+    one = np.empty(m, dtype=np.int64)
+    one[ids] = np.arange(len(cur))
+    first, count = routes.next_hops(pt, host_node, cur[one], dst[one])
+    return first[ids], count[ids]
 
 
 def _relabel(values: np.ndarray, bound: int) -> tuple[np.ndarray, int]:
@@ -557,6 +642,30 @@ def unique_rows(rows: np.ndarray):
     return first, inverse
 
 
+def _groups(columns) -> tuple[np.ndarray, np.ndarray]:
+    """(one member of each group, each row's group) for rows equal in every one of the
+    integer `columns`; groups in no particular order, and any member may stand for its
+    group. NOTE: where the columns' ranges multiply to below 2^62, each row is one int64
+    (mixed radix) and _relabel numbers them, with no sort when the values are few: the
+    million-flow all-to-all's key (size, MTU, verb, lanes, two path ids, transport; all
+    but one constant) in 55 ms against 190 ms through unique_rows (stack, hash, sort)."""
+    n = len(columns[0])
+    combined, bound = np.zeros(n, dtype=np.int64), 1
+    for c in columns if n else ():
+        lo, hi = int(c.min()), int(c.max())
+        if hi == lo:
+            continue
+        if bound * (hi - lo + 1) >= 2**62:
+            return unique_rows(np.stack([np.asarray(c, dtype=np.int64) for c in columns], axis=1))
+        combined *= hi - lo + 1
+        combined += np.asarray(c, dtype=np.int64) - lo
+        bound *= hi - lo + 1
+    ids, m = _relabel(combined, bound)
+    member = np.empty(m, dtype=np.int64)
+    member[ids] = np.arange(n)
+    return member, ids
+
+
 def _hop_types(nodes, pt) -> tuple[int, np.ndarray, list[tuple[int, ...]]]:
     """A hop's type: its link's rate and delay, the receiving node's latency and
     cut-through. Returns the number of types, each port's type id, and each port's
@@ -597,9 +706,8 @@ def ideal_fct_ps(flows, sc, nodes, pt, host_node, routes, transport) -> np.ndarr
     spr = np.nonzero(host_spray | ((transport == TRANSPORT_UET) & sc.uet.spray))[0]
     if len(spr):
         lanes[spr] = routes.next_hops(pt, host_node, host_node[sender[spr]], receiver[spr])[1]
-    key = np.stack([flows["size"].astype(np.int64), flows["mtu"].astype(np.int64), flows["verb"].astype(np.int64),
-                    lanes, _path_ids(fwd, port_type, n_types), rev_id, transport], axis=1)
-    first, inverse = unique_rows(key)
+    first, inverse = _groups([flows["size"], flows["mtu"], flows["verb"], lanes,
+                              _path_ids(fwd, port_type, n_types), rev_id, transport])
     read_pos = np.full(n, -1, dtype=np.int64)
     read_pos[reads] = np.arange(len(reads))
     out = np.empty(len(first), dtype=np.int64)

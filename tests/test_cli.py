@@ -181,7 +181,7 @@ def test_progress_names_every_phase(tmp_path, monkeypatch):
     r = invoke("run", "incast-raw", "-o", str(tmp_path / "o"), "--set", "workload.0.size=16KiB", "--trace", "endpoints")
     assert r.exit_code == 0, r.output
     assert seen == ["compile", "compile: fabric", "compile: routes", "compile: ports", "compile: flows",
-                    "compile: ideal FCTs", "compile: engine", "run", "write", "write: trace.arrow",
+                    "compile: ideal FCTs", "compile: QPs", "compile: engine", "run", "write", "write: trace.arrow",
                     "write: flows.parquet", "write: qps.parquet", "write: ports.parquet", "write: summary.json"]
 
 
