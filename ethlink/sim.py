@@ -115,11 +115,8 @@ def _huge_pages(allowed: bool | None):
     page 0.47 ms per MB whatever ran before. The compile's temporaries therefore get
     ordinary pages, and the tables the engine keeps (flows, QPs) numpy's setting: on
     ordinary pages the engine's run over them was 5 to 11 % slower (TLB misses)."""
-    try:
-        from numpy._core.multiarray import _set_madvise_hugepage as setter
-    except ImportError:                 # numpy 1.x
-        from numpy.core.multiarray import _set_madvise_hugepage as setter
-    if allowed is None and not _HUGE_OUTSIDE:
+    setter = _madvise_setter()
+    if setter is None or (allowed is None and not _HUGE_OUTSIDE):
         yield
         return
     was = setter(_HUGE_OUTSIDE[-1] if allowed is None else allowed)
@@ -131,6 +128,19 @@ def _huge_pages(allowed: bool | None):
         if allowed is not None:
             _HUGE_OUTSIDE.pop()
         setter(was)
+
+
+def _madvise_setter():
+    """numpy's switch for its huge-page madvise (private: numpy 1.x and 2.x have it under
+    these two names), or None, when a numpy without it just keeps its own setting."""
+    try:
+        from numpy._core.multiarray import _set_madvise_hugepage
+    except ImportError:
+        try:
+            from numpy.core.multiarray import _set_madvise_hugepage
+        except ImportError:
+            return None
+    return _set_madvise_hugepage
 
 
 def compile_scenario(sc: Scenario, workload=None, on_step: Callable[[str], None] | None = None) -> Compiled:
