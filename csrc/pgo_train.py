@@ -8,7 +8,7 @@ raw and RoCE, and the 127:1 incast), so that each protocol (PFC, CBFC, DCQCN, HP
 LLR, Load/Store) and the large fabrics' paths are counted.
 
 NOTE: measured on this machine class (benchmarks/README.md, "Profile-guided build"):
-the 127:1 incast and incast-dcqcn about 10 % faster, the 1024-host permutation 2 to 4 %.
+the 127:1 incast and incast-dcqcn 6 to 8 % faster, the 1024-host permutation within 2 %.
 Adding a hop-traced run, or -fprofile-partial-training (untrained functions compiled as
 without a profile), measured slower on both and no faster on traced runs. Results do not
 depend on the build: tests/test_route_digests.py holds for either.
