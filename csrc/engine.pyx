@@ -510,7 +510,8 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
     cdef Event ev
     cdef Event* top
     cdef const Event* ah
-    cdef int32_t e
+    cdef int32_t e, qi
+    cdef uint32_t m
     cdef int64_t done = 0
     cdef int32_t node
     cdef int err = 0
@@ -544,8 +545,21 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
             elif ah.kind == EV_TX_DONE:
                 prefetch(&s.ports[ah.obj])
                 prefetch(<char*>&s.ports[ah.obj] + 64)
+                m = s.ring_mask[ah.obj]
+                if m:
+                    # a NIC port: the QP its refill asks first (host_refill)
+                    qi = s.ring_head[ah.obj * NPRIO + ctz32(m)]
+                    if qi >= 0:
+                        prefetch(&s.qps[qi])
         ah = evq_ahead(&s.evq, PREFETCH_AHEAD // 2)
-        if ah != NULL and ah.kind == EV_LINK_RX:
+        if ah != NULL and ah.kind == EV_TX_DONE:
+            # that QP (fetched above) and the message it is sending
+            m = s.ring_mask[ah.obj]
+            if m:
+                qi = s.ring_head[ah.obj * NPRIO + ctz32(m)]
+                if qi >= 0 and s.qps[qi].msg_cur >= 0:
+                    prefetch(&s.flows[s.qps[qi].msg_cur])
+        elif ah != NULL and ah.kind == EV_LINK_RX:
             # its frame was fetched above, PREFETCH_AHEAD / 2 events ago: now what its
             # enqueue reads, the egress queue (routed when sent, tx_start) and port
             e = s.pkts[ah.arg].egress
