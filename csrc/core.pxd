@@ -981,6 +981,18 @@ cdef inline void tx_done_elided(Sim* s, Port* pt) noexcept nogil:
         s.t_active = pt.tx_end
 
 
+cdef inline int64_t tx_next_hint(Sim* s, int32_t p) noexcept nogil:
+    # EV_TX_DONE's arg: the frame port p will likely send next (its highest non-empty
+    # queue's head, as prio << 32 | packet), or -1. A prefetch hint only (run_loop): by
+    # the event, another frame may have come first.
+    cdef uint32_t m = <uint32_t>s.ports[p].qmask
+    cdef int32_t prio
+    if m == 0:
+        return -1
+    prio = 31 - clz32(m)
+    return (<int64_t>prio << 32) | s.queues[p * NPRIO + prio].head
+
+
 cdef inline bint port_busy(Sim* s, int32_t p) noexcept nogil:
     # Whether port p is sending (a frame or its IFG).
     # NOTE: a port that had nothing else to send when it started a frame gets no
@@ -997,7 +1009,7 @@ cdef inline bint port_busy(Sim* s, int32_t p) noexcept nogil:
         tx_done_elided(s, pt)
         return 0
     pt.busy = 1
-    schedule_seq(s, pt.tx_end, pt.tx_seq, EV_TX_DONE, p, 0)
+    schedule_seq(s, pt.tx_end, pt.tx_seq, EV_TX_DONE, p, tx_next_hint(s, p))
     return 1
 
 

@@ -128,7 +128,7 @@ cdef inline void tx_start(Sim* s, int32_t p, int32_t pi, bint replay) noexcept n
     pt.tx_frames += 1
     trace_pkt(s, TE_TX_START, pt.node, p, pi, s.queues[p * NPRIO + pk.prio].bytes, DR_NONE)
     if pt.ctrl_head >= 0 or pt.replay_go or pt.qmask or s.ring_mask[p]:
-        schedule(s, s.now + wire, EV_TX_DONE, p, 0)
+        schedule(s, s.now + wire, EV_TX_DONE, p, tx_next_hint(s, p))
     else:                                   # nothing waits: elided (port_busy)
         pt.busy = 2
         pt.tx_end = s.now + wire
@@ -545,6 +545,10 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
             elif ah.kind == EV_TX_DONE:
                 prefetch(&s.ports[ah.obj])
                 prefetch(<char*>&s.ports[ah.obj] + 64)
+                if ah.arg >= 0:
+                    # the queue and frame it will likely send next (tx_next_hint)
+                    prefetch(&s.queues[ah.obj * NPRIO + (ah.arg >> 32)])
+                    prefetch(&s.pkts[<int32_t>ah.arg])
                 m = s.ring_mask[ah.obj]
                 if m:
                     # a NIC port: the QP its refill asks first (host_refill)
