@@ -29,6 +29,8 @@
 #include <string.h>
 #include "heap.h"
 
+#define WALK_MIN_RUN 16
+
 typedef struct {
     Event ev;
     int32_t next;       /* next node in the same slot, -1 ends */
@@ -54,6 +56,7 @@ typedef struct {
     EvNode* nodes;      /* wheel nodes; free ones chained through next */
     int64_t node_cap, node_top;
     int32_t node_free;
+    int32_t walk;       /* the next wheel bucket's node to fetch ahead (evq_pop), -1 none */
     int64_t n;          /* events in all */
     int64_t cap_hwm;    /* most events held at once (a counter for the benchmarks) */
 } EvQueue;
@@ -99,6 +102,7 @@ static inline int evq_init(EvQueue* q, int shift, int64_t nslots)
     q->node_cap = 1024;
     q->node_top = 0;
     q->node_free = -1;
+    q->walk = -1;
     q->run = (Event*)malloc(q->run_cap * sizeof(Event));
     q->tmp = (Event*)malloc(q->run_cap * sizeof(Event));
     q->keys = (uint64_t*)malloc(q->run_cap * sizeof(uint64_t));
@@ -377,6 +381,17 @@ static inline int evq_advance(EvQueue* q)
             return -1;
     }
     evq_sort_run(q);
+    /* NOTE: gathering a bucket walks its slot's chain, a cache miss per node whose address
+     * only the node before gives: the next bucket's chain is fetched one node per pop of
+     * this one (evq_pop), so that its gathering finds the nodes in cache. Only behind a
+     * bucket of many events: with few, the walk has no time to run ahead, and finding the
+     * next bucket twice costs more than it saves (the small incasts: 4 % slower). */
+    q->walk = -1;
+    if (q->wheel_n > 0 && q->run_n >= WALK_MIN_RUN) {
+        q->walk = q->head[evq_next_wheel_bucket(q) & (q->nslots - 1)];
+        if (q->walk >= 0)
+            __builtin_prefetch(&q->nodes[q->walk]);
+    }
     return 1;
 }
 
@@ -411,6 +426,11 @@ static inline void evq_pop(EvQueue* q, Event* out)
 {
     if (q->run_pos < q->run_n && (q->cur_n == 0 || !ev_lt(&q->cur[0], &q->run[q->run_pos]))) {
         *out = q->run[q->run_pos++];
+        if (q->walk >= 0) {
+            q->walk = q->nodes[q->walk].next;
+            if (q->walk >= 0)
+                __builtin_prefetch(&q->nodes[q->walk]);
+        }
     } else {
         *out = q->cur[0];
         q->cur_n--;
