@@ -155,6 +155,11 @@ def test_rows_checked_against_the_fabric():
     bad = R.as_workload({**{c: t[c] for c in t.column_names}, "src": [1, 2, 0], "dep": [-1, -1, 99]})
     with pytest.raises(ethlink.ScenarioError, match="dep 99 is not the id of any operation"):
         Simulation(sc, workload=bad)
+    # the smallest id that repeats is named, wherever its copies are
+    ids = t.column("id").to_pylist()
+    dup = R.as_workload({**{c: t[c] for c in t.column_names}, "src": [1, 2, 0], "id": [ids[2], ids[1], ids[2]]})
+    with pytest.raises(ethlink.ScenarioError, match=f"id {ids[2]} appears more than once"):
+        Simulation(sc, workload=dup)
 
 
 def test_fabric_without_traffic(tmp_path):
