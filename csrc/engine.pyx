@@ -534,6 +534,9 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
         top = evq_top(&s.evq, &err)
         if top != NULL:
             prefetch_next(s, top)
+        # NOTE: the look-ahead prefetch (PREFETCH_AHEAD above), written here in the loop:
+        # the same code moved into an inline function (inlined) made the 1024-host
+        # permutation 20 % slower, with or without the profile-guided build.
         ah = evq_ahead(&s.evq, PREFETCH_AHEAD)
         if ah != NULL:
             if ah.kind == EV_LINK_RX or ah.kind == EV_RX:
