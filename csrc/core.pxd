@@ -831,7 +831,6 @@ cdef inline void link_pop(Sim* s, int32_t port, int32_t pi, bint ctrl) noexcept 
         else:
             s.ports[port].rx_tail = -1
         return
-    pk.rx_next = -1
     schedule_seq(s, pk.rx_time, pk.rx_seq, EV_LINK_RX, port, n)
 
 

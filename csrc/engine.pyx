@@ -113,7 +113,8 @@ cdef inline void tx_start(Sim* s, int32_t p, int32_t pi, bint replay) noexcept n
     cdef Port* pt = &s.ports[p]
     cdef Packet* pk = &s.pkts[pi]
     cdef int32_t peer = pt.peer
-    cdef Node* pn = &s.nodes[s.ports[peer].node]
+    cdef int32_t peer_node = s.ports[peer].node
+    cdef Node* pn = &s.nodes[peer_node]
     cdef int64_t wire, t_rx
     if pk.flags & PF_INT:
         # HPCC: a switch egress appends its INT record to a data frame before its first bit
@@ -164,7 +165,7 @@ cdef inline void tx_start(Sim* s, int32_t p, int32_t pi, bint replay) noexcept n
         # NOTE: routing is a function of the frame and the switch only, so the frame's
         # egress there is chosen now: the loop can then prefetch that egress port's queue
         # several events before the arrival that enqueues the frame (run_loop).
-        pk.egress = route(s, s.ports[peer].node, pi)
+        pk.egress = route(s, peer_node, pi)
     link_push(s, peer, t_rx + pn.latency_ps, pi, 0)
 
 
