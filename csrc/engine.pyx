@@ -687,11 +687,12 @@ def _wheel(ports, nodes, int64_t pfc_response_ps, int shift, int64_t slots):
         return (max(shift, 0), max(slots, 64))
     if shift < 0:
         fastest = int(ports["rate_bps"].max())
-        t_min = max(1, (84 * 8 * 1000000000000) // fastest)
+        t_min = max(1, ((MIN_FRAME_BYTES + WIRE_EXTRA_BYTES) * 8 * 1000000000000) // fastest)
         shift = max(0, (t_min // 3).bit_length() - 1)
     if slots <= 0:
         slowest = int(ports["rate_bps"].min())
-        horizon = int(ports["delay_ps"].max()) + (9300 * 8 * 1000000000000) // slowest \
+        # (9216 B: the largest frame a switch takes, scenario.py MAX_MTU + 216)
+        horizon = int(ports["delay_ps"].max()) + ((9216 + WIRE_EXTRA_BYTES) * 8 * 1000000000000) // slowest \
             + (int(nodes["latency_ps"].max()) if len(nodes) else 0) + pfc_response_ps
         slots = 64
         while slots < (1 << 16) and (slots << shift) < 2 * horizon:

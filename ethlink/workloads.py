@@ -181,14 +181,15 @@ def from_table(table, n_hosts: int, max_ls_size: int = 4096) -> dict[str, np.nda
             raise ScenarioError(f"workload table row {r} (id {ids[r]}): {name} must be {want}")
     # NOTE: duplicates from the sort, not np.unique (which imports numpy.ma, 11 ms)
     order = np.argsort(ids, kind="stable")
-    same = np.nonzero(ids[order][1:] == ids[order][:-1])[0]
+    sorted_ids = ids[order]
+    same = np.nonzero(sorted_ids[1:] == sorted_ids[:-1])[0]
     if len(same):
-        raise ScenarioError(f"workload table: id {ids[order][same[0]]} appears more than once; ids must be unique")
+        raise ScenarioError(f"workload table: id {sorted_ids[same[0]]} appears more than once; ids must be unique")
     dep = np.full(n, -1, dtype=np.int64)
     has = dep_id >= 0
-    pos = np.searchsorted(ids[order], dep_id[has])
+    pos = np.searchsorted(sorted_ids, dep_id[has])
     pos = np.minimum(pos, n - 1)
-    found = ids[order][pos] == dep_id[has]
+    found = sorted_ids[pos] == dep_id[has]
     if not np.all(found):
         r = np.nonzero(has)[0][np.nonzero(~found)[0][0]]
         raise ScenarioError(f"workload table row {r} (id {ids[r]}): dep {dep_id[r]} is not the id of any operation")
