@@ -50,7 +50,8 @@ typedef struct {
     int64_t bucket;     /* the bucket being served */
     int shift;          /* bucket width: 2^shift ps */
     int64_t nslots;     /* wheel slots, a power of 2 */
-    int32_t* head;      /* per slot: its first node, -1 empty */
+    int32_t* head;      /* per slot: its first node (the latest added), -1 empty */
+    int32_t* cnt;       /* per slot: its node count */
     uint64_t* bits;     /* per slot: 1 when not empty */
     int64_t wheel_n;    /* events in the wheel */
     EvNode* nodes;      /* wheel nodes; free ones chained through next */
@@ -81,10 +82,12 @@ static inline void evq_free(EvQueue* q)
     free(q->cur);
     free(q->far);
     free(q->head);
+    free(q->cnt);
     free(q->bits);
     free(q->nodes);
     q->run = q->tmp = q->cur = q->far = NULL;
     q->head = NULL;
+    q->cnt = NULL;
     q->bits = NULL;
     q->nodes = NULL;
 }
@@ -109,9 +112,10 @@ static inline int evq_init(EvQueue* q, int shift, int64_t nslots)
     q->cur = (Event*)malloc(q->cur_cap * sizeof(Event));
     q->far = (Event*)malloc(q->far_cap * sizeof(Event));
     q->head = (int32_t*)malloc(nslots * sizeof(int32_t));
+    q->cnt = (int32_t*)calloc(nslots, sizeof(int32_t));
     q->bits = (uint64_t*)calloc(nslots / 64, sizeof(uint64_t));
     q->nodes = (EvNode*)malloc(q->node_cap * sizeof(EvNode));
-    if (!q->run || !q->tmp || !q->keys || !q->cur || !q->far || !q->head || !q->bits || !q->nodes) {
+    if (!q->run || !q->tmp || !q->keys || !q->cur || !q->far || !q->head || !q->cnt || !q->bits || !q->nodes) {
         evq_free(q);
         return -1;
     }
@@ -161,6 +165,7 @@ static inline int evq_push(EvQueue* q, const Event* ev)
         nd->ev = *ev;
         nd->next = q->head[slot];
         q->head[slot] = ni;
+        q->cnt[slot]++;
         q->bits[slot >> 6] |= (uint64_t)1 << (slot & 63);
         q->wheel_n++;
     } else {
@@ -287,7 +292,7 @@ static inline void evq_sort_run(EvQueue* q)
 {
     int64_t n = q->run_n, i;
     int64_t t0, t1, s0, s1;
-    int tb, sb, ib;
+    int tb, sb, ib, unsorted = 0;
     uint64_t* k = q->keys;
     Event *a = q->run, *o = q->tmp;
     if (n < 2)
@@ -295,11 +300,14 @@ static inline void evq_sort_run(EvQueue* q)
     t0 = t1 = a[0].time;
     s0 = s1 = a[0].seq;
     for (i = 1; i < n; i++) {
+        unsorted |= ev_lt(&a[i], &a[i - 1]);
         if (a[i].time < t0) t0 = a[i].time;
         if (a[i].time > t1) t1 = a[i].time;
         if (a[i].seq < s0) s0 = a[i].seq;
         if (a[i].seq > s1) s1 = a[i].seq;
     }
+    if (!unsorted)
+        return;
     tb = bitlen64((uint64_t)(t1 - t0));
     sb = bitlen64((uint64_t)(s1 - s0));
     ib = bitlen64((uint64_t)(n - 1));
@@ -316,26 +324,29 @@ static inline void evq_sort_run(EvQueue* q)
     q->tmp = a;
 }
 
-static inline int evq_run_add(EvQueue* q, const Event* ev)
+/* Room in the run (and its sort buffers) for at least `n` events. 0, or -1 (no memory). */
+static inline int evq_run_room(EvQueue* q, int64_t n)
 {
     Event *r, *t;
     uint64_t* k;
-    if (q->run_n == q->run_cap) {
-        r = (Event*)realloc(q->run, 2 * q->run_cap * sizeof(Event));
-        if (r == NULL)
-            return -1;
-        q->run = r;
-        t = (Event*)realloc(q->tmp, 2 * q->run_cap * sizeof(Event));
-        if (t == NULL)
-            return -1;
-        q->tmp = t;
-        k = (uint64_t*)realloc(q->keys, 2 * q->run_cap * sizeof(uint64_t));
-        if (k == NULL)
-            return -1;
-        q->keys = k;
-        q->run_cap *= 2;
-    }
-    q->run[q->run_n++] = *ev;
+    int64_t cap = q->run_cap;
+    if (n <= cap)
+        return 0;
+    while (cap < n)
+        cap *= 2;
+    r = (Event*)realloc(q->run, cap * sizeof(Event));
+    if (r == NULL)
+        return -1;
+    q->run = r;
+    t = (Event*)realloc(q->tmp, cap * sizeof(Event));
+    if (t == NULL)
+        return -1;
+    q->tmp = t;
+    k = (uint64_t*)realloc(q->keys, cap * sizeof(uint64_t));
+    if (k == NULL)
+        return -1;
+    q->keys = k;
+    q->run_cap = cap;
     return 0;
 }
 
@@ -343,9 +354,8 @@ static inline int evq_run_add(EvQueue* q, const Event* ev)
  * -1 (no memory), 1 otherwise. */
 static inline int evq_advance(EvQueue* q)
 {
-    int64_t nb = INT64_MAX, fb, slot;
+    int64_t nb = INT64_MAX, fb, slot, k;
     int32_t ni, nx;
-    Event ev;
     if (q->n == 0)
         return 0;
     if (q->wheel_n > 0)
@@ -359,26 +369,32 @@ static inline int evq_advance(EvQueue* q)
     q->run_pos = q->run_n = 0;
     slot = nb & (q->nslots - 1);
     if (q->bits[slot >> 6] & ((uint64_t)1 << (slot & 63))) {
-        /* the slot's events are all of bucket nb (see the invariants) */
+        /* the slot's events are all of bucket nb (see the invariants); its chain runs
+           from the latest added back, so it is laid out from the run's end: events added
+           in sequence order then need no sort (evq_sort_run) */
+        k = q->cnt[slot];
+        if (evq_run_room(q, k + 1))
+            return -1;
+        q->run_n = k;
         ni = q->head[slot];
         while (ni >= 0) {
             nx = q->nodes[ni].next;
-            if (evq_run_add(q, &q->nodes[ni].ev))
-                return -1;
+            q->run[--k] = q->nodes[ni].ev;
             q->nodes[ni].next = q->node_free;
             q->node_free = ni;
-            q->wheel_n--;
             ni = nx;
         }
+        q->wheel_n -= q->run_n;
         q->head[slot] = -1;
+        q->cnt[slot] = 0;
         q->bits[slot >> 6] &= ~((uint64_t)1 << (slot & 63));
     }
     while (q->far_n > 0 && (q->far[0].time >> q->shift) == nb) {
-        ev = q->far[0];
+        if (evq_run_room(q, q->run_n + 1))
+            return -1;
+        q->run[q->run_n++] = q->far[0];
         q->far_n--;
         ev_heap_pop(q->far, q->far_n);
-        if (evq_run_add(q, &ev))
-            return -1;
     }
     evq_sort_run(q);
     /* NOTE: gathering a bucket walks its slot's chain, a cache miss per node whose address
@@ -395,23 +411,35 @@ static inline int evq_advance(EvQueue* q)
     return 1;
 }
 
-/* The earliest event, or NULL when there is none (or memory ran out: *err is set). */
-static inline Event* evq_top(EvQueue* q, int* err)
+/* evq_top when the run is used up: cur's root, or the next bucket's first event. */
+static __attribute__((noinline)) Event* evq_top_slow(EvQueue* q, int* err)
 {
     int r;
-    if (q->run_pos == q->run_n) {
-        if (q->cur_n > 0)
-            return &q->cur[0];
-        r = evq_advance(q);
-        if (r <= 0) {
-            if (r < 0)
-                *err = 1;
-            return NULL;
-        }
+    if (q->cur_n > 0)
+        return &q->cur[0];
+    r = evq_advance(q);
+    if (r <= 0) {
+        if (r < 0)
+            *err = 1;
+        return NULL;
     }
     if (q->cur_n > 0 && ev_lt(&q->cur[0], &q->run[q->run_pos]))
         return &q->cur[0];
     return &q->run[q->run_pos];
+}
+
+/* The earliest event, or NULL when there is none (or memory ran out: *err is set).
+ * NOTE: called twice per event (engine.pyx run_loop), so only the common case is inline;
+ * as one function, gcc kept it out of line and its register saves were a sixth of the
+ * queue's instructions. */
+static inline Event* evq_top(EvQueue* q, int* err)
+{
+    if (__builtin_expect(q->run_pos < q->run_n, 1)) {
+        if (q->cur_n > 0 && ev_lt(&q->cur[0], &q->run[q->run_pos]))
+            return &q->cur[0];
+        return &q->run[q->run_pos];
+    }
+    return evq_top_slow(q, err);
 }
 
 /* The event k places after the run's next one, or NULL past the run's end (events in cur
