@@ -122,7 +122,7 @@ cdef inline void tx_start(Sim* s, int32_t p, int32_t pi, bint replay) noexcept n
         if pk.kind == FK_ROCE and not replay and s.nodes[pt.node].kind == NODE_SWITCH:
             hp_push(s, p, pi)
         s.hp_int_bytes += INT_BASE_BYTES + INT_HOP_BYTES * s.hp_int[pi].n
-    wire = ser_ps(pk.size + WIRE_EXTRA_BYTES, pt.rate_bps)
+    wire = port_ser_ps(pt, pk.size + WIRE_EXTRA_BYTES)
     pt.busy = 1
     pt.busy_ps += wire
     pt.tx_bytes += pk.size
@@ -135,7 +135,7 @@ cdef inline void tx_start(Sim* s, int32_t p, int32_t pi, bint replay) noexcept n
         pt.tx_end = s.now + wire
         pt.tx_seq = s.seq
         s.seq += 1
-    pk.t_last = s.now + ser_ps(PREAMBLE_BYTES + pk.size, pt.rate_bps) + pt.delay_ps
+    pk.t_last = s.now + port_ser_ps(pt, PREAMBLE_BYTES + pk.size) + pt.delay_ps
     if pk.kind == FK_PFC or pk.kind == FK_CBFC:
         # Link-local control: consumed by the peer's MAC, no pipeline latency.
         link_push(s, peer, pk.t_last + s.pfc_response_ps, pi, 1)
@@ -158,7 +158,7 @@ cdef inline void tx_start(Sim* s, int32_t p, int32_t pi, bint replay) noexcept n
         s.flows[pk.flow].first_tx_ps = s.now
     t_rx = pk.t_last
     if pn.cut_through and pk.size > CT_HEADER_BYTES:
-        t_rx = s.now + ser_ps(PREAMBLE_BYTES + CT_HEADER_BYTES, pt.rate_bps) + pt.delay_ps
+        t_rx = s.now + port_ser_ps(pt, PREAMBLE_BYTES + CT_HEADER_BYTES) + pt.delay_ps
     pk.hops += 1
     s.hops += 1
     if pn.kind == NODE_SWITCH:
@@ -795,6 +795,11 @@ cdef class Engine:
         s.n_nodes = len(self.nodes)
         s.ports = <Port*>cnp.PyArray_DATA(self.ports)
         s.n_ports = len(self.ports)
+        for i in range(s.n_ports):
+            # (8e12 ps-bits per s: whole picoseconds per byte at every standard rate)
+            s.ports[i].ps_per_byte = 0
+            if s.ports[i].rate_bps > 0 and (8 * 1000000000000) % s.ports[i].rate_bps == 0:
+                s.ports[i].ps_per_byte = (8 * 1000000000000) // s.ports[i].rate_bps
         s.queues = <Queue*>cnp.PyArray_DATA(self.queues)
         s.flows = <Flow*>cnp.PyArray_DATA(self.flows)
         s.n_flows = len(self.flows)
