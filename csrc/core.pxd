@@ -186,6 +186,7 @@ cdef extern from "evq.h" nogil:
     int evq_init(EvQueue* q, int shift, int64_t nslots)
     void evq_free(EvQueue* q)
     int evq_push(EvQueue* q, const Event* ev)
+    int evq_push5(EvQueue* q, int64_t time, int64_t seq, int32_t kind, int32_t obj, int64_t arg)
     Event* evq_top(EvQueue* q, int* err)
     void evq_pop(EvQueue* q, Event* out)
     const Event* evq_ahead(const EvQueue* q, int64_t k)
@@ -788,13 +789,7 @@ cdef inline int schedule(Sim* s, int64_t time, int32_t kind, int32_t obj, int64_
 
 cdef inline int schedule_seq(Sim* s, int64_t time, int64_t seq, int32_t kind, int32_t obj, int64_t arg) noexcept nogil:
     # Insert an event with a sequence number taken earlier (link FIFOs keep their order).
-    cdef Event ev
-    ev.time = time
-    ev.seq = seq
-    ev.kind = kind
-    ev.obj = obj
-    ev.arg = arg
-    if evq_push(&s.evq, &ev):
+    if evq_push5(&s.evq, time, seq, kind, obj, arg):
         s.error = 1
         return -1
     return 0
