@@ -279,7 +279,9 @@ cdef struct Port:               # 256 B, 64-byte aligned (engine.pyx)
     double ber                  # bit error rate of the link from this port (0: none)
     int64_t ps_per_byte         # 8e12 / rate_bps when that is whole (every standard rate), else
                                 # 0; derived by the engine (port_ser_ps)
-    int64_t pad2
+    int32_t rx_node             # = node, and the peer port's node: copies on this line (derived
+    int32_t peer_node           # by the engine), so that an arrival and a frame start touch one
+                                # line of the receiving port, not two
     # --- the rest
     uint64_t rng                # this port's random stream (ECN marking), seeded per port
     int64_t pause_tx            # PFC frames sent from this port (XOFF and XON)

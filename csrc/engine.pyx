@@ -113,7 +113,7 @@ cdef inline void tx_start(Sim* s, int32_t p, int32_t pi, bint replay) noexcept n
     cdef Port* pt = &s.ports[p]
     cdef Packet* pk = &s.pkts[pi]
     cdef int32_t peer = pt.peer
-    cdef int32_t peer_node = s.ports[peer].node
+    cdef int32_t peer_node = pt.peer_node
     cdef Node* pn = &s.nodes[peer_node]
     cdef int64_t wire, t_rx
     if pk.flags & PF_INT:
@@ -312,7 +312,7 @@ cdef inline void switch_enqueue(Sim* s, int32_t node, int32_t pi) noexcept nogil
 
 
 cdef inline void switch_rx(Sim* s, int32_t inport, int32_t pi) noexcept nogil:
-    cdef int32_t node = s.ports[inport].node
+    cdef int32_t node = s.ports[inport].rx_node
     cdef Packet* pk = &s.pkts[pi]
     cdef int32_t e
     if pk.flags & PF_ROUTED:
@@ -342,7 +342,7 @@ cdef inline void switch_rx(Sim* s, int32_t inport, int32_t pi) noexcept nogil:
 # Hosts: deliver, start flows.
 
 cdef inline void host_rx(Sim* s, int32_t inport, int32_t pi) noexcept nogil:
-    cdef int32_t node = s.ports[inport].node
+    cdef int32_t node = s.ports[inport].rx_node
     cdef Packet* pk = &s.pkts[pi]
     if pk.dst != s.nodes[node].host:
         drop(s, node, -1, pi, DR_NO_ROUTE)
@@ -543,10 +543,9 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
         ah = evq_ahead(&s.evq, PREFETCH_AHEAD)
         if ah != NULL:
             if ah.kind == EV_LINK_RX or ah.kind == EV_RX:
-                # the frame, and the receiving port's two lines (node, then counters
-                # and the link FIFO)
+                # the frame, and the receiving port's line the arrival reads (its
+                # node, counters and link FIFO)
                 prefetch(&s.pkts[ah.arg])
-                prefetch(&s.ports[ah.obj])
                 prefetch(<char*>&s.ports[ah.obj] + 64)
             elif ah.kind == EV_TX_DONE:
                 prefetch(&s.ports[ah.obj])
@@ -583,7 +582,7 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
             # frames, flow and operation starts; not protocol timers
             s.t_active = ev.time
         if ev.kind == EV_RX:
-            node = s.ports[ev.obj].node
+            node = s.ports[ev.obj].rx_node
             if not (s.pkts[ev.arg].flags & PF_ROUTED):     # not the cut-through second visit
                 s.ports[ev.obj].rx_bytes += s.pkts[ev.arg].size
                 s.ports[ev.obj].rx_frames += 1
@@ -796,6 +795,8 @@ cdef class Engine:
         s.ports = <Port*>cnp.PyArray_DATA(self.ports)
         s.n_ports = len(self.ports)
         for i in range(s.n_ports):
+            s.ports[i].rx_node = s.ports[i].node
+            s.ports[i].peer_node = s.ports[s.ports[i].peer].node
             # (8e12 ps-bits per s: whole picoseconds per byte at every standard rate)
             s.ports[i].ps_per_byte = 0
             if s.ports[i].rate_bps > 0 and (8 * 1000000000000) % s.ports[i].rate_bps == 0:
