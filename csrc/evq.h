@@ -31,11 +31,6 @@
 
 #define WALK_MIN_RUN 16
 
-typedef struct {
-    Event ev;
-    int32_t next;       /* next node in the same slot, -1 ends */
-    int32_t pad;
-} EvNode;
 
 typedef struct {
     Event* run;         /* the bucket being served, sorted; run[run_pos] is next */
@@ -54,7 +49,12 @@ typedef struct {
     int32_t* cnt;       /* per slot: its node count */
     uint64_t* bits;     /* per slot: 1 when not empty */
     int64_t wheel_n;    /* events in the wheel */
-    EvNode* nodes;      /* wheel nodes; free ones chained through next */
+    Event* nev;         /* wheel nodes: their events, and apart, their links: the next node
+                           in the same slot (-1 ends), or the next free one.
+                           NOTE: apart, gathering a bucket chases the small link array
+                           (4 B a node, mostly in cache) and the events' loads, no longer
+                           on the chase, overlap; a 32 B event never straddles two lines */
+    int32_t* nnext;
     int64_t node_cap, node_top;
     int32_t node_free;
     int32_t walk;       /* the next wheel bucket's node to fetch ahead (evq_pop), -1 none */
@@ -84,12 +84,14 @@ static inline void evq_free(EvQueue* q)
     free(q->head);
     free(q->cnt);
     free(q->bits);
-    free(q->nodes);
+    free(q->nev);
+    free(q->nnext);
     q->run = q->tmp = q->cur = q->far = NULL;
     q->head = NULL;
     q->cnt = NULL;
     q->bits = NULL;
-    q->nodes = NULL;
+    q->nev = NULL;
+    q->nnext = NULL;
 }
 
 /* shift: bucket width 2^shift ps; nslots: a power of 2, at least 64. 0, or -1 (no memory). */
@@ -114,8 +116,9 @@ static inline int evq_init(EvQueue* q, int shift, int64_t nslots)
     q->head = (int32_t*)malloc(nslots * sizeof(int32_t));
     q->cnt = (int32_t*)calloc(nslots, sizeof(int32_t));
     q->bits = (uint64_t*)calloc(nslots / 64, sizeof(uint64_t));
-    q->nodes = (EvNode*)malloc(q->node_cap * sizeof(EvNode));
-    if (!q->run || !q->tmp || !q->keys || !q->cur || !q->far || !q->head || !q->cnt || !q->bits || !q->nodes) {
+    q->nev = (Event*)malloc(q->node_cap * sizeof(Event));
+    q->nnext = (int32_t*)malloc(q->node_cap * sizeof(int32_t));
+    if (!q->run || !q->tmp || !q->keys || !q->cur || !q->far || !q->head || !q->cnt || !q->bits || !q->nev || !q->nnext) {
         evq_free(q);
         return -1;
     }
@@ -139,31 +142,34 @@ static inline int evq_cur_push(EvQueue* q, const Event* ev)
 static __attribute__((noinline)) int evq_push(EvQueue* q, const Event* ev)
 {
     int64_t b = ev->time >> q->shift, slot;
-    int32_t ni;
-    EvNode* nd;
+    int32_t ni, *nn;
+    Event* ne;
     if (b <= q->bucket) {
         if (evq_cur_push(q, ev))
             return -1;
     } else if (b - q->bucket < q->nslots) {     /* (no overflow near INT64_MAX) */
         if (q->node_free >= 0) {
             ni = q->node_free;
-            q->node_free = q->nodes[ni].next;
+            q->node_free = q->nnext[ni];
         } else {
             if (q->node_top == q->node_cap) {
                 if (q->node_cap >= ((int64_t)1 << 30))
                     return -1;
-                nd = (EvNode*)realloc(q->nodes, 2 * q->node_cap * sizeof(EvNode));
-                if (nd == NULL)
+                ne = (Event*)realloc(q->nev, 2 * q->node_cap * sizeof(Event));
+                if (ne == NULL)
                     return -1;
-                q->nodes = nd;
+                q->nev = ne;
+                nn = (int32_t*)realloc(q->nnext, 2 * q->node_cap * sizeof(int32_t));
+                if (nn == NULL)
+                    return -1;
+                q->nnext = nn;
                 q->node_cap *= 2;
             }
             ni = (int32_t)q->node_top++;
         }
         slot = b & (q->nslots - 1);
-        nd = &q->nodes[ni];
-        nd->ev = *ev;
-        nd->next = q->head[slot];
+        q->nev[ni] = *ev;
+        q->nnext[ni] = q->head[slot];
         q->head[slot] = ni;
         q->cnt[slot]++;
         q->bits[slot >> 6] |= (uint64_t)1 << (slot & 63);
@@ -190,18 +196,18 @@ static inline int evq_push5(EvQueue* q, int64_t time, int64_t seq, int32_t kind,
 {
     int64_t b = time >> q->shift, slot;
     int32_t ni = q->node_free;
-    EvNode* nd;
+    Event* e;
     Event ev;
     if (__builtin_expect(b > q->bucket && b - q->bucket < q->nslots && ni >= 0, 1)) {
-        nd = &q->nodes[ni];
-        q->node_free = nd->next;
+        q->node_free = q->nnext[ni];
         slot = b & (q->nslots - 1);
-        nd->ev.time = time;
-        nd->ev.seq = seq;
-        nd->ev.kind = kind;
-        nd->ev.obj = obj;
-        nd->ev.arg = arg;
-        nd->next = q->head[slot];
+        e = &q->nev[ni];
+        e->time = time;
+        e->seq = seq;
+        e->kind = kind;
+        e->obj = obj;
+        e->arg = arg;
+        q->nnext[ni] = q->head[slot];
         q->head[slot] = ni;
         q->cnt[slot]++;
         q->bits[slot >> 6] |= (uint64_t)1 << (slot & 63);
@@ -417,9 +423,9 @@ static inline int evq_advance(EvQueue* q)
         q->run_n = k;
         ni = q->head[slot];
         while (ni >= 0) {
-            nx = q->nodes[ni].next;
-            q->run[--k] = q->nodes[ni].ev;
-            q->nodes[ni].next = q->node_free;
+            nx = q->nnext[ni];
+            q->run[--k] = q->nev[ni];
+            q->nnext[ni] = q->node_free;
             q->node_free = ni;
             ni = nx;
         }
@@ -445,7 +451,7 @@ static inline int evq_advance(EvQueue* q)
     if (q->wheel_n > 0 && q->run_n >= WALK_MIN_RUN) {
         q->walk = q->head[evq_next_wheel_bucket(q) & (q->nslots - 1)];
         if (q->walk >= 0)
-            __builtin_prefetch(&q->nodes[q->walk]);
+            __builtin_prefetch(&q->nev[q->walk]);
     }
     return 1;
 }
@@ -494,9 +500,9 @@ static inline void evq_pop(EvQueue* q, Event* out)
     if (q->run_pos < q->run_n && (q->cur_n == 0 || !ev_lt(&q->cur[0], &q->run[q->run_pos]))) {
         *out = q->run[q->run_pos++];
         if (q->walk >= 0) {
-            q->walk = q->nodes[q->walk].next;
+            q->walk = q->nnext[q->walk];
             if (q->walk >= 0)
-                __builtin_prefetch(&q->nodes[q->walk]);
+                __builtin_prefetch(&q->nev[q->walk]);
         }
     } else {
         *out = q->cur[0];
