@@ -31,7 +31,6 @@
 
 #define WALK_MIN_RUN 16
 
-
 typedef struct {
     Event* run;         /* the bucket being served, sorted; run[run_pos] is next */
     Event* tmp;         /* sort buffer of the run's capacity */
@@ -138,10 +137,28 @@ static inline int evq_cur_push(EvQueue* q, const Event* ev)
     return 0;
 }
 
+/* Chain wheel node ni (its event written) into its slot. */
+static inline void evq_slot_add(EvQueue* q, int64_t slot, int32_t ni)
+{
+    q->nnext[ni] = q->head[slot];
+    q->head[slot] = ni;
+    q->cnt[slot]++;
+    q->bits[slot >> 6] |= (uint64_t)1 << (slot & 63);
+    q->wheel_n++;
+}
+
+/* One more event held. */
+static inline void evq_count(EvQueue* q)
+{
+    q->n++;
+    if (q->n > q->cap_hwm)
+        q->cap_hwm = q->n;
+}
+
 /* Add an event (time >= the time of the last event popped). 0, or -1 (no memory). */
 static __attribute__((noinline)) int evq_push(EvQueue* q, const Event* ev)
 {
-    int64_t b = ev->time >> q->shift, slot;
+    int64_t b = ev->time >> q->shift;
     int32_t ni, *nn;
     Event* ne;
     if (b <= q->bucket) {
@@ -167,22 +184,15 @@ static __attribute__((noinline)) int evq_push(EvQueue* q, const Event* ev)
             }
             ni = (int32_t)q->node_top++;
         }
-        slot = b & (q->nslots - 1);
         q->nev[ni] = *ev;
-        q->nnext[ni] = q->head[slot];
-        q->head[slot] = ni;
-        q->cnt[slot]++;
-        q->bits[slot >> 6] |= (uint64_t)1 << (slot & 63);
-        q->wheel_n++;
+        evq_slot_add(q, b & (q->nslots - 1), ni);
     } else {
         if (q->far_n + 4 >= q->far_cap && evq_heap_grow(&q->far, &q->far_cap))
             return -1;
         ev_heap_push(q->far, q->far_n, ev);
         q->far_n++;
     }
-    q->n++;
-    if (q->n > q->cap_hwm)
-        q->cap_hwm = q->n;
+    evq_count(q);
     return 0;
 }
 
@@ -194,27 +204,20 @@ static __attribute__((noinline)) int evq_push(EvQueue* q, const Event* ev)
  * at hand) writes the fields into the node directly, inline. */
 static inline int evq_push5(EvQueue* q, int64_t time, int64_t seq, int32_t kind, int32_t obj, int64_t arg)
 {
-    int64_t b = time >> q->shift, slot;
+    int64_t b = time >> q->shift;
     int32_t ni = q->node_free;
     Event* e;
     Event ev;
     if (__builtin_expect(b > q->bucket && b - q->bucket < q->nslots && ni >= 0, 1)) {
         q->node_free = q->nnext[ni];
-        slot = b & (q->nslots - 1);
         e = &q->nev[ni];
         e->time = time;
         e->seq = seq;
         e->kind = kind;
         e->obj = obj;
         e->arg = arg;
-        q->nnext[ni] = q->head[slot];
-        q->head[slot] = ni;
-        q->cnt[slot]++;
-        q->bits[slot >> 6] |= (uint64_t)1 << (slot & 63);
-        q->wheel_n++;
-        q->n++;
-        if (q->n > q->cap_hwm)
-            q->cap_hwm = q->n;
+        evq_slot_add(q, b & (q->nslots - 1), ni);
+        evq_count(q);
         return 0;
     }
     ev.time = time;
