@@ -250,8 +250,9 @@ cdef struct Node:
 
 cdef struct Port:               # 256 B, 64-byte aligned (engine.pyx)
     # NOTE: the first line holds what sending a frame touches, the second what receiving
-    # one touches: a hop reads two lines of each of the link's two ports.
-    int32_t node                # owning node
+    # one touches and the rest of a frame start (its node, counters, rate and peer): a hop
+    # reads both lines of the sending port and the second of the receiving one.
+    int32_t llr                 # 1: link-level retry on the link from this port
     int32_t peer                # port at the other end of the link
     int32_t busy                # 1 while a frame (or its IFG) occupies the wire and its
                                 # EV_TX_DONE is queued; 2: the same, the event elided
@@ -271,7 +272,7 @@ cdef struct Port:               # 256 B, 64-byte aligned (engine.pyx)
     # control frames apart
     int32_t rx_tail             # data FIFO: latest arrival still to happen, -1 none
     int32_t crx_tail            # control-frame FIFO (PFC, credits: no pipeline latency)
-    int32_t llr                 # 1: link-level retry on the link from this port
+    int32_t node                # owning node
     int32_t ctrl_tail
     int64_t tx_frames
     int64_t rx_bytes
@@ -279,9 +280,9 @@ cdef struct Port:               # 256 B, 64-byte aligned (engine.pyx)
     double ber                  # bit error rate of the link from this port (0: none)
     int64_t ps_per_byte         # 8e12 / rate_bps when that is whole (every standard rate), else
                                 # 0; derived by the engine (port_ser_ps)
-    int32_t rx_node             # = node, and the peer port's node: copies on this line (derived
-    int32_t peer_node           # by the engine), so that an arrival and a frame start touch one
-                                # line of the receiving port, not two
+    int32_t peer_node           # the peer port's node, derived by the engine: a frame start
+                                # reads no line of the receiving port
+    int32_t pad2
     # --- the rest
     uint64_t rng                # this port's random stream (ECN marking), seeded per port
     int64_t pause_tx            # PFC frames sent from this port (XOFF and XON)

@@ -312,7 +312,7 @@ cdef inline void switch_enqueue(Sim* s, int32_t node, int32_t pi) noexcept nogil
 
 
 cdef inline void switch_rx(Sim* s, int32_t inport, int32_t pi) noexcept nogil:
-    cdef int32_t node = s.ports[inport].rx_node
+    cdef int32_t node = s.ports[inport].node
     cdef Packet* pk = &s.pkts[pi]
     cdef int32_t e
     if pk.flags & PF_ROUTED:
@@ -342,7 +342,7 @@ cdef inline void switch_rx(Sim* s, int32_t inport, int32_t pi) noexcept nogil:
 # Hosts: deliver, start flows.
 
 cdef inline void host_rx(Sim* s, int32_t inport, int32_t pi) noexcept nogil:
-    cdef int32_t node = s.ports[inport].rx_node
+    cdef int32_t node = s.ports[inport].node
     cdef Packet* pk = &s.pkts[pi]
     if pk.dst != s.nodes[node].host:
         drop(s, node, -1, pi, DR_NO_ROUTE)
@@ -578,7 +578,7 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
             # frames, flow and operation starts; not protocol timers
             s.t_active = ev.time
         if ev.kind == EV_RX:
-            node = s.ports[ev.obj].rx_node
+            node = s.ports[ev.obj].node
             if not (s.pkts[ev.arg].flags & PF_ROUTED):     # not the cut-through second visit
                 s.ports[ev.obj].rx_bytes += s.pkts[ev.arg].size
                 s.ports[ev.obj].rx_frames += 1
@@ -791,7 +791,6 @@ cdef class Engine:
         s.ports = <Port*>cnp.PyArray_DATA(self.ports)
         s.n_ports = len(self.ports)
         for i in range(s.n_ports):
-            s.ports[i].rx_node = s.ports[i].node
             s.ports[i].peer_node = s.ports[s.ports[i].peer].node
             # (8e12 ps-bits per s: whole picoseconds per byte at every standard rate)
             s.ports[i].ps_per_byte = 0
