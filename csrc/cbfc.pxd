@@ -43,7 +43,7 @@ cdef inline void cbfc_freed(Sim* s, int32_t rx_port, int32_t prio, int32_t size)
     pk.size = CBFC_FRAME_BYTES
     pk.flow = -1
     pk.src = pt.node
-    pk.dst = s.ports[pt.peer].node
+    pk.dst = pt.peer_node
     pk.prio = <uint8_t>prio
     pk.opcode = <uint8_t>prio           # the virtual channel
     pk.offset = q.cbfc_rx_freed         # cumulative cells freed

@@ -74,7 +74,7 @@ cdef inline void pfc_send(Sim* s, int32_t port, int32_t prio, int32_t quanta) no
     pk.payload = 0
     pk.flow = -1
     pk.src = pt.node
-    pk.dst = s.ports[pt.peer].node
+    pk.dst = pt.peer_node
     pk.prio = <uint8_t>prio
     pk.opcode = <uint8_t>(1 << prio)      # class-enable vector
     pk.psn = quanta                       # pause time of the enabled class, quanta
