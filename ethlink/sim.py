@@ -31,7 +31,7 @@ from .scenario import (TRANSPORTS, UET_DATA_HEADER_BYTES, Scenario, ScenarioErro
                        rto_cap_ps, rto_initial_ps, spine_count)
 from .topology import (HOST, SWITCH, Fabric, PortTable, Routes, clockwise_routes, fat_tree, leaf_spine,
                        multiplane_star, ring, route, star)
-from .workloads import expand, from_table
+from .workloads import TRANSPORT_CODES, expand, from_table
 from . import loadstore
 
 RAW_OVERHEAD_BYTES = 22      # Ether 14 + 802.1Q 4 + FCS 4 (csrc/flows.pxd)
@@ -620,7 +620,7 @@ def frame_sizes(verb: int, size: int, mtu: int) -> np.ndarray:
 
 
 READ_REQUEST_BYTES = ROCE_BASE_BYTES + RETH
-TRANSPORT_UET = TRANSPORTS.index("uet")     # build_qps transport codes: TRANSPORTS' order
+TRANSPORT_UET = TRANSPORT_CODES["uet"]      # build_qps transport codes (workloads.TRANSPORT_CODES)
 
 
 def uet_frame_sizes(size: int, mtu: int) -> np.ndarray:
@@ -690,7 +690,7 @@ def _hop_types(nodes, pt) -> tuple[int, np.ndarray, list[tuple[int, ...]]]:
 def ideal_fct_ps(flows, sc, nodes, pt, host_node, routes, transport) -> np.ndarray:
     """Ideal completion per message (see module doc). A READ's data flows back from the
     responder: its ideal is the request's one-way time plus the responses' pipeline.
-    `transport` (per message: 0 raw, 1 RoCE, 2 UET; default from the verb) picks the
+    `transport` (per message: 0 raw, 1 RoCE, 2 UET, workloads' "transport" column) picks the
     frames: UET data frames carry their PDS and SES headers, only RoCE data frames HPCC's INT.
 
     NOTE: messages are grouped by what their ideal depends on (size, MTU, verb, lanes and
@@ -750,7 +750,7 @@ def hpcc_base_rtt_ps(flows, sc, nodes, pt, host_node, routes, transport) -> int:
     serialization, propagation and the receiving node's latency (_pipeline). HPCC's ns-3
     model computes its base RTT from the path the same way (propagation and transmission
     of a data packet and its ACK)."""
-    roce = np.nonzero(np.asarray(transport) == TRANSPORTS.index("roce"))[0]   # not UET's
+    roce = np.nonzero(np.asarray(transport) == TRANSPORT_CODES["roce"])[0]   # not UET's
     if not len(roce):
         return HPCC_NO_ROCE_RTT_PS
     pairs = np.unique(np.stack([flows["src"][roce], flows["dst"][roce]], axis=1).astype(np.int64), axis=0)
