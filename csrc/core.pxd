@@ -250,7 +250,7 @@ cdef struct Node:
 
 cdef struct Port:               # 256 B, 64-byte aligned (engine.pyx)
     # NOTE: the first line holds what sending a frame touches, the second what receiving
-    # one touches and the rest of a frame start (its node, counters, rate and peer): a hop
+    # one touches and the rest of a frame start (its node, counters, delay and peer): a hop
     # reads both lines of the sending port and the second of the receiving one.
     int32_t llr                 # 1: link-level retry on the link from this port
     int32_t peer                # port at the other end of the link
@@ -262,8 +262,11 @@ cdef struct Port:               # 256 B, 64-byte aligned (engine.pyx)
     int32_t replay_go           # LLR sender side: 1 while going back N: no new frame until done
     int32_t qmask               # bit p set: data queue p of this port holds a frame (port.pxd)
     int32_t sched               # Sched
-    int64_t rate_bps            # link rate, bit/s, > 0
-    int64_t delay_ps            # propagation delay to the peer, ps, >= 0
+    # An elided EV_TX_DONE (busy == 2, port_busy): when the frame's IFG ends, and the
+    # sequence number the event would have had (on this line: a frame queued to an idle
+    # port reads them)
+    int64_t tx_end
+    int64_t tx_seq
     int64_t tx_bytes            # frame bytes sent (FCS included, preamble/IFG excluded)
     int64_t busy_ps             # ps the wire was occupied (frames + preamble + IFG)
     # --- second cache line
@@ -277,13 +280,15 @@ cdef struct Port:               # 256 B, 64-byte aligned (engine.pyx)
     int64_t tx_frames
     int64_t rx_bytes
     int64_t rx_frames
-    double ber                  # bit error rate of the link from this port (0: none)
+    int64_t delay_ps            # propagation delay to the peer, ps, >= 0
     int64_t ps_per_byte         # 8e12 / rate_bps when that is whole (every standard rate), else
                                 # 0; derived by the engine (port_ser_ps)
     int32_t peer_node           # the peer port's node, derived by the engine: a frame start
                                 # reads no line of the receiving port
     int32_t pad2
     # --- the rest
+    int64_t rate_bps            # link rate, bit/s, > 0 (a frame's time: ps_per_byte)
+    double ber                  # bit error rate of the link from this port (0: none)
     uint64_t rng                # this port's random stream (ECN marking), seeded per port
     int64_t pause_tx            # PFC frames sent from this port (XOFF and XON)
     int64_t pause_rx            # PFC frames received on this port
@@ -298,10 +303,6 @@ cdef struct Port:               # 256 B, 64-byte aligned (engine.pyx)
     int64_t llr_replays         # frames sent again from this port
     int64_t fcs_errors          # corrupted frames received on this port
     int64_t cbfc_updates        # credit update frames sent from this port
-    # An elided EV_TX_DONE (busy == 2, port_busy): when the frame's IFG ends, and the
-    # sequence number the event would have had
-    int64_t tx_end
-    int64_t tx_seq
     int64_t pad1[4]             # to 256 B: four cache lines
 
 cdef struct Queue:              # queues[port * 8 + prio]; 320 B, 64-byte aligned (engine.pyx)
@@ -605,6 +606,7 @@ cdef struct Sim:
     # PFC (IEEE 802.1Qbb), fabric-wide settings
     int32_t lossless_mask       # bit p set: priority p is lossless (PFC), else lossy
     int32_t llr_any             # 1: some port runs link-level retry (llr.pxd)
+    int32_t ber_any             # 1: some link has bit errors (Port.ber > 0)
     double pfc_alpha            # dynamic XOFF = pfc_alpha x free buffer (when Queue.xoff == 0)
     int32_t pfc_quanta          # pause time sent in XOFF, in quanta of 512 bit times
     int32_t wd_action           # 0 off, 1 drop, 2 ignore pauses

@@ -892,6 +892,7 @@ cdef class Engine:
         s.seed = seed
         s.lossless_mask = lossless_mask
         s.llr_any = int(len(self.ports) > 0 and bool(self.ports["llr"].any()))
+        s.ber_any = int(len(self.ports) > 0 and bool((self.ports["ber"] > 0).any()))
         s.pfc_quanta = pfc_quanta
         s.pfc_response_ps = pfc_response_ps
         s.pfc_alpha = pfc_alpha

@@ -24,7 +24,7 @@ from core cimport *
 cdef inline void llr_mark(Sim* s, Port* pt, Packet* pk) noexcept nogil:
     # At the first bit: number the frame (first transmission only) and flip its bits.
     cdef double p
-    if pt.ber > 0.0:
+    if s.ber_any and pt.ber > 0.0:        # (ber is on the port's cold lines)
         p = -expm1(<double>(pk.size * 8) * log1p(-pt.ber))
         if rng_uniform(&pt.rng) < p:
             pk.flags |= PF_CORRUPT
