@@ -576,6 +576,8 @@ cdef struct Sim:
     int32_t* host_node          # host index -> node index
     int32_t* node_row           # node -> row of route_set, -1 for a host with one port (route.pxd)
     int32_t* host_class         # host -> destination class (hosts linked to the same switches)
+    int32_t* host_down          # [2 host]: the node a host with one port is linked to, [2 host
+                                # + 1]: that node's port to it; -1 for hosts with several ports
     int32_t n_classes
     int32_t* route_set          # [row * n_classes + class] -> next-hop set, -1: none
     int32_t* route_off          # [set] .. [set + 1]: the set's range of route_port

@@ -697,6 +697,21 @@ def _wheel(ports, nodes, int64_t pfc_response_ps, int shift, int64_t slots):
     return (shift, slots)
 
 
+def _host_down(nodes, ports, host_node):
+    """Sim.host_down: per host, the node its one port is linked to and that node's port
+    back to it ((-1, -1) for a host with several ports, or none linked)."""
+    down = np.full((max(1, len(host_node)), 2), -1, dtype=np.int32)
+    if len(host_node) and len(ports):
+        hn = np.asarray(host_node, dtype=np.int64)
+        fp = nodes["first_port"][hn].astype(np.int64)
+        one = (nodes["nports"][hn] == 1) & (fp >= 0) & (fp < len(ports))
+        pp = np.where(one, ports["peer"][np.where(one, fp, 0)], -1).astype(np.int64)
+        one &= (pp >= 0) & (pp < len(ports))
+        down[one, 0] = ports["node"][pp[one]]
+        down[one, 1] = pp[one]
+    return down.reshape(-1)
+
+
 def _as(arr, dtype, name):
     arr = np.ascontiguousarray(arr)
     if arr.dtype != dtype:
@@ -710,7 +725,7 @@ cdef class Engine:
     cdef Sim s
     cdef readonly object nodes, ports, queues, flows, qps, ls_ops, ls_gpus
     cdef object _host_node, _route_off, _route_port, _ring_head, _ring_tail, _ring_mask, _flow_order
-    cdef object _node_row, _host_class, _route_set
+    cdef object _node_row, _host_class, _route_set, _host_down
     cdef object _dep_off, _dep_list
     cdef object _uet_st, _uet_sent
     cdef bint started
@@ -767,6 +782,7 @@ cdef class Engine:
         self._route_set = np.ascontiguousarray(routes.table, dtype=np.int32)
         if len(self._route_set) == 0:
             self._route_set = np.full(1, -1, dtype=np.int32)
+        self._host_down = _host_down(self.nodes, self.ports, self._host_node)
         self._route_off = np.ascontiguousarray(routes.set_off, dtype=np.int32)
         self._route_port = np.ascontiguousarray(routes.set_port, dtype=np.int32)
         if len(self._route_port) == 0:
@@ -879,6 +895,7 @@ cdef class Engine:
         s.host_node = <int32_t*>cnp.PyArray_DATA(self._host_node)
         s.node_row = <int32_t*>cnp.PyArray_DATA(self._node_row)
         s.host_class = <int32_t*>cnp.PyArray_DATA(self._host_class)
+        s.host_down = <int32_t*>cnp.PyArray_DATA(self._host_down)
         s.n_classes = routes.n_classes
         s.route_set = <int32_t*>cnp.PyArray_DATA(self._route_set)
         s.route_off = <int32_t*>cnp.PyArray_DATA(self._route_off)

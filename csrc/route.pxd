@@ -9,8 +9,8 @@
 # decision: the count, the first hop and the k-th. Candidates are in ascending port order, as the dense
 # (node x host) table they replace listed them, so ECMP hashes pick the same port.
 #
-# Limits: a node linked to the destination by several links scans the host's ports
-# (a handful) to find the k-th.
+# Limits: a node linked to a destination host with several ports scans the host's ports
+# (a handful) to find its links to it (a host with one port: Sim.host_down).
 from core cimport *
 
 
@@ -43,6 +43,13 @@ cdef inline Hops route_hops(Sim* s, int32_t node, int32_t dst) noexcept nogil:
     h.ports = NULL
     if row < 0:                         # a host with one port: every route leaves by it
         h.first = s.nodes[node].first_port
+        h.n = 1
+        return h
+    if s.host_down[2 * dst] == node:
+        # NOTE: the last switch before a host with one port (a sixth of a fat-tree's hops):
+        # its one link to it, from a small table, where the scan below reads the host's
+        # node and port records and the switch port's (three cache misses on large fabrics)
+        h.first = s.host_down[2 * dst + 1]
         h.n = 1
         return h
     sid = s.route_set[<int64_t>row * s.n_classes + s.host_class[dst]]
