@@ -580,6 +580,8 @@ cdef struct Sim:
                                 # + 1]: that node's port to it; -1 for hosts with several ports
     int32_t n_classes
     int32_t* route_set          # [row * n_classes + class] -> next-hop set, -1: none
+    int16_t* route_set16        # the same as int16 when there are fewer than 32767 sets (then
+                                # route_set is NULL): half the table in cache (route.pxd)
     int32_t* route_off          # [set] .. [set + 1]: the set's range of route_port
     int32_t* route_port         # egress port candidates (equal cost, ascending)
     int32_t* ring_head          # [port * 8 + prio] QPs with something to send on a port

@@ -52,7 +52,10 @@ cdef inline Hops route_hops(Sim* s, int32_t node, int32_t dst) noexcept nogil:
         h.first = s.host_down[2 * dst + 1]
         h.n = 1
         return h
-    sid = s.route_set[<int64_t>row * s.n_classes + s.host_class[dst]]
+    if s.route_set16 != NULL:
+        sid = s.route_set16[<int64_t>row * s.n_classes + s.host_class[dst]]
+    else:
+        sid = s.route_set[<int64_t>row * s.n_classes + s.host_class[dst]]
     if sid >= 0:
         h.ports = &s.route_port[s.route_off[sid]]
         h.first = h.ports[0]

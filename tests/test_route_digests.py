@@ -92,6 +92,17 @@ def test_builtin_results_are_unchanged(name):
     assert digest(name, expected[name]["summary_keys"]) == expected[name]
 
 
+@pytest.mark.parametrize("name", ["alltoall-fattree", "permutation-leafspine", "ethlink-mixed"])
+def test_route_table_width_changes_nothing(name, monkeypatch):
+    # Fabrics with 32767 route sets or more keep an int32 table (the rest int16): forced
+    # here, the built-ins (a fat-tree, a leaf-spine, multi-plane hosts) route the same.
+    from ethlink import _engine
+    monkeypatch.setattr(_engine, "ROUTE_SET16_MAX", 0)
+    assert Simulation(scenarios.load(name, SCALE.get(name, []))).engine.route_set_dtype == np.int32
+    expected = json.loads(FIXTURE.read_text())
+    assert digest(name, expected[name]["summary_keys"]) == expected[name]
+
+
 if __name__ == "__main__":
     import sys
     json.dump(digests(), sys.stdout, indent=1, sort_keys=True)
