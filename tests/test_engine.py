@@ -736,6 +736,18 @@ def test_event_queue_pops_in_time_then_sequence_order(case):
     assert _engine.event_queue_ops(ops, shift, slots) == _heap_model(ops)
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(64, 3000), st.integers(0, 12), st.sampled_from([1, 7, 1 << 20]), st.randoms(use_true_random=False))
+def test_event_queue_sorts_a_large_bucket(n, shift, spread, rnd):
+    # n events of one wheel bucket (the radix sort past 64 of them), added in any order
+    # of times within the bucket and of sequence numbers, pop in (time, seq) order.
+    seqs = [q * spread for q in range(n)]
+    rnd.shuffle(seqs)
+    base = 5 << shift
+    ops = [(0, base + rnd.randrange(1 << shift), s) for s in seqs] + [(1, 0, 0)] * (n + 1)
+    assert _engine.event_queue_ops(ops, shift, 64) == _heap_model(ops)
+
+
 def test_event_queue_peek_past_a_bucket_then_add_before_it():
     # The loop peeks at the next event (moving the wheel to its bucket) before the current
     # event adds its own, which may fall in an earlier bucket: they must still pop first.
