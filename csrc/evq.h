@@ -370,8 +370,8 @@ static inline int bitlen64(uint64_t x)
  * useful order; each event's (time, seq) is packed with its index into one 64-bit key
  * (time within the bucket, seq above the bucket's smallest, index), the keys are sorted
  * as integers (radix sort for large buckets, else quicksort) and the events gathered in
- * that order. A bucket whose keys would not fit
- * in 64 bits (sequence numbers far apart) is merge-sorted instead. */
+ * that order. A bucket whose keys would not fit in 64 bits (sequence numbers far apart)
+ * is merge-sorted instead. */
 static inline void evq_sort_run(EvQueue* q)
 {
     int64_t n = q->run_n, i;
