@@ -183,6 +183,8 @@ cdef extern from "evq.h" nogil:
         int64_t far_cap
         int shift
         int64_t nslots
+        int rank                # 1: small buckets rank-sorted (AVX2), 0: quicksorted
+    int evq_rank_supported()
     int evq_init(EvQueue* q, int shift, int64_t nslots)
     void evq_free(EvQueue* q)
     int evq_push(EvQueue* q, const Event* ev)

@@ -1247,20 +1247,30 @@ def trace_columns(cnp.ndarray recs):
     return cols
 
 
-def event_queue_ops(ops, int shift, int64_t slots):
+def event_queue_rank_supported():
+    """Whether the event queue rank-sorts its small buckets on this CPU (csrc/evq.h)."""
+    return bool(evq_rank_supported())
+
+
+def event_queue_ops(ops, int shift, int64_t slots, rank=None):
     """Drive csrc/evq.h directly, outside any fabric (a test hook): `ops` is a sequence
     of (op, time, seq) with op 0 = add an event at (time, seq), 1 = pop the earliest, 2 =
     peek at it (which may move the wheel on). Returns the (time, seq) of every pop and
     peek, in order, with (-1, -1) when the queue was empty. Added times must not be before
-    the last one popped, as in the engine."""
+    the last one popped, as in the engine. `rank`: sort small buckets by rank (True, where
+    `event_queue_rank_supported()`) or by quicksort (False); None, as the engine does."""
     cdef EvQueue q
     cdef Event ev
     cdef Event* top
     cdef int err = 0
     if slots < 64 or slots & (slots - 1) or shift < 0 or shift > 62:
         raise ValueError("slots: a power of 2, at least 64; shift: 0 to 62")
+    if rank and not evq_rank_supported():
+        raise ValueError("rank: this CPU cannot rank-sort (no AVX2 on x86-64)")
     if evq_init(&q, shift, slots):
         raise MemoryError()
+    if rank is not None:
+        q.rank = 1 if rank else 0
     out = []
     try:
         for op, time, seq in ops:

@@ -729,11 +729,43 @@ def _queue_ops(draw):
     return shift, slots, ops
 
 
+# Small buckets are rank-sorted where the CPU has AVX2 (csrc/evq.h evq_rank_sort), else
+# quicksorted: both must give the heap's order.
+SMALL_SORTS = [False] + [True] * _engine.event_queue_rank_supported()
+
+
+@pytest.mark.parametrize("rank", SMALL_SORTS)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_queue_ops())
-def test_event_queue_pops_in_time_then_sequence_order(case):
+def test_event_queue_pops_in_time_then_sequence_order(rank, case):
     shift, slots, ops = case
-    assert _engine.event_queue_ops(ops, shift, slots) == _heap_model(ops)
+    assert _engine.event_queue_ops(ops, shift, slots, rank=rank) == _heap_model(ops)
+
+
+@pytest.mark.parametrize("rank", SMALL_SORTS)
+@settings(max_examples=60, deadline=None)
+@given(st.integers(2, 63), st.integers(0, 40), st.sampled_from([1, 3, 1 << 13, 1 << 40]),
+       st.randoms(use_true_random=False))
+def test_event_queue_sorts_a_small_bucket(rank, n, shift, spread, rnd):
+    # fewer than 64 events of one bucket in any order: time offsets of up to 40 bits and
+    # sequence numbers up to 2^46 apart, so the packed keys take from a few bits past 32
+    # (the rank sort's 64-bit keys) up to more than 64 (the merge sort)
+    seqs = [q * spread for q in range(n)]
+    rnd.shuffle(seqs)
+    base = 3 << shift
+    times = [base + rnd.randrange(1 << shift) for _ in range(n)]
+    if n > 3:
+        times[:2] = [base, base + (1 << shift) - 1]     # the widest time offset
+    ops = [(0, t, s) for t, s in zip(times, seqs)] + [(1, 0, 0)] * (n + 1)
+    assert _engine.event_queue_ops(ops, shift, 64, rank=rank) == _heap_model(ops)
+
+
+def test_event_queue_rank_needs_the_cpu_for_it():
+    if _engine.event_queue_rank_supported():
+        assert _engine.event_queue_ops([(0, 5, 1), (0, 4, 2), (1, 0, 0)], 4, 64, rank=True) == [(4, 2)]
+    else:
+        with pytest.raises(ValueError, match="AVX2"):
+            _engine.event_queue_ops([], 4, 64, rank=True)
 
 
 @settings(max_examples=40, deadline=None)
