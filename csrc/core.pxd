@@ -31,6 +31,7 @@ cdef enum:
     MIN_FRAME_BYTES = 64        # IEEE 802.3 minimum frame, FCS included
     NPRIO = 8                   # IEEE 802.1Q priorities (PCP 0..7)
     NO_PKT = -1
+    EGRESS_TO_QP = -2           # Packet.egress on the link to a host: -2 - qp (tx_start)
 
 cdef enum EventKind:
     EV_TX_DONE = 0              # a port finished a frame and its IFG: it may start the next
@@ -204,7 +205,9 @@ cdef struct Packet:             # 128 B, 64-byte aligned (pkt_alloc): two cache 
     int32_t dst                 # destination host index (hop-by-hop frames: the peer node)
     int32_t size                # frame bytes, FCS included, preamble/IFG excluded; >= 64
     int32_t in_port             # port it arrived on at the node holding it; -1 at its source
-    int32_t egress              # egress port chosen at the node holding it, -1 before routing
+    int32_t egress              # egress port chosen at the node holding it, -1 before routing;
+                                # on the link to a host, EGRESS_TO_QP - the QP its arrival
+                                # reads (a transport frame), else -1
     int32_t rx_next             # link FIFO (link_push): next arrival on the same link, -1 ends
     int64_t t_last              # ps when its last bit reaches the node holding it
     int64_t rx_time             # link FIFO: ps of the EV_LINK_RX event rx_next becomes

@@ -166,6 +166,11 @@ cdef inline void tx_start(Sim* s, int32_t p, int32_t pi, bint replay) noexcept n
         # egress there is chosen now: the loop can then prefetch that egress port's queue
         # several events before the arrival that enqueues the frame (run_loop).
         pk.egress = route(s, peer_node, pi)
+    elif pk.kind != FK_RAW and not (pk.flags & PF_LS) and pk.qp >= 0:
+        # (likewise: the QP its arrival at the host reads, named for the loop to prefetch)
+        pk.egress = EGRESS_TO_QP - pk.qp
+    else:
+        pk.egress = -1
     link_push(s, peer, t_rx + pn.latency_ps, pi, 0)
 
 
@@ -571,6 +576,15 @@ cdef int run_loop(Sim* s, int64_t until, int64_t budget) noexcept nogil:
             if e >= 0:
                 prefetch(&s.queues[e * NPRIO + s.pkts[ah.arg].prio])
                 prefetch(&s.ports[e])
+            elif e <= EGRESS_TO_QP:
+                # a transport frame reaching its host: the frame's second line (PSN, QP)
+                # and what its QP's receive (epsn) or ACK handling (snd_una, the timer,
+                # acks_rx) reads: a RoCE permutation's host arrivals missed on both
+                qi = EGRESS_TO_QP - e
+                prefetch(<char*>&s.pkts[ah.arg] + 64)
+                prefetch(&s.qps[qi])
+                prefetch(&s.qps[qi].epsn)
+                prefetch(&s.qps[qi].acks_rx)
         s.now = ev.time
         s.events += 1
         done += 1
