@@ -32,15 +32,15 @@
 #define WALK_MIN_RUN 16
 /* NOTE: the synchronised permutation's buckets hold hundreds of events (475 on average
  * in those that need sorting, at k=16) where quicksort's compares are coin flips for the
- * branch predictor; a radix sort has no branches on the keys. Below this many, quicksort
- * (the RoCE permutation's buckets of 16 to 64: radix no faster there). */
+ * branch predictor; a radix sort has no branches on the keys. Below this many, a rank
+ * sort or quicksort (the RoCE permutation's buckets of 16 to 64: radix no faster there). */
 #define RADIX_MIN_RUN 64
 /* NOTE: below RADIX_MIN_RUN, buckets are rank-sorted where the CPU has AVX2: each key's
  * place is the count of keys below it, compared 8 (or 4) at a time, and the events are
  * put straight into their places. That is n^2 compares, but without a branch: in the RoCE
  * permutation (buckets of 27 events on average, in 6 ascending runs, 94 % needing a sort)
  * quicksort's compares were coin flips, about one mispredicted branch per event
- * (cachegrind's branch model), and the rank sort made the run 5 to 9 % faster. Elsewhere
+ * (cachegrind's branch model), and the rank sort made the run 6 to 7 % faster. Elsewhere
  * (no AVX2, or not x86-64) such buckets are quicksorted as before; the order is the same. */
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -493,7 +493,7 @@ static inline void evq_sort_run(EvQueue* q)
         return;
     }
 #if EVQ_HAVE_RANK
-    if (n < RADIX_MIN_RUN && q->rank) {     /* (tb + sb < 64 - ib: the keys are below 2^63) */
+    if (n < RADIX_MIN_RUN && q->rank) {     /* (tb + sb <= 64 - ib <= 63: keys below 2^63) */
         evq_rank_sort(q, n, t0, s0, tb, sb);
         return;
     }
