@@ -166,8 +166,9 @@ cdef inline void tx_start(Sim* s, int32_t p, int32_t pi, bint replay) noexcept n
         # egress there is chosen now: the loop can then prefetch that egress port's queue
         # several events before the arrival that enqueues the frame (run_loop).
         pk.egress = route(s, peer_node, pi)
-    elif pk.kind != FK_RAW and not (pk.flags & PF_LS) and pk.qp >= 0:
-        # (likewise: the QP its arrival at the host reads, named for the loop to prefetch)
+    elif pk.kind != FK_RAW and not (pk.flags & PF_LS):
+        # (likewise: the QP its arrival at the host reads, named for the loop to prefetch;
+        # -1 for none. A raw frame's second line, where qp is, is left unread.)
         pk.egress = EGRESS_TO_QP - pk.qp
     else:
         pk.egress = -1

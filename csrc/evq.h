@@ -36,12 +36,13 @@
  * sort or quicksort (the RoCE permutation's buckets of 16 to 64: radix no faster there). */
 #define RADIX_MIN_RUN 64
 /* NOTE: below RADIX_MIN_RUN, buckets are rank-sorted where the CPU has AVX2: each key's
- * place is the count of keys below it, compared 8 (or 4) at a time, and the events are
- * put straight into their places. That is n^2 compares, but without a branch: in the RoCE
+ * place is the count of keys below it, compared 8 at a time, and the events are put
+ * straight into their places. That is n^2 compares, but without a branch: in the RoCE
  * permutation (buckets of 27 events on average, in 6 ascending runs, 94 % needing a sort)
  * quicksort's compares were coin flips, about one mispredicted branch per event
  * (cachegrind's branch model), and the rank sort made the run 6 to 7 % faster. Elsewhere
- * (no AVX2, or not x86-64) such buckets are quicksorted as before; the order is the same. */
+ * (no AVX2, or not x86-64), and for keys wider than 31 bits (time and sequence numbers
+ * far apart: none in the built-ins), such buckets are quicksorted; the order is the same. */
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #define EVQ_HAVE_RANK 1
@@ -407,44 +408,19 @@ __attribute__((target("avx2"))) static void u32_rank(const uint32_t* k, int64_t 
     }
 }
 
-/* The same over 64-bit keys below 2^63, k padded with INT64_MAX to a multiple of 4. */
-__attribute__((target("avx2"))) static void u64_rank(const uint64_t* k, int64_t n, int32_t* rank)
-{
-    int64_t i, j, n4 = (n + 3) & ~(int64_t)3;
-    __m256i ki, acc;
-    __m128i s;
-    for (i = 0; i < n; i++) {
-        ki = _mm256_set1_epi64x((long long)k[i]);
-        acc = _mm256_setzero_si256();
-        for (j = 0; j < n4; j += 4)
-            acc = _mm256_add_epi64(acc, _mm256_cmpgt_epi64(ki, _mm256_loadu_si256((const __m256i*)(k + j))));
-        s = _mm_add_epi64(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
-        rank[i] = (int32_t)-(_mm_cvtsi128_si64(s) + _mm_extract_epi64(s, 1));
-    }
-}
-
-/* Sort the run's n (2 to RADIX_MIN_RUN - 1) events into o by rank: keys of tb + sb bits
- * (time above the bucket's first, then seq above its smallest; tb + sb <= 63). */
-static void evq_rank_sort(EvQueue* q, int64_t n, int64_t t0, int64_t s0, int tb, int sb)
+/* Sort the run's n (2 to RADIX_MIN_RUN - 1) events into o by rank: 32-bit keys of
+ * tb + sb <= 31 bits (time above the bucket's first, then seq above its smallest). */
+static void evq_rank_sort(EvQueue* q, int64_t n, int64_t t0, int64_t s0, int sb)
 {
     int32_t rank[RADIX_MIN_RUN];
+    uint32_t* k = (uint32_t*)q->keys;
     Event *a = q->run, *o = q->tmp;
     int64_t i;
-    if (tb + sb <= 31) {
-        uint32_t* k = (uint32_t*)q->keys;
-        for (i = 0; i < n; i++)
-            k[i] = ((uint32_t)(a[i].time - t0) << sb) | (uint32_t)(a[i].seq - s0);
-        for (; i & 7; i++)
-            k[i] = (uint32_t)INT32_MAX;
-        u32_rank(k, n, rank);
-    } else {
-        uint64_t* k = q->keys;
-        for (i = 0; i < n; i++)
-            k[i] = ((uint64_t)(a[i].time - t0) << sb) | (uint64_t)(a[i].seq - s0);
-        for (; i & 3; i++)
-            k[i] = (uint64_t)INT64_MAX;
-        u64_rank(k, n, rank);
-    }
+    for (i = 0; i < n; i++)
+        k[i] = ((uint32_t)(a[i].time - t0) << sb) | (uint32_t)(a[i].seq - s0);
+    for (; i & 7; i++)
+        k[i] = (uint32_t)INT32_MAX;
+    u32_rank(k, n, rank);
     for (i = 0; i < n; i++)
         o[rank[i]] = a[i];
     q->run = o;
@@ -493,8 +469,8 @@ static inline void evq_sort_run(EvQueue* q)
         return;
     }
 #if EVQ_HAVE_RANK
-    if (n < RADIX_MIN_RUN && q->rank) {     /* (tb + sb <= 64 - ib <= 63: keys below 2^63) */
-        evq_rank_sort(q, n, t0, s0, tb, sb);
+    if (n < RADIX_MIN_RUN && q->rank && tb + sb <= 31) {
+        evq_rank_sort(q, n, t0, s0, sb);
         return;
     }
 #endif

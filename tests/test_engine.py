@@ -748,8 +748,8 @@ def test_event_queue_pops_in_time_then_sequence_order(rank, case):
        st.randoms(use_true_random=False))
 def test_event_queue_sorts_a_small_bucket(rank, n, shift, spread, rnd):
     # fewer than 64 events of one bucket in any order: time offsets of up to 40 bits and
-    # sequence numbers up to 2^46 apart, so the packed keys take from a few bits past 32
-    # (the rank sort's 64-bit keys) up to more than 64 (the merge sort)
+    # sequence numbers up to 2^46 apart, so the packed keys take from under 31 bits (the
+    # rank sort) to past 31 (quicksort) and more than 64 (the merge sort)
     seqs = [q * spread for q in range(n)]
     rnd.shuffle(seqs)
     base = 3 << shift
