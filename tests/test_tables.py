@@ -208,20 +208,24 @@ def test_package_names_load_on_first_use_and_python_m_ethlink_runs(tmp_path):
     assert p.returncode == 0 and (tmp_path / "o" / "summary.json").exists(), p.stderr
 
 
-@pytest.mark.parametrize("given, want", [(None, "1"), ("3", "3")])
-def test_command_keeps_openblas_to_one_thread_unless_told(given, want):
+@pytest.mark.parametrize("given, want, pool", [(None, "1", "system"), ("3", "3", "jemalloc")])
+def test_command_sets_openblas_threads_and_arrow_pool_unless_told(given, want, pool):
     """The command sets OPENBLAS_NUM_THREADS=1 before numpy loads (its idle BLAS workers
-    spin on a core the run needs); a value in the environment is kept."""
+    spin on a core the run needs) and makes malloc pyarrow's default pool (mimalloc's
+    fresh huge pages cost the write phase a third of its time); values in the
+    environment are kept, and pyarrow then uses the pool named."""
     import os
-    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "ARROW_DEFAULT_MEMORY_POOL")}
     if given is not None:
         env["OPENBLAS_NUM_THREADS"] = given
+        env["ARROW_DEFAULT_MEMORY_POOL"] = pool
     code = ("import os, sys\nsys.argv = ['ethlink', '--version']\nimport ethlink.__main__ as m\n"
             "try:\n    m.main()\nexcept SystemExit:\n    pass\n"
-            "print(os.environ['OPENBLAS_NUM_THREADS'], 'numpy' in sys.modules)")
+            "import pyarrow as pa\n"
+            "print(os.environ['OPENBLAS_NUM_THREADS'], 'numpy' in sys.modules, pa.default_memory_pool().backend_name)")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.split()[-2:] == [want, "True"]
+    assert p.stdout.split()[-3:] == [want, "True", pool]
 
 
 def test_command_line_imports_leave_the_writers_to_the_run():
