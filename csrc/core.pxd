@@ -18,9 +18,10 @@
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport malloc, realloc, free
 cdef extern from "pool.h" nogil:
-    void* ethlink_pool_alloc(size_t nbytes)
-    void* ethlink_pool_grow(void* p, size_t old_bytes, size_t new_bytes)
-    void ethlink_pool_free(void* p, size_t nbytes)
+    void* ethlink_pool_alloc(size_t nbytes, size_t max_bytes, void** pool)
+    void* ethlink_pool_grow(void* p, size_t old_bytes, size_t new_bytes, void* pool)
+    void ethlink_pool_populate(void* pool, size_t upto)
+    void ethlink_pool_free(void* p, size_t nbytes, void* pool)
 
 # ---------------------------------------------------------------------------------------
 # Constants (IEEE 802.3 clause 4.4.2: 7 B preamble + 1 B SFD before, 12 B IFG after).
@@ -567,6 +568,8 @@ cdef struct Sim:
     int32_t pkt_top             # packets [pkt_top, pkt_cap) were never used: taken in order
     int64_t pkts_live           # packets allocated and not freed
     int64_t pkts_live_hwm
+    void* pool                  # the pool's reservation and page helper (pool.h), or NULL
+    int64_t pool_next           # record offset (bytes) at which pkt_alloc asks the helper for more
     # tables (owned by engine.pyx as numpy arrays)
     Node* nodes
     int32_t n_nodes
@@ -857,9 +860,17 @@ cdef inline void link_pop(Sim* s, int32_t port, int32_t pi, bint ctrl) noexcept 
 # ---------------------------------------------------------------------------------------
 # Packet pool: a free list threaded through Packet.next, then the never-used records in
 # order; grows by doubling.
-cdef inline Packet* pkt_pool_alloc(int64_t n) noexcept nogil:
+cdef enum:
+    PKT_MAX = 1073741824        # 2**30 packets at once (pkt_alloc refuses more)
+    POOL_AHEAD = 8 << 20        # bytes of never-used records the helper keeps faulted in
+    POOL_STEP = 2 << 20         # ... asked for each time pkt_top crosses another 2 MiB
+
+
+cdef inline Packet* pkt_pool_alloc(Sim* s, int64_t n) noexcept nogil:
     # n packet records, page aligned (each record is two cache lines), or NULL: see pool.h.
-    return <Packet*>ethlink_pool_alloc(n * sizeof(Packet))
+    # The engine itself touches the first n records; past them the helper goes ahead.
+    s.pool_next = n * sizeof(Packet)
+    return <Packet*>ethlink_pool_alloc(n * sizeof(Packet), PKT_MAX * sizeof(Packet), &s.pool)
 
 
 cdef inline int32_t pkt_alloc(Sim* s) noexcept nogil:
@@ -874,10 +885,10 @@ cdef inline int32_t pkt_alloc(Sim* s) noexcept nogil:
         # when the pool grows: a page of the pool is first touched when a packet needs it.
         if s.pkt_top == s.pkt_cap:
             old = s.pkt_cap
-            if old >= 1073741824:
+            if old >= PKT_MAX:
                 s.error = 2
                 return NO_PKT
-            p = <Packet*>ethlink_pool_grow(s.pkts, old * sizeof(Packet), 2 * <int64_t>old * sizeof(Packet))
+            p = <Packet*>ethlink_pool_grow(s.pkts, old * sizeof(Packet), 2 * <int64_t>old * sizeof(Packet), s.pool)
             if p == NULL:
                 s.error = 1
                 return NO_PKT
@@ -891,6 +902,9 @@ cdef inline int32_t pkt_alloc(Sim* s) noexcept nogil:
             s.pkt_cap = 2 * old
         i = s.pkt_top
         s.pkt_top += 1
+        if <int64_t>i * <int64_t>sizeof(Packet) >= s.pool_next and s.pool != NULL:
+            s.pool_next = <int64_t>i * <int64_t>sizeof(Packet) + POOL_STEP
+            ethlink_pool_populate(s.pool, <int64_t>i * <int64_t>sizeof(Packet) + POOL_AHEAD)
     s.pkts[i].next = -1
     s.pkts[i].uid = s.next_uid
     s.next_uid += 1

@@ -956,7 +956,7 @@ cdef class Engine:
         s.ttl = ttl
         shift, slots = _wheel(self.ports, self.nodes, pfc_response_ps, evq_shift, evq_slots)
         s.pkt_cap = max(16, initial_packets)
-        s.pkts = pkt_pool_alloc(s.pkt_cap)
+        s.pkts = pkt_pool_alloc(s, s.pkt_cap)
         if evq_init(&s.evq, shift, slots) or s.pkts == NULL or s.rate_log == NULL:
             raise MemoryError()
         s.free_head = -1
@@ -996,7 +996,7 @@ cdef class Engine:
 
     def __dealloc__(self):
         evq_free(&self.s.evq)
-        ethlink_pool_free(self.s.pkts, self.s.pkt_cap * sizeof(Packet))
+        ethlink_pool_free(self.s.pkts, self.s.pkt_cap * sizeof(Packet), self.s.pool)
         free(self.s.rate_log)
         free(self.s.trace)
         free(self.s.dl_cycle)

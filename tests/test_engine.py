@@ -841,3 +841,36 @@ def test_runs_cut_anywhere_and_resumed_match_one_straight_run(name, cuts, chunk)
     assert res.stop == straight.stop
     assert stable(res.summary) == stable(straight.summary)
     assert sim.engine.now == ref.engine.now
+
+
+def test_packet_pool_gives_the_same_run_with_or_without_its_reservation():
+    """The packet pool reserves the largest pool's address space, so it grows in place,
+    and a helper thread faults its pages in ahead of the engine (csrc/pool.h). Where the
+    reservation is refused (an address-space limit here; strict overcommit likewise) the
+    pool grows by mremap and the engine faults its own pages: the run's summary, flow
+    times and hop trace are those of tests/data/route_digests.json either way."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sim = Simulation(scenarios.load("incast-pfc"))
+    sim.run()
+    assert sim.engine.counters()["pool_capacity"] > 4096       # the pool grew, past what the engine touches first
+    tests = Path(__file__).parent
+    code = ("import json, resource, sys\n"
+            f"sys.path.insert(0, {str(tests)!r})\n"
+            "if sys.argv[1] == 'limited':\n"
+            "    resource.setrlimit(resource.RLIMIT_AS, (16 << 30, 16 << 30))\n"
+            "from test_route_digests import FIXTURE, digest\n"
+            "want = json.loads(FIXTURE.read_text())['incast-pfc']\n"
+            "got = digest('incast-pfc', want['summary_keys'])\n"
+            "peak = [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmPeak')][0]\n"
+            "print(json.dumps({'same': got == want, 'vm_peak_gib': peak / (1 << 20)}))")
+    out = {}
+    for mode in ("reserved", "limited"):
+        p = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        out[mode] = json.loads(p.stdout.splitlines()[-1])
+    assert out["reserved"]["same"] and out["limited"]["same"], out
+    assert out["reserved"]["vm_peak_gib"] > 100 > 16 > out["limited"]["vm_peak_gib"], out
