@@ -22,6 +22,7 @@ cdef extern from "pool.h" nogil:
     void* ethlink_pool_grow(void* p, size_t old_bytes, size_t new_bytes, void* pool)
     void ethlink_pool_populate(void* pool, size_t upto)
     void ethlink_pool_free(void* p, size_t nbytes, void* pool)
+    enum: ETHLINK_POOL_SMALL
 
 # ---------------------------------------------------------------------------------------
 # Constants (IEEE 802.3 clause 4.4.2: 7 B preamble + 1 B SFD before, 12 B IFG after).
@@ -862,14 +863,16 @@ cdef inline void link_pop(Sim* s, int32_t port, int32_t pi, bint ctrl) noexcept 
 # order; grows by doubling.
 cdef enum:
     PKT_MAX = 1073741824        # 2**30 packets at once (pkt_alloc refuses more)
-    POOL_AHEAD = 8 << 20        # bytes of never-used records the helper keeps faulted in
+    POOL_AHEAD = 4 << 20        # bytes of never-used records the helper keeps faulted in
     POOL_STEP = 2 << 20         # ... asked for each time pkt_top crosses another 2 MiB
 
 
 cdef inline Packet* pkt_pool_alloc(Sim* s, int64_t n) noexcept nogil:
     # n packet records, page aligned (each record is two cache lines), or NULL: see pool.h.
-    # The engine itself touches the first n records; past them the helper goes ahead.
-    s.pool_next = n * sizeof(Packet)
+    # The engine itself touches the first n records and the pool's first
+    # ETHLINK_POOL_SMALL bytes; the helper (pool.h) is first asked to go ahead once the
+    # engine's records reach half of that: a run of fewer packets never starts it.
+    s.pool_next = max(n * <int64_t>sizeof(Packet), <int64_t>ETHLINK_POOL_SMALL // 2)
     return <Packet*>ethlink_pool_alloc(n * sizeof(Packet), PKT_MAX * sizeof(Packet), &s.pool)
 
 

@@ -16,7 +16,13 @@
  * engine's never-used records (ethlink_pool_populate, MADV_POPULATE_WRITE, Linux 5.14),
  * on the machine's other core while the engine runs; it changes no byte the engine sees,
  * only when the zeroing happens. Without the reservation, the madvise flag or a thread,
- * the engine faults its pages in itself, as before. */
+ * the engine faults its pages in itself, as before. The first ETHLINK_POOL_SMALL bytes
+ * (16384 packets) are the engine's own to fault in, and only a run whose records pass
+ * half of them starts the helper: a small run has no thread and no page it did not
+ * touch. Its resident memory is still a 2 MiB huge page at least (the reservation is
+ * aligned for them); a plain mapping of a small pool got small pages, slower on a large
+ * run's hottest records (the 1024-host permutation's median 6 % slower with its first
+ * 2 MiB in small pages; benchmarks/README.md, "Memory per in-flight packet"). */
 #ifndef ETHLINK_POOL_H
 #define ETHLINK_POOL_H
 #include <stddef.h>
@@ -37,6 +43,7 @@
 #endif
 
 #define ETHLINK_POOL_CHUNK ((size_t)2 << 20)    /* one huge page per madvise call */
+#define ETHLINK_POOL_SMALL ((size_t)2 << 20)    /* the helper faults pages in from here on */
 
 /* A reserved pool and its helper thread. The helper populates [done, want) in chunks;
  * the engine raises `want` (ethlink_pool_populate). mu guards done, want, stop and
@@ -130,17 +137,19 @@ static inline void* ethlink_pool_grow(void* p, size_t old_bytes, size_t new_byte
     return q;
 }
 
-/* Ask the helper to have the pool's first `upto` bytes faulted in (a reserved pool only;
- * the helper starts on the first call). */
+/* Ask the helper to have the pool's first `upto` bytes faulted in, from
+ * ETHLINK_POOL_SMALL on (a reserved pool only; the helper starts on the first call). */
 static inline void ethlink_pool_populate(void* pool, size_t upto)
 {
     EthlinkPool* f = (EthlinkPool*)pool;
-    if (f == NULL || f->failed || f->pid != getpid())
+    if (f == NULL || f->pid != getpid())
         return;
     if (upto > f->reserved)
         upto = f->reserved;
     pthread_mutex_lock(&f->mu);
-    if (upto > f->want) {
+    if (f->done < ETHLINK_POOL_SMALL)
+        f->done = ETHLINK_POOL_SMALL;
+    if (upto > f->want && upto > f->done && !f->failed) {
         f->want = upto;
         if (!f->thread_on) {
             if (pthread_create(&f->th, NULL, ethlink_pool_helper, f) == 0)
