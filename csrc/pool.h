@@ -35,6 +35,7 @@
 #endif
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -138,7 +139,8 @@ static inline void* ethlink_pool_grow(void* p, size_t old_bytes, size_t new_byte
 }
 
 /* Ask the helper to have the pool's first `upto` bytes faulted in, from
- * ETHLINK_POOL_SMALL on (a reserved pool only; the helper starts on the first call). */
+ * ETHLINK_POOL_SMALL on (a reserved pool only; the helper starts on the first call, with
+ * every signal blocked: a Ctrl-C or SIGTERM goes to Python's threads, as without it). */
 static inline void ethlink_pool_populate(void* pool, size_t upto)
 {
     EthlinkPool* f = (EthlinkPool*)pool;
@@ -146,16 +148,21 @@ static inline void ethlink_pool_populate(void* pool, size_t upto)
         return;
     if (upto > f->reserved)
         upto = f->reserved;
+    sigset_t all, old;
     pthread_mutex_lock(&f->mu);
     if (f->done < ETHLINK_POOL_SMALL)
         f->done = ETHLINK_POOL_SMALL;
     if (upto > f->want && upto > f->done && !f->failed) {
         f->want = upto;
         if (!f->thread_on) {
-            if (pthread_create(&f->th, NULL, ethlink_pool_helper, f) == 0)
+            sigfillset(&all);
+            pthread_sigmask(SIG_BLOCK, &all, &old);
+            if (pthread_create(&f->th, NULL, ethlink_pool_helper, f) == 0) {
                 f->thread_on = 1;
-            else
+                pthread_setname_np(f->th, "ethlink-pool");  /* as top, perf and gdb show it */
+            } else
                 f->failed = 1;
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
         } else {
             pthread_cond_signal(&f->cv);
         }

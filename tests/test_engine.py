@@ -845,32 +845,49 @@ def test_runs_cut_anywhere_and_resumed_match_one_straight_run(name, cuts, chunk)
 
 def test_packet_pool_gives_the_same_run_with_or_without_its_reservation():
     """The packet pool reserves the largest pool's address space, so it grows in place,
-    and a helper thread faults its pages in ahead of the engine (csrc/pool.h). Where the
-    reservation is refused (an address-space limit here; strict overcommit likewise) the
-    pool grows by mremap and the engine faults its own pages: the run's summary, flow
-    times and hop trace are those of tests/data/route_digests.json either way."""
+    and past 1 MiB of records a helper thread ("ethlink-pool", every signal blocked)
+    faults its pages in ahead of the engine (csrc/pool.h). Where the reservation is
+    refused (an address-space limit here; strict overcommit likewise) the pool grows by
+    mremap, the engine faults its own pages and no thread starts. Either way `incast-pfc`
+    (a small pool) gives tests/data/route_digests.json's digests, and the full
+    `permutation-leafspine` (66 832 packets at once: the helper runs) the same summary
+    and flow times both ways."""
     import json
     import subprocess
     import sys
     from pathlib import Path
 
-    sim = Simulation(scenarios.load("incast-pfc"))
-    sim.run()
-    assert sim.engine.counters()["pool_capacity"] > 4096       # the pool grew, past what the engine touches first
     tests = Path(__file__).parent
-    code = ("import json, resource, sys\n"
+    code = ("import json, os, resource, sys\n"
             f"sys.path.insert(0, {str(tests)!r})\n"
             "if sys.argv[1] == 'limited':\n"
             "    resource.setrlimit(resource.RLIMIT_AS, (16 << 30, 16 << 30))\n"
-            "from test_route_digests import FIXTURE, digest\n"
+            "from test_route_digests import FIXTURE, SKIP, _sha, digest\n"
+            "from ethlink import scenarios\n"
+            "from ethlink.sim import Simulation\n"
             "want = json.loads(FIXTURE.read_text())['incast-pfc']\n"
-            "got = digest('incast-pfc', want['summary_keys'])\n"
+            "same = digest('incast-pfc', want['summary_keys']) == want\n"
+            "sim = Simulation(scenarios.load('permutation-leafspine'))\n"
+            "res = sim.run()\n"
+            "summary = json.dumps({k: v for k, v in res.summary.items() if k not in SKIP}, sort_keys=True, default=float)\n"
+            "threads = {}\n"
+            "for t in os.listdir('/proc/self/task'):\n"
+            "    st = dict(l.split(':\\t', 1) for l in open(f'/proc/self/task/{t}/status').read().splitlines() if ':\\t' in l)\n"
+            "    threads[open(f'/proc/self/task/{t}/comm').read().strip()] = int(st['SigBlk'], 16)\n"
             "peak = [int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmPeak')][0]\n"
-            "print(json.dumps({'same': got == want, 'vm_peak_gib': peak / (1 << 20)}))")
+            "print(json.dumps({'same': same, 'vm_peak_gib': peak / (1 << 20), 'threads': threads,\n"
+            "                  'inflight': sim.engine.counters()['packets_in_flight_max'],\n"
+            "                  'leafspine': [summary, _sha(res.flows['finish_ps'], res.flows['complete_ps'])]}))")
     out = {}
     for mode in ("reserved", "limited"):
         p = subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True, timeout=120)
         assert p.returncode == 0, p.stderr
         out[mode] = json.loads(p.stdout.splitlines()[-1])
-    assert out["reserved"]["same"] and out["limited"]["same"], out
-    assert out["reserved"]["vm_peak_gib"] > 100 > 16 > out["limited"]["vm_peak_gib"], out
+    r, lim = out["reserved"], out["limited"]
+    assert r["same"] and lim["same"]
+    assert r["leafspine"] == lim["leafspine"]
+    assert r["inflight"] * 128 > 2 << 20                     # past where the helper starts
+    assert r["vm_peak_gib"] > 100 > 16 > lim["vm_peak_gib"], out
+    assert "ethlink-pool" not in lim["threads"], lim["threads"]
+    sigint, sigterm = 1 << (2 - 1), 1 << (15 - 1)
+    assert r["threads"]["ethlink-pool"] & sigint and r["threads"]["ethlink-pool"] & sigterm, r["threads"]
