@@ -19,21 +19,20 @@
  * the engine faults its pages in itself, as before. The first ETHLINK_POOL_SMALL bytes
  * (16384 packets) are the engine's own to fault in, and only a run whose records pass
  * half of them starts the helper: a small run has no thread and no page it did not
- * touch. Its resident memory is still a 2 MiB huge page at least (the reservation is
- * aligned for them); a plain mapping of a small pool got small pages, slower on a large
+ * touch. Its resident memory is still a 2 MiB huge page at least where the kernel aligns
+ * the reservation for them (Linux 6.18 here does); a plain mapping of a small pool got small pages, slower on a large
  * run's hottest records (the 1024-host permutation's median 6 % slower with its first
  * 2 MiB in small pages; benchmarks/README.md, "Memory per in-flight packet"). */
 #ifndef ETHLINK_POOL_H
 #define ETHLINK_POOL_H
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE                     /* mremap, pthread_setname_np: before any header */
+#endif
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
 #if defined(__linux__)
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
-#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -46,9 +45,9 @@
 #define ETHLINK_POOL_CHUNK ((size_t)2 << 20)    /* one huge page per madvise call */
 #define ETHLINK_POOL_SMALL ((size_t)2 << 20)    /* the helper faults pages in from here on */
 
-/* A reserved pool and its helper thread. The helper populates [done, want) in chunks;
- * the engine raises `want` (ethlink_pool_populate). mu guards done, want, stop and
- * thread_on; the helper drops it around each madvise. */
+/* A reserved pool and its helper thread. The helper populates [done, want) in chunks,
+ * from ETHLINK_POOL_SMALL on; the engine raises `want` (ethlink_pool_populate). mu guards
+ * done, want, stop, thread_on and failed; the helper drops it around each madvise. */
 typedef struct {
     char* base;
     size_t reserved;
@@ -103,6 +102,7 @@ static inline void* ethlink_pool_alloc(size_t bytes, size_t max_bytes, void** po
 #endif
                 f->base = (char*)p;
                 f->reserved = max_bytes;
+                f->done = f->want = ETHLINK_POOL_SMALL;
                 f->pid = getpid();
                 *pool = f;
                 return p;
@@ -150,9 +150,7 @@ static inline void ethlink_pool_populate(void* pool, size_t upto)
         upto = f->reserved;
     sigset_t all, old;
     pthread_mutex_lock(&f->mu);
-    if (f->done < ETHLINK_POOL_SMALL)
-        f->done = ETHLINK_POOL_SMALL;
-    if (upto > f->want && upto > f->done && !f->failed) {
+    if (upto > f->want && !f->failed) {
         f->want = upto;
         if (!f->thread_on) {
             sigfillset(&all);
@@ -206,9 +204,8 @@ static inline void* ethlink_pool_alloc(size_t bytes, size_t max_bytes, void** po
 
 static inline void* ethlink_pool_grow(void* p, size_t old_bytes, size_t new_bytes, void* pool)
 {
-    void* q = NULL;
-    (void)pool;
-    if (posix_memalign(&q, 64, new_bytes) != 0)
+    void* q = ethlink_pool_alloc(new_bytes, new_bytes, &pool);
+    if (q == NULL)
         return NULL;
     memcpy(q, p, old_bytes);
     free(p);
